@@ -1,0 +1,144 @@
+package tenantmigrate
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+)
+
+// The methods in this file manage tenants and migrations by hand. The admin
+// API and the CLI are built on them.
+
+// CreateTenant registers a tenant. It returns ErrTenantExists when the id is
+// taken and ErrNoEncryptionKey without Config.EncryptionKey.
+func (o *Orchestrator) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
+	return o.store.Create(ctx, t)
+}
+
+// UpsertTenant creates the tenant or replaces its URL and schema, keeping its
+// migration state. It reports whether the tenant was created.
+func (o *Orchestrator) UpsertTenant(ctx context.Context, t Tenant) (Tenant, bool, error) {
+	t, created, err := o.store.Upsert(ctx, t)
+	if err == nil {
+		o.cache.drop(t.ID)
+	}
+	return t, created, err
+}
+
+// PatchTenant changes the fields of p that are set.
+func (o *Orchestrator) PatchTenant(ctx context.Context, id string, p TenantPatch) (Tenant, error) {
+	t, err := o.store.Patch(ctx, id, p)
+	if err == nil {
+		o.cache.drop(id)
+	}
+	return t, err
+}
+
+// DeleteTenant removes a tenant from the control plane. Its database is left
+// as it is.
+func (o *Orchestrator) DeleteTenant(ctx context.Context, id string) error {
+	err := o.store.Delete(ctx, id)
+	if err == nil {
+		o.cache.drop(id)
+	}
+	return err
+}
+
+// GetTenant returns a tenant with its database URL in clear. Show it only
+// through Tenant.RedactedURL.
+func (o *Orchestrator) GetTenant(ctx context.Context, id string) (Tenant, error) {
+	return o.store.Get(ctx, id)
+}
+
+// ListTenants returns up to limit tenants after the cursor, in cursor order,
+// and the cursor of the next page (0 when there is none).
+func (o *Orchestrator) ListTenants(ctx context.Context, afterCursor int64, limit int) ([]Tenant, int64, error) {
+	return o.store.List(ctx, afterCursor, limit)
+}
+
+// TenantState returns a tenant's migration state without reading its URL.
+func (o *Orchestrator) TenantState(ctx context.Context, id string) (TenantState, error) {
+	return o.store.GetState(ctx, id)
+}
+
+// IsLatest reports whether the state is COMPLETED at the latest version.
+func (o *Orchestrator) IsLatest(st TenantState) bool {
+	return o.atLatest(st.MigrationsVersion, st.MigrationsStatus)
+}
+
+// MigrateTenant migrates the tenant now and records the result, whatever the
+// strategy; it shares the run with concurrent requests for the same tenant.
+// It returns the tenant's version, or a *MigrationError.
+func (o *Orchestrator) MigrateTenant(ctx context.Context, id string) (int64, error) {
+	if _, err := o.store.GetState(ctx, id); err != nil {
+		return 0, err
+	}
+	return o.migrateShared(ctx, id, o.cache.generation())
+}
+
+// PendingVersions returns the tenant's current version and the versions it
+// lacks, reading the tenant database without writing anything.
+func (o *Orchestrator) PendingVersions(ctx context.Context, id string) (int64, []int64, error) {
+	t, err := o.store.Get(ctx, id)
+	if err != nil {
+		return 0, nil, err
+	}
+	return o.migrator.Pending(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+}
+
+// EnqueueTenants queues a migrate_tenant job per tenant, in batches. Tenants
+// that already have a live job are skipped. It returns how many were queued.
+func (o *Orchestrator) EnqueueTenants(ctx context.Context, ids ...string) (int, error) {
+	return o.queue.Enqueue(ctx, ids)
+}
+
+// ScheduleFleet scans the control plane now and queues every tenant behind
+// the latest version (FAILED_STALE ones too with includeStale). It returns
+// how many jobs were queued.
+func (o *Orchestrator) ScheduleFleet(ctx context.Context, includeStale bool) (int, error) {
+	return o.fleet.ScanNow(ctx, includeStale)
+}
+
+// Remaining is the number of live migrate_tenant jobs.
+func (o *Orchestrator) Remaining(ctx context.Context) (int64, error) {
+	return o.queue.Remaining(ctx)
+}
+
+// ListFailed returns FAILED and FAILED_STALE tenants with their last error,
+// in cursor order, and the cursor of the next page (0 when there is none).
+func (o *Orchestrator) ListFailed(ctx context.Context, afterCursor int64, limit int) ([]TenantState, int64, error) {
+	return o.store.ListFailed(ctx, afterCursor, limit)
+}
+
+// Stats summarises the fleet against the latest version.
+func (o *Orchestrator) Stats(ctx context.Context) (Stats, error) {
+	return o.store.Stats(ctx, o.latest)
+}
+
+// Ping checks that the control plane answers.
+func (o *Orchestrator) Ping(ctx context.Context) error {
+	return o.pool.Ping(ctx)
+}
+
+// ValidateTenantID reports whether id is a valid tenant id: 1 to 63
+// characters of [a-z0-9_-], starting with a letter or digit.
+func ValidateTenantID(id string) error { return controlplane.ValidateTenantID(id) }
+
+// RedactURL returns a database URL with its password replaced.
+func RedactURL(u string) string { return controlplane.RedactURL(u) }
+
+// redactErr removes a URL's password from an error message, for errors of
+// parsers that may echo their input.
+func redactErr(err error, rawURL string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if red := controlplane.RedactURL(rawURL); red != rawURL && strings.Contains(msg, rawURL) {
+		return errors.New(strings.ReplaceAll(msg, rawURL, red))
+	}
+	return err
+}

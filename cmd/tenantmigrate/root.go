@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenantmigrate/tenantmigrate"
+)
+
+// globalOpts are the flags every command takes.
+type globalOpts struct {
+	databaseURL       string
+	encryptionKey     string
+	migrationsDir     string
+	logLevel          string
+	lockTimeout       time.Duration
+	tenantLockTimeout time.Duration
+	statementTimeout  time.Duration
+
+	stdout, stderr io.Writer
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	g := &globalOpts{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "tenantmigrate",
+		Short: "Keep every tenant database on the latest schema migrations",
+		Long: `tenantmigrate keeps a fleet of tenant PostgreSQL databases (or schemas) on the
+latest version of one set of goose v3 migrations. A control-plane database
+lists the tenants and records each one's migrations_version and status.`,
+		Example: `  # Try it in one minute: a throwaway PostgreSQL with 50 tenants
+  tenantmigrate demo
+
+  # Run the gateway and admin API
+  DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.databaseURL, "database-url", "", "control-plane PostgreSQL URL")
+	bindEnv(pf, "database-url", "DATABASE_URL")
+	pf.StringVar(&g.encryptionKey, "encryption-key", "", "secret (16+ characters) that encrypts tenant database URLs at rest")
+	bindEnv(pf, "encryption-key", "ENCRYPTION_KEY")
+	pf.StringVar(&g.migrationsDir, "migrations", "", "directory of goose v3 migration files (default: a small embedded example set)")
+	bindEnv(pf, "migrations", "MIGRATIONS_DIR")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	bindEnv(pf, "log-level", "LOG_LEVEL")
+	pf.DurationVar(&g.lockTimeout, "lock-timeout", time.Minute, "longest wait for a tenant's migration lock before a retryable failure")
+	bindEnv(pf, "lock-timeout", "LOCK_TIMEOUT")
+	pf.DurationVar(&g.tenantLockTimeout, "tenant-lock-timeout", 5*time.Second, "PostgreSQL lock_timeout in each migration session (0 = off)")
+	bindEnv(pf, "tenant-lock-timeout", "TENANT_LOCK_TIMEOUT")
+	pf.DurationVar(&g.statementTimeout, "statement-timeout", 0, "PostgreSQL statement_timeout in each migration session (0 = none)")
+	bindEnv(pf, "statement-timeout", "STATEMENT_TIMEOUT")
+
+	root.AddCommand(newServeCmd(g), newVersionCmd(g))
+	return root
+}
+
+// logger returns a JSON logger on stderr at the configured level.
+func (g *globalOpts) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, usageErr("invalid --log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	return slog.New(slog.NewJSONHandler(g.stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+// config builds the part of the library Config every command shares.
+func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
+	if g.databaseURL == "" {
+		return tenantmigrate.Config{}, usageErr("no control-plane database: set --database-url or DATABASE_URL")
+	}
+	cfg := tenantmigrate.Config{
+		DatabaseURL:       g.databaseURL,
+		EncryptionKey:     g.encryptionKey,
+		LockTimeout:       g.lockTimeout,
+		TenantLockTimeout: g.tenantLockTimeout,
+		StatementTimeout:  g.statementTimeout,
+		Logger:            logger,
+	}
+	if cfg.TenantLockTimeout == 0 {
+		cfg.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default
+	}
+	if g.encryptionKey != "" && len(g.encryptionKey) < 16 {
+		return cfg, usageErr("--encryption-key (ENCRYPTION_KEY) must be at least 16 characters")
+	}
+	if g.migrationsDir != "" {
+		st, err := os.Stat(g.migrationsDir)
+		if err != nil {
+			return cfg, usageErr("--migrations: %v", err)
+		}
+		if !st.IsDir() {
+			return cfg, usageErr("--migrations: %s is not a directory", g.migrationsDir)
+		}
+		cfg.Migrations = os.DirFS(g.migrationsDir)
+	}
+	return cfg, nil
+}
+
+func newVersionCmd(g *globalOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:     "version",
+		Short:   "Print the version of tenantmigrate",
+		Example: "  tenantmigrate version",
+		Args:    cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(g.stdout, "tenantmigrate %s\n", strings.TrimSpace(version))
+			return err
+		},
+	}
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
+	"github.com/tenantmigrate/tenantmigrate/internal/metrics"
+)
+
+type serveOpts struct {
+	listen               string
+	strategy             string
+	adminAPIKeys         string
+	tenantHostRegexp     string
+	upstream             string
+	workers              int
+	maxAttempts          int
+	retryBackoff         time.Duration
+	jobTimeout           time.Duration
+	rescueAfter          time.Duration
+	fleetRescanInterval  time.Duration
+	progressiveInterval  time.Duration
+	progressiveBatchSize int
+	staleRetryInterval   time.Duration
+	metrics              bool
+	riverUI              bool
+	shutdownTimeout      time.Duration
+}
+
+func newServeCmd(g *globalOpts) *cobra.Command {
+	var o serveOpts
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the tenant gateway, the admin API and the migration workers",
+		Long: `serve routes tenant traffic by host name, applies the migration strategy, and
+serves the admin API (/admin), /health and /metrics. Several instances may
+share one control plane: they coordinate through it.`,
+		Example: `  # On-request migration in front of an app on :3000
+  tenantmigrate serve --upstream http://127.0.0.1:3000 --admin-api-keys "$KEY"
+
+  # Migrate the whole fleet in the background at start
+  tenantmigrate serve --strategy full_fleet --workers 4`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), g, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	bindEnv(f, "listen", "LISTEN_ADDR")
+	f.StringVar(&o.strategy, "strategy", "on_request", "migration strategy: on_request, full_fleet or progressive")
+	bindEnv(f, "strategy", "MIGRATION_STRATEGY")
+	f.StringVar(&o.adminAPIKeys, "admin-api-keys", "", "comma-separated admin API keys (none: the admin API is off)")
+	bindEnv(f, "admin-api-keys", "ADMIN_API_KEYS")
+	f.StringVar(&o.tenantHostRegexp, "tenant-host-regexp", tenantmigrate.DefaultTenantHostRegexp, "regexp on the request host; its first group is the tenant id")
+	bindEnv(f, "tenant-host-regexp", "TENANT_HOST_REGEXP")
+	f.StringVar(&o.upstream, "upstream", "", "URL of the application to proxy tenant traffic to (none: GET /tenant answers tenant info)")
+	bindEnv(f, "upstream", "UPSTREAM_URL")
+	f.IntVar(&o.workers, "workers", 0, "migration jobs run at once by this instance (0: the default, 4)")
+	bindEnv(f, "workers", "WORKERS")
+	f.IntVar(&o.maxAttempts, "max-attempts", 3, "attempts per queued tenant migration before FAILED_STALE")
+	bindEnv(f, "max-attempts", "MAX_ATTEMPTS")
+	f.DurationVar(&o.retryBackoff, "retry-backoff", 5*time.Second, "wait before the second attempt, doubling after")
+	bindEnv(f, "retry-backoff", "RETRY_BACKOFF")
+	f.DurationVar(&o.jobTimeout, "job-timeout", 0, "longest run of one queued migration attempt (0: the default, 10m)")
+	bindEnv(f, "job-timeout", "JOB_TIMEOUT")
+	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "a job running this long is taken as held by a dead instance and retried (0: job timeout + 1m)")
+	bindEnv(f, "rescue-after", "RESCUE_AFTER")
+	f.DurationVar(&o.fleetRescanInterval, "fleet-rescan-interval", 10*time.Minute, "full_fleet: repeat the fleet scan this often (0 = off)")
+	bindEnv(f, "fleet-rescan-interval", "FLEET_RESCAN_INTERVAL")
+	f.DurationVar(&o.progressiveInterval, "progressive-interval", time.Minute, "progressive: enqueue collected tenants this often")
+	bindEnv(f, "progressive-interval", "PROGRESSIVE_INTERVAL")
+	f.IntVar(&o.progressiveBatchSize, "progressive-batch-size", 200, "progressive: enqueue as soon as this many tenants are collected")
+	bindEnv(f, "progressive-batch-size", "PROGRESSIVE_BATCH_SIZE")
+	f.DurationVar(&o.staleRetryInterval, "stale-retry-interval", 5*time.Minute, "progressive: least time between background retries of a FAILED_STALE tenant")
+	bindEnv(f, "stale-retry-interval", "STALE_RETRY_INTERVAL")
+	f.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
+	bindEnv(f, "metrics", "METRICS")
+	f.BoolVar(&o.riverUI, "river-ui", true, "serve the River job dashboard at /admin/riverui/ (behind the admin key)")
+	bindEnv(f, "river-ui", "RIVER_UI")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for requests and jobs")
+	bindEnv(f, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
+	return cmd
+}
+
+func (o *serveOpts) validate() error {
+	switch {
+	case o.maxAttempts < 1:
+		return usageErr("--max-attempts must be at least 1")
+	case o.workers < 0:
+		return usageErr("--workers must not be negative")
+	case o.progressiveBatchSize < 1:
+		return usageErr("--progressive-batch-size must be at least 1")
+	case o.progressiveInterval <= 0:
+		return usageErr("--progressive-interval must be positive")
+	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
+		return usageErr("durations must not be negative")
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
+	logger, err := g.logger()
+	if err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	cfg, err := g.config(logger)
+	if err != nil {
+		return err
+	}
+	if cfg.Strategy, err = tenantmigrate.ParseStrategy(o.strategy); err != nil {
+		return usageErr("--strategy: %v", err)
+	}
+	var upstream *url.URL
+	if o.upstream != "" {
+		if upstream, err = url.Parse(o.upstream); err != nil || (upstream.Scheme != "http" && upstream.Scheme != "https") || upstream.Host == "" {
+			return usageErr("--upstream must be an http(s) URL, got %q", o.upstream)
+		}
+	}
+	cfg.TenantHostRegexp = o.tenantHostRegexp
+	cfg.Workers = o.workers
+	cfg.MaxAttempts = o.maxAttempts
+	cfg.RetryBackoff = o.retryBackoff
+	cfg.JobTimeout = o.jobTimeout
+	cfg.RescueAfter = o.rescueAfter
+	cfg.FleetRescanInterval = o.fleetRescanInterval
+	if cfg.FleetRescanInterval == 0 {
+		cfg.FleetRescanInterval = -1 // the flag's 0 means off
+	}
+	cfg.ProgressiveInterval = o.progressiveInterval
+	cfg.ProgressiveBatchSize = o.progressiveBatchSize
+	cfg.StaleRetryInterval = o.staleRetryInterval
+	cfg.RunWorkers = true
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return usageErr("--listen: %v", err)
+	}
+	defer ln.Close()
+
+	// The hooks run only after Start, by which time m is set.
+	var m *metrics.Metrics
+	if o.metrics {
+		cfg.Hooks = tenantmigrate.Hooks{
+			OnGateDecision: func(d tenantmigrate.GateDecision) { m.ObserveGate(string(d)) },
+			OnMigrationRun: func(s tenantmigrate.Strategy, result string, d time.Duration) { m.ObserveRun(string(s), result, d) },
+		}
+	}
+	orch, err := tenantmigrate.New(ctx, cfg)
+	if err != nil {
+		return failedErr(err)
+	}
+	defer orch.Close()
+	var metricsHandler http.Handler
+	if o.metrics {
+		m = metrics.New(metrics.Config{Source: orch, Logger: logger})
+		metricsHandler = m.Handler()
+	}
+	if err := orch.Start(ctx); err != nil {
+		return failedErr(err)
+	}
+
+	handler, err := httpapi.NewHandler(httpapi.Config{
+		Service:             orch,
+		AdminAPIKeys:        splitKeys(o.adminAPIKeys),
+		Upstream:            upstream,
+		Logger:              logger,
+		TenantIDFromContext: tenantmigrate.TenantIDFromContext,
+		Metrics:             metricsHandler,
+	})
+	if err != nil {
+		return failedErr(err)
+	}
+	srv := httpapi.NewServer(o.listen, handler)
+	logger.Info("listening", "addr", ln.Addr().String(), "strategy", string(cfg.Strategy), "latest_version", orch.Latest())
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return failedErr(fmt.Errorf("serve: %w", err))
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Error("http shutdown", "err", err)
+	}
+	if err := orch.Stop(shutdownCtx); err != nil {
+		logger.Error("stop orchestrator", "err", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func splitKeys(s string) []string {
+	var keys []string
+	for k := range strings.SplitSeq(s, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}

@@ -1,0 +1,263 @@
+package tenantmigrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+)
+
+// latestCache holds the ids of tenants known to be at the latest version.
+// Entries are dropped when the control plane notifies a change of the tenant,
+// and all of them when the notification stream was interrupted. gen counts
+// invalidations so that a lookup that raced with one does not re-add a stale
+// entry.
+type latestCache struct {
+	mu  sync.RWMutex
+	m   map[string]struct{}
+	gen uint64
+	// live is true while the control-plane listener is connected; without it
+	// nothing is cached, because nothing would invalidate the entries.
+	live atomic.Bool
+}
+
+func (c *latestCache) init() { c.m = make(map[string]struct{}) }
+
+func (c *latestCache) has(id string) bool {
+	c.mu.RLock()
+	_, ok := c.m[id]
+	c.mu.RUnlock()
+	return ok
+}
+
+func (c *latestCache) generation() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
+}
+
+// addIf caches id unless an invalidation happened since gen was read.
+func (c *latestCache) addIf(id string, gen uint64) {
+	if !c.live.Load() {
+		return
+	}
+	c.mu.Lock()
+	if c.gen == gen {
+		c.m[id] = struct{}{}
+	}
+	c.mu.Unlock()
+}
+
+func (c *latestCache) drop(id string) {
+	c.mu.Lock()
+	delete(c.m, id)
+	c.gen++
+	c.mu.Unlock()
+}
+
+func (c *latestCache) reset() {
+	c.mu.Lock()
+	clear(c.m)
+	c.gen++
+	c.mu.Unlock()
+}
+
+func (o *Orchestrator) atLatest(version *int64, status controlplane.Status) bool {
+	return version != nil && *version >= o.latest && status == controlplane.StatusCompleted
+}
+
+func (o *Orchestrator) decide(d GateDecision) {
+	if h := o.cfg.Hooks.OnGateDecision; h != nil {
+		h(d)
+	}
+}
+
+// EnsureMigrated makes sure the tenant can be served. A tenant known to be at
+// the latest version returns at once, without a query. Otherwise the
+// strategy decides: on_request migrates now (concurrent calls for one tenant
+// share one run), progressive collects the tenant for the queue and returns,
+// full_fleet returns and leaves the tenant to the queue. A tenant never
+// migrated is migrated now under every strategy, as it has no schema to serve
+// from.
+//
+// It returns ErrTenantNotFound for an unknown tenant and a *MigrationError
+// when the migration failed.
+func (o *Orchestrator) EnsureMigrated(ctx context.Context, tenantID string) error {
+	if o.cache.has(tenantID) {
+		o.decide(GateUpToDate)
+		return nil
+	}
+	return o.ensureSlow(ctx, tenantID)
+}
+
+func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
+	gen := o.cache.generation()
+	st, err := o.store.GetState(ctx, tenantID)
+	if err != nil {
+		if errors.Is(err, controlplane.ErrTenantNotFound) {
+			return err
+		}
+		return fmt.Errorf("read tenant %s: %w", tenantID, err)
+	}
+	if o.atLatest(st.MigrationsVersion, st.MigrationsStatus) {
+		o.cache.addIf(tenantID, gen)
+		o.decide(GateUpToDate)
+		return nil
+	}
+	if o.cfg.Strategy == StrategyOnRequest || st.MigrationsVersion == nil {
+		if _, err := o.migrateShared(ctx, tenantID, gen); err != nil {
+			o.decide(GateFailed)
+			return err
+		}
+		o.decide(GateMigratedInline)
+		return nil
+	}
+	if st.MigrationsStatus == controlplane.StatusFailedStale {
+		if o.stale.TryAcquire(tenantID) {
+			started := o.runBackground(func(ctx context.Context) {
+				defer o.stale.Release(tenantID)
+				if _, err := o.migrateNow(ctx, tenantID, gen); err != nil {
+					o.logger.Warn("background retry of stale tenant failed", "tenant_id", tenantID, "err", err)
+				}
+			})
+			if !started {
+				o.stale.Release(tenantID)
+			}
+		}
+		o.decide(GateStaleRetry)
+		return nil
+	}
+	if o.cfg.Strategy == StrategyProgressive {
+		o.collector.Add(tenantID)
+		o.decide(GateEnqueued)
+		return nil
+	}
+	o.decide(GateBehind)
+	return nil
+}
+
+// migrateShared runs one migration of the tenant for all concurrent callers.
+// The run itself is not cancelled when one caller gives up; each caller
+// waits for it as long as its own ctx allows.
+func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen uint64) (int64, error) {
+	ch := o.flight.DoChan(tenantID, func() (any, error) {
+		runCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.inlineTimeout())
+		defer cancel()
+		return o.migrateNow(runCtx, tenantID, gen)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return 0, res.Err
+		}
+		return res.Val.(int64), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (o *Orchestrator) inlineTimeout() time.Duration {
+	return cmpOr(o.cfg.JobTimeout, 15*time.Minute)
+}
+
+// migrateNow migrates one tenant in this goroutine and records the result in
+// the control plane. A failure is recorded as FAILED.
+func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64) (int64, error) {
+	t, err := o.store.Get(ctx, tenantID)
+	if err != nil {
+		return 0, fmt.Errorf("read tenant %s: %w", tenantID, err)
+	}
+	res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+	o.runHook(err, res.Duration)
+	if err != nil {
+		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
+		if rerr := o.store.RecordFailure(cleanupCtx(ctx), tenantID, knownVersion(res), controlplane.StatusFailed, err.Error()); rerr != nil {
+			o.logger.Error("record tenant failure", "tenant_id", tenantID, "err", rerr)
+		}
+		return res.Version, &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
+	}
+	if err := o.store.RecordSuccess(ctx, tenantID, res.Version); err != nil {
+		return res.Version, fmt.Errorf("record tenant %s at version %d: %w", tenantID, res.Version, err)
+	}
+	o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())
+	if res.Version >= o.latest {
+		o.cache.addIf(tenantID, gen)
+	}
+	return res.Version, nil
+}
+
+func (o *Orchestrator) runHook(err error, d time.Duration) {
+	h := o.cfg.Hooks.OnMigrationRun
+	if h == nil {
+		return
+	}
+	result := "completed"
+	if err != nil {
+		result = "failed"
+	}
+	h(o.cfg.Strategy, result, d)
+}
+
+// knownVersion is the tenant's version after a failed run, or nil when the
+// run learnt nothing (it could not connect: the migrator reports -1) or the
+// tenant has nothing applied, so the stored one stays.
+func knownVersion(res migrator.Result) *int64 {
+	if res.Version <= 0 {
+		return nil
+	}
+	return &res.Version
+}
+
+// cleanupCtx detaches ctx from cancellation for a short write that must
+// happen even when the caller gave up, e.g. recording a failure.
+func cleanupCtx(ctx context.Context) context.Context {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	_ = cancel // released by the timeout; the write is short
+	return ctx
+}
+
+// jobRunner runs queued migrate_tenant jobs for the queue package.
+type jobRunner Orchestrator
+
+// RunTenant performs one queued attempt: it re-reads the tenant and finishes
+// at once when it was deleted or is already at the latest version; otherwise
+// it migrates and records COMPLETED, FAILED while attempts remain, or
+// FAILED_STALE after the last attempt or a non-retryable error.
+func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, maxAttempts int) error {
+	o := (*Orchestrator)(r)
+	t, err := o.store.Get(ctx, tenantID)
+	if errors.Is(err, controlplane.ErrTenantNotFound) {
+		o.logger.Info("queued tenant was deleted; nothing to do", "tenant_id", tenantID)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read tenant %s: %w", tenantID, err)
+	}
+	if o.atLatest(t.MigrationsVersion, t.MigrationsStatus) {
+		return nil
+	}
+	res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+	o.runHook(err, res.Duration)
+	if err == nil {
+		if err := o.store.RecordSuccess(ctx, tenantID, res.Version); err != nil {
+			return fmt.Errorf("record tenant %s at version %d: %w", tenantID, res.Version, err)
+		}
+		o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "attempt", attempt, "duration_ms", res.Duration.Milliseconds())
+		return nil
+	}
+	status := controlplane.StatusFailed
+	interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	if attempt >= maxAttempts || (!interrupted && !migrator.IsRetryable(err)) {
+		status = controlplane.StatusFailedStale
+	}
+	o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "attempt", attempt, "max_attempts", maxAttempts, "status", status, "err", err)
+	if rerr := o.store.RecordFailure(cleanupCtx(ctx), tenantID, knownVersion(res), status, err.Error()); rerr != nil {
+		return fmt.Errorf("record failure of tenant %s: %w (migration error: %w)", tenantID, rerr, err)
+	}
+	return &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
+}

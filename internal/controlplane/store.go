@@ -1,0 +1,353 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+const (
+	// DefaultPageSize is the page size of List, ScanBehind and ListFailed
+	// when their limit is 0 or negative.
+	DefaultPageSize = 100
+	// MaxPageSize caps the limit of List, ScanBehind and ListFailed.
+	MaxPageSize = 10_000
+)
+
+// tenantColumns are the columns scanTenant reads, in its order.
+const tenantColumns = `id, database_url, coalesce(schema_name, ''), migrations_version,
+	coalesce(migrations_status, ''), coalesce(last_error, ''), cursor_id, created_at, updated_at`
+
+// Store reads and writes the tenants table. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	cipher *Cipher
+}
+
+// NewStore returns a Store on the control-plane pool. cipher encrypts and
+// decrypts tenant database URLs; with a nil cipher the methods that only read
+// or record migration state work, and those that store or return a database
+// URL (Create, Upsert, Patch, Get, List) return ErrNoEncryptionKey.
+func NewStore(pool *pgxpool.Pool, cipher *Cipher) *Store {
+	return &Store{pool: pool, cipher: cipher}
+}
+
+// Pool returns the control-plane pool the Store uses.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Create inserts a tenant from t.ID, t.DatabaseURL and t.Schema (the other
+// fields are ignored) and returns the stored row. It returns an error wrapping
+// ErrInvalid for a bad id, URL or schema, ErrTenantExists when the id is
+// taken, and ErrNoEncryptionKey without a cipher.
+func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
+	if err := validateTenant(t); err != nil {
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	enc, err := s.encrypt(t.DatabaseURL)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
+	}
+	out, _, err := scanTenant(s.pool.QueryRow(ctx, `
+		INSERT INTO tenantmigrate.tenants (id, database_url, schema_name)
+		VALUES ($1, $2, NULLIF($3, ''))
+		RETURNING `+tenantColumns,
+		t.ID, enc, t.Schema))
+	if err != nil {
+		if isUniqueViolation(err, "tenants_pkey") {
+			return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, ErrTenantExists)
+		}
+		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
+	}
+	out.DatabaseURL = t.DatabaseURL
+	return out, nil
+}
+
+// Upsert creates the tenant t (as Create) or, when it exists, sets its
+// database URL and schema to t's, keeping its migration state. It reports
+// whether the tenant was created. Setting the values the tenant already has
+// writes nothing (and so notifies no listener).
+func (s *Store) Upsert(ctx context.Context, t Tenant) (Tenant, bool, error) {
+	if err := validateTenant(t); err != nil {
+		return Tenant{}, false, fmt.Errorf("upsert tenant: %w", err)
+	}
+	if s.cipher == nil {
+		return Tenant{}, false, fmt.Errorf("upsert tenant %s: %w", t.ID, ErrNoEncryptionKey)
+	}
+	// A concurrent Upsert can insert the tenant between our SELECT and our
+	// INSERT; the next attempt then finds and locks its row.
+	const maxAttempts = 3
+	for attempt := 1; ; attempt++ {
+		var (
+			out     Tenant
+			created bool
+		)
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			cur, enc, err := selectForUpdate(ctx, tx, t.ID)
+			if errors.Is(err, ErrTenantNotFound) {
+				out, created, err = s.insertIfAbsent(ctx, tx, t)
+				return err
+			}
+			if err != nil {
+				return err
+			}
+			out, err = s.updateLocked(ctx, tx, cur, enc, &t.DatabaseURL, &t.Schema)
+			return err
+		})
+		if errors.Is(err, errConcurrentInsert) && attempt < maxAttempts {
+			continue
+		}
+		if err != nil {
+			return Tenant{}, false, fmt.Errorf("upsert tenant %s: %w", t.ID, err)
+		}
+		return out, created, nil
+	}
+}
+
+var errConcurrentInsert = errors.New("tenant inserted concurrently")
+
+// insertIfAbsent inserts t unless a concurrent transaction did; it returns
+// errConcurrentInsert then.
+func (s *Store) insertIfAbsent(ctx context.Context, tx pgx.Tx, t Tenant) (Tenant, bool, error) {
+	enc, err := s.encrypt(t.DatabaseURL)
+	if err != nil {
+		return Tenant{}, false, err
+	}
+	out, _, err := scanTenant(tx.QueryRow(ctx, `
+		INSERT INTO tenantmigrate.tenants (id, database_url, schema_name)
+		VALUES ($1, $2, NULLIF($3, ''))
+		ON CONFLICT (id) DO NOTHING
+		RETURNING `+tenantColumns,
+		t.ID, enc, t.Schema))
+	if errors.Is(err, ErrTenantNotFound) {
+		return Tenant{}, false, errConcurrentInsert
+	}
+	if err != nil {
+		return Tenant{}, false, err
+	}
+	out.DatabaseURL = t.DatabaseURL
+	return out, true, nil
+}
+
+// Patch changes the database URL and/or the schema of tenant id, keeping its
+// migration state, and returns the tenant. An empty patch returns the tenant
+// unchanged. It returns ErrTenantNotFound when there is no such tenant.
+func (s *Store) Patch(ctx context.Context, id string, p TenantPatch) (Tenant, error) {
+	if p.DatabaseURL != nil {
+		if err := ValidateDatabaseURL(*p.DatabaseURL); err != nil {
+			return Tenant{}, fmt.Errorf("patch tenant %s: %w", id, err)
+		}
+	}
+	if p.Schema != nil && *p.Schema != "" {
+		if err := ValidateSchemaName(*p.Schema); err != nil {
+			return Tenant{}, fmt.Errorf("patch tenant %s: %w", id, err)
+		}
+	}
+	if s.cipher == nil {
+		return Tenant{}, fmt.Errorf("patch tenant %s: %w", id, ErrNoEncryptionKey)
+	}
+	if ValidateTenantID(id) != nil {
+		return Tenant{}, fmt.Errorf("patch tenant %s: %w", quoteShort(id), ErrTenantNotFound)
+	}
+	var out Tenant
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		cur, enc, err := selectForUpdate(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		out, err = s.updateLocked(ctx, tx, cur, enc, p.DatabaseURL, p.Schema)
+		return err
+	})
+	if err != nil {
+		return Tenant{}, fmt.Errorf("patch tenant %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// selectForUpdate reads and locks the row of tenant id.
+func selectForUpdate(ctx context.Context, tx pgx.Tx, id string) (Tenant, []byte, error) {
+	return scanTenant(tx.QueryRow(ctx,
+		`SELECT `+tenantColumns+` FROM tenantmigrate.tenants WHERE id = $1 FOR UPDATE`, id))
+}
+
+// updateLocked sets the database URL and schema of the locked row cur (enc
+// is its encrypted URL) to the non-nil newURL and newSchema, writing only if
+// something changes.
+func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc []byte, newURL, newSchema *string) (Tenant, error) {
+	curURL, decryptErr := s.cipher.Decrypt(enc)
+	urlChanged := newURL != nil && (decryptErr != nil || curURL != *newURL)
+	schemaChanged := newSchema != nil && *newSchema != cur.Schema
+	if !urlChanged && decryptErr != nil {
+		// The stored URL is needed in the result and cannot be read.
+		return Tenant{}, decryptErr
+	}
+	if !urlChanged && !schemaChanged {
+		cur.DatabaseURL = curURL
+		return cur, nil
+	}
+
+	url, schema := curURL, cur.Schema
+	if urlChanged {
+		url = *newURL
+		var err error
+		if enc, err = s.cipher.Encrypt(url); err != nil {
+			return Tenant{}, err
+		}
+	}
+	if schemaChanged {
+		schema = *newSchema
+	}
+	out, _, err := scanTenant(tx.QueryRow(ctx, `
+		UPDATE tenantmigrate.tenants
+		SET database_url = $2, schema_name = NULLIF($3, ''), updated_at = now()
+		WHERE id = $1
+		RETURNING `+tenantColumns,
+		cur.ID, enc, schema))
+	if err != nil {
+		return Tenant{}, err
+	}
+	out.DatabaseURL = url
+	return out, nil
+}
+
+// Delete removes tenant id. It returns ErrTenantNotFound when there is no
+// such tenant.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if ValidateTenantID(id) != nil {
+		return fmt.Errorf("delete tenant %s: %w", quoteShort(id), ErrTenantNotFound)
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM tenantmigrate.tenants WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("delete tenant %s: %w", id, ErrTenantNotFound)
+	}
+	return nil
+}
+
+// Get returns tenant id with its decrypted database URL. It returns
+// ErrTenantNotFound when there is no such tenant (an invalid id never
+// matches), ErrNoEncryptionKey without a cipher and ErrDecrypt when the URL
+// was encrypted with another key.
+func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
+	if s.cipher == nil {
+		return Tenant{}, fmt.Errorf("get tenant %s: %w", quoteShort(id), ErrNoEncryptionKey)
+	}
+	if ValidateTenantID(id) != nil {
+		return Tenant{}, fmt.Errorf("get tenant %s: %w", quoteShort(id), ErrTenantNotFound)
+	}
+	t, enc, err := scanTenant(s.pool.QueryRow(ctx,
+		`SELECT `+tenantColumns+` FROM tenantmigrate.tenants WHERE id = $1`, id))
+	if err != nil {
+		return Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	if t.DatabaseURL, err = s.cipher.Decrypt(enc); err != nil {
+		return Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// List returns up to limit tenants (see DefaultPageSize, MaxPageSize) with
+// cursor_id above afterCursor, ordered by cursor_id, with decrypted URLs.
+// nextCursor is the afterCursor of the next page, 0 when there is none: start
+// with 0 and stop at 0.
+func (s *Store) List(ctx context.Context, afterCursor int64, limit int) (tenants []Tenant, nextCursor int64, err error) {
+	if s.cipher == nil {
+		return nil, 0, fmt.Errorf("list tenants: %w", ErrNoEncryptionKey)
+	}
+	limit = pageSize(limit)
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+tenantColumns+` FROM tenantmigrate.tenants
+		WHERE cursor_id > $1 ORDER BY cursor_id LIMIT $2`,
+		afterCursor, limit+1)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list tenants: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		t, enc, err := scanTenant(rows)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list tenants: %w", err)
+		}
+		if t.DatabaseURL, err = s.cipher.Decrypt(enc); err != nil {
+			return nil, 0, fmt.Errorf("list tenants: tenant %s: %w", t.ID, err)
+		}
+		tenants = append(tenants, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("list tenants: %w", err)
+	}
+	tenants, nextCursor = page(tenants, limit, func(t Tenant) int64 { return t.CursorID })
+	return tenants, nextCursor, nil
+}
+
+// encrypt encrypts a database URL, or fails without a cipher.
+func (s *Store) encrypt(url string) ([]byte, error) {
+	if s.cipher == nil {
+		return nil, ErrNoEncryptionKey
+	}
+	return s.cipher.Encrypt(url)
+}
+
+// validateTenant validates the fields of t that Create and Upsert store.
+func validateTenant(t Tenant) error {
+	if err := ValidateTenantID(t.ID); err != nil {
+		return err
+	}
+	if err := ValidateDatabaseURL(t.DatabaseURL); err != nil {
+		return err
+	}
+	if t.Schema != "" {
+		return ValidateSchemaName(t.Schema)
+	}
+	return nil
+}
+
+// scanTenant scans tenantColumns; the URL is returned encrypted. No row is
+// ErrTenantNotFound.
+func scanTenant(row pgx.Row) (Tenant, []byte, error) {
+	var (
+		t      Tenant
+		enc    []byte
+		status string
+	)
+	err := row.Scan(&t.ID, &enc, &t.Schema, &t.MigrationsVersion, &status, &t.LastError,
+		&t.CursorID, &t.CreatedAt, &t.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Tenant{}, nil, ErrTenantNotFound
+	}
+	if err != nil {
+		return Tenant{}, nil, err
+	}
+	t.MigrationsStatus = Status(status)
+	return t, enc, nil
+}
+
+// pageSize applies DefaultPageSize and MaxPageSize to a requested limit.
+func pageSize(limit int) int {
+	if limit <= 0 {
+		return DefaultPageSize
+	}
+	return min(limit, MaxPageSize)
+}
+
+// page trims items, fetched with LIMIT limit+1, to limit and returns the
+// cursor of the next page: the cursor of the last item kept, or 0 when the
+// extra item did not come (no more pages).
+func page[T any](items []T, limit int, cursor func(T) int64) ([]T, int64) {
+	if len(items) <= limit {
+		return items, 0
+	}
+	items = items[:limit]
+	return items, cursor(items[limit-1])
+}
+
+// isUniqueViolation reports whether err is a unique violation of constraint.
+func isUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraint
+}

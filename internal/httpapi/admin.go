@@ -1,0 +1,458 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+)
+
+// admin serves the admin API. Its routes, all JSON:
+//
+//	POST   /admin/tenants/{id}             create: 201 tenant, 409 when it exists
+//	PUT    /admin/tenants/{id}             upsert: 201 created, 200 updated
+//	PATCH  /admin/tenants/{id}             change databaseUrl and/or schema: 200
+//	DELETE /admin/tenants/{id}             204
+//	GET    /admin/tenants/{id}             tenant
+//	GET    /admin/tenants?cursor=&limit=   {"tenants": [...], "nextCursor": N|null}
+//	GET    /admin/tenants/{id}/migrations  migration state of one tenant
+//	POST   /admin/tenants/{id}/migrations  migrate now: 200, or 500 on failure;
+//	                                       ?async=true: 202 {"enqueued": bool}
+//	GET    /admin/migrations               {"remaining": N, "latestVersion": L}
+//	POST   /admin/migrations/fleet         queue every tenant behind: 202 {"scheduled": N}
+//	GET    /admin/migrations/failed        failed tenants, paged like /admin/tenants
+//	GET    /admin/stats                    fleet summary
+//
+// Tenant database URLs are only ever shown redacted.
+type admin struct {
+	svc     Service
+	maxBody int64
+}
+
+// newAdminHandler returns the admin API behind the API key check.
+func newAdminHandler(cfg Config) (http.Handler, error) {
+	a := &admin{svc: cfg.Service, maxBody: cfg.MaxBodyBytes}
+	rt := newRouter()
+	rt.handle("GET /admin/tenants", http.HandlerFunc(a.listTenants))
+	rt.handle("GET /admin/tenants/{id}", a.withTenantID(a.getTenant))
+	rt.handle("POST /admin/tenants/{id}", a.withTenantID(a.createTenant))
+	rt.handle("PUT /admin/tenants/{id}", a.withTenantID(a.upsertTenant))
+	rt.handle("PATCH /admin/tenants/{id}", a.withTenantID(a.patchTenant))
+	rt.handle("DELETE /admin/tenants/{id}", a.withTenantID(a.deleteTenant))
+	rt.handle("GET /admin/tenants/{id}/migrations", a.withTenantID(a.getTenantMigrations))
+	rt.handle("POST /admin/tenants/{id}/migrations", a.withTenantID(a.migrateTenant))
+	rt.handle("GET /admin/migrations", http.HandlerFunc(a.migrations))
+	rt.handle("POST /admin/migrations/fleet", http.HandlerFunc(a.scheduleFleet))
+	rt.handle("GET /admin/migrations/failed", http.HandlerFunc(a.listFailed))
+	rt.handle("GET /admin/stats", http.HandlerFunc(a.stats))
+	rt.finish()
+
+	for pattern, h := range cfg.AdminExtra {
+		if err := mountExtra(rt.mux, pattern, h); err != nil {
+			return nil, err
+		}
+	}
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "no such admin endpoint")
+	})
+	rt.mux.Handle("/admin", notFound)
+	if _, taken := cfg.AdminExtra["/admin/"]; !taken {
+		rt.mux.Handle("/admin/", notFound)
+	}
+	return requireKey(newKeyChecker(cfg.AdminAPIKeys), rt.mux), nil
+}
+
+// mountExtra registers one Config.AdminExtra handler, turning the panic of
+// a bad or conflicting pattern into an error.
+func mountExtra(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	path := pattern
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		path = strings.TrimLeft(p, " \t")
+	}
+	if !strings.HasPrefix(path, "/admin/") {
+		return fmt.Errorf("httpapi: AdminExtra pattern %q: the path must start with /admin/", pattern)
+	}
+	if h == nil {
+		return fmt.Errorf("httpapi: AdminExtra pattern %q: nil handler", pattern)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("httpapi: AdminExtra pattern %q: %v", pattern, p)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+// withTenantID validates the {id} path value and passes it to h; an invalid
+// id is 400.
+func (a *admin) withTenantID(h func(w http.ResponseWriter, r *http.Request, id string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if err := controlplane.ValidateTenantID(id); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		setLogTenant(r, id)
+		h(w, r, id)
+	})
+}
+
+func (a *admin) createTenant(w http.ResponseWriter, r *http.Request, id string) {
+	t, err := decodeTenant(http.MaxBytesReader(w, r.Body, a.maxBody), id)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	t, err = a.svc.CreateTenant(r.Context(), t)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, tenantToJSON(t))
+}
+
+func (a *admin) upsertTenant(w http.ResponseWriter, r *http.Request, id string) {
+	t, err := decodeTenant(http.MaxBytesReader(w, r.Body, a.maxBody), id)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	t, created, err := a.svc.UpsertTenant(r.Context(), t)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, tenantToJSON(t))
+}
+
+func (a *admin) patchTenant(w http.ResponseWriter, r *http.Request, id string) {
+	p, err := decodePatch(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	t, err := a.svc.PatchTenant(r.Context(), id, p)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tenantToJSON(t))
+}
+
+func (a *admin) deleteTenant(w http.ResponseWriter, r *http.Request, id string) {
+	if err := a.svc.DeleteTenant(r.Context(), id); err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *admin) getTenant(w http.ResponseWriter, r *http.Request, id string) {
+	t, err := a.svc.GetTenant(r.Context(), id)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tenantToJSON(t))
+}
+
+func (a *admin) listTenants(w http.ResponseWriter, r *http.Request) {
+	cursor, limit, err := parsePage(r.URL.RawQuery)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	tenants, next, err := a.svc.ListTenants(r.Context(), cursor, limit)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	out := tenantListJSON{Tenants: make([]tenantJSON, len(tenants)), NextCursor: nextCursor(next)}
+	for i, t := range tenants {
+		out.Tenants[i] = tenantToJSON(t)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *admin) getTenantMigrations(w http.ResponseWriter, r *http.Request, id string) {
+	st, err := a.svc.TenantState(r.Context(), id)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tenantMigrationsJSON{
+		IsLatest:          a.svc.IsLatest(st),
+		MigrationsVersion: st.MigrationsVersion,
+		MigrationsStatus:  statusJSON(st.MigrationsStatus),
+		LastError:         st.LastError,
+		LatestVersion:     a.svc.Latest(),
+	})
+}
+
+// migrateTenant migrates the tenant now, or with ?async=true queues a job.
+func (a *admin) migrateTenant(w http.ResponseWriter, r *http.Request, id string) {
+	async, err := parseAsync(r.URL.RawQuery)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	if async {
+		// Check the tenant exists: a job for an unknown id would be queued
+		// and do nothing.
+		if _, err := a.svc.TenantState(r.Context(), id); err != nil {
+			writeServiceError(w, r, err)
+			return
+		}
+		n, err := a.svc.EnqueueTenants(r.Context(), id)
+		if err != nil {
+			writeServiceError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]bool{"enqueued": n > 0})
+		return
+	}
+
+	// Read the tenant first: it answers 404 for an unknown id, and its
+	// password is scrubbed from the migration error, in case a driver
+	// message quotes it.
+	t, err := a.svc.GetTenant(r.Context(), id)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	version, err := a.svc.MigrateTenant(r.Context(), id)
+	if err != nil {
+		status, msg := serviceErrorStatus(err)
+		if status == http.StatusInternalServerError {
+			// A failed migration: its message is what the operator needs.
+			msg = scrubPassword(err.Error(), t.DatabaseURL)
+		}
+		setLogError(r, errors.New(scrubPassword(err.Error(), t.DatabaseURL)))
+		writeJSON(w, status, migrateResultJSON{Migrated: false, Error: msg})
+		return
+	}
+	writeJSON(w, http.StatusOK, migrateResultJSON{Migrated: true, MigrationsVersion: &version})
+}
+
+func (a *admin) migrations(w http.ResponseWriter, r *http.Request) {
+	remaining, err := a.svc.Remaining(r.Context())
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"remaining": remaining, "latestVersion": a.svc.Latest()})
+}
+
+func (a *admin) scheduleFleet(w http.ResponseWriter, r *http.Request) {
+	b, err := decodeFleet(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	n, err := a.svc.ScheduleFleet(r.Context(), b.IncludeStale)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]int{"scheduled": n})
+}
+
+func (a *admin) listFailed(w http.ResponseWriter, r *http.Request) {
+	cursor, limit, err := parsePage(r.URL.RawQuery)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	states, next, err := a.svc.ListFailed(r.Context(), cursor, limit)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	out := failedListJSON{Tenants: make([]tenantStateJSON, len(states)), NextCursor: nextCursor(next)}
+	for i, st := range states {
+		out.Tenants[i] = tenantStateJSON{
+			ID:                st.ID,
+			MigrationsVersion: st.MigrationsVersion,
+			MigrationsStatus:  statusJSON(st.MigrationsStatus),
+			LastError:         st.LastError,
+			UpdatedAt:         st.UpdatedAt,
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *admin) stats(w http.ResponseWriter, r *http.Request) {
+	st, err := a.svc.Stats(r.Context())
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	remaining, err := a.svc.Remaining(r.Context())
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, statsToJSON(st, a.svc.Latest(), remaining))
+}
+
+// writeServiceError answers an error of the request parsers or the Service
+// (see serviceErrorStatus) and records it for the request log line.
+func writeServiceError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := serviceErrorStatus(err)
+	if status >= 500 {
+		setLogError(r, err)
+	}
+	writeError(w, status, msg)
+}
+
+// serviceErrorStatus maps an error to a status and a message for the
+// client: bad input is 4xx with its message; a missing encryption key is 503
+// (the server is misconfigured); other errors are 500 without details, which
+// go to the log instead.
+func serviceErrorStatus(err error) (int, string) {
+	var reqErr *requestError
+	switch {
+	case errors.As(err, &reqErr):
+		return reqErr.status, reqErr.msg
+	case errors.Is(err, controlplane.ErrTenantNotFound):
+		return http.StatusNotFound, "unknown tenant"
+	case errors.Is(err, controlplane.ErrTenantExists):
+		return http.StatusConflict, "tenant already exists"
+	case errors.Is(err, controlplane.ErrInvalid):
+		// The Store's validation errors never contain a password.
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, controlplane.ErrNoEncryptionKey):
+		return http.StatusServiceUnavailable, "server misconfiguration: " + controlplane.ErrNoEncryptionKey.Error()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "request cancelled or timed out"
+	default:
+		return http.StatusInternalServerError, "internal error"
+	}
+}
+
+// scrubPassword replaces the password of databaseURL in msg.
+func scrubPassword(msg, databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil || u.User == nil {
+		return msg
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		if esc := url.QueryEscape(pw); esc != pw {
+			msg = strings.ReplaceAll(msg, esc, "xxxxx")
+		}
+	}
+	return msg
+}
+
+// Response bodies.
+type (
+	tenantJSON struct {
+		ID                string    `json:"id"`
+		DatabaseURL       string    `json:"databaseUrl"`
+		Schema            string    `json:"schema"`
+		MigrationsVersion *int64    `json:"migrationsVersion"`
+		MigrationsStatus  *string   `json:"migrationsStatus"`
+		LastError         string    `json:"lastError"`
+		CreatedAt         time.Time `json:"createdAt"`
+		UpdatedAt         time.Time `json:"updatedAt"`
+	}
+	tenantListJSON struct {
+		Tenants    []tenantJSON `json:"tenants"`
+		NextCursor *int64       `json:"nextCursor"`
+	}
+	tenantStateJSON struct {
+		ID                string    `json:"id"`
+		MigrationsVersion *int64    `json:"migrationsVersion"`
+		MigrationsStatus  *string   `json:"migrationsStatus"`
+		LastError         string    `json:"lastError"`
+		UpdatedAt         time.Time `json:"updatedAt"`
+	}
+	failedListJSON struct {
+		Tenants    []tenantStateJSON `json:"tenants"`
+		NextCursor *int64            `json:"nextCursor"`
+	}
+	tenantMigrationsJSON struct {
+		IsLatest          bool    `json:"isLatest"`
+		MigrationsVersion *int64  `json:"migrationsVersion"`
+		MigrationsStatus  *string `json:"migrationsStatus"`
+		LastError         string  `json:"lastError"`
+		LatestVersion     int64   `json:"latestVersion"`
+	}
+	migrateResultJSON struct {
+		Migrated          bool   `json:"migrated"`
+		MigrationsVersion *int64 `json:"migrationsVersion,omitempty"`
+		Error             string `json:"error,omitempty"`
+	}
+	versionCountJSON struct {
+		Version *int64 `json:"version"`
+		Count   int64  `json:"count"`
+	}
+	statsJSON struct {
+		Total         int64              `json:"total"`
+		Behind        int64              `json:"behind"`
+		ByVersion     []versionCountJSON `json:"byVersion"`
+		ByStatus      map[string]int64   `json:"byStatus"`
+		LatestVersion int64              `json:"latestVersion"`
+		Remaining     int64              `json:"remaining"`
+	}
+)
+
+// tenantToJSON is the API form of a tenant: its URL redacted, and its
+// password scrubbed from its last error too.
+func tenantToJSON(t controlplane.Tenant) tenantJSON {
+	return tenantJSON{
+		ID:                t.ID,
+		DatabaseURL:       t.RedactedURL(),
+		Schema:            t.Schema,
+		MigrationsVersion: t.MigrationsVersion,
+		MigrationsStatus:  statusJSON(t.MigrationsStatus),
+		LastError:         scrubPassword(t.LastError, t.DatabaseURL),
+		CreatedAt:         t.CreatedAt,
+		UpdatedAt:         t.UpdatedAt,
+	}
+}
+
+// statusJSON is a status for JSON: null for a tenant never migrated.
+func statusJSON(s controlplane.Status) *string {
+	if s == "" {
+		return nil
+	}
+	str := string(s)
+	return &str
+}
+
+// neverMigratedKey is the byStatus key of tenants never migrated.
+const neverMigratedKey = "NEVER_MIGRATED"
+
+func statsToJSON(st controlplane.Stats, latest, remaining int64) statsJSON {
+	out := statsJSON{
+		Total:         st.Total,
+		Behind:        st.Behind,
+		ByVersion:     make([]versionCountJSON, len(st.ByVersion)),
+		ByStatus:      make(map[string]int64, len(st.ByStatus)),
+		LatestVersion: latest,
+		Remaining:     remaining,
+	}
+	for i, vc := range st.ByVersion {
+		out.ByVersion[i] = versionCountJSON{Version: vc.Version, Count: vc.Count}
+	}
+	for s, n := range st.ByStatus {
+		key := string(s)
+		if key == "" {
+			key = neverMigratedKey
+		}
+		out.ByStatus[key] = n
+	}
+	return out
+}

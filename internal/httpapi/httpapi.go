@@ -1,0 +1,251 @@
+// Package httpapi is tenantmigrate's HTTP surface: the tenant gateway, the
+// admin API, the health check and the metrics endpoint, behind one request
+// logging middleware.
+//
+// Routing is by path, on any host:
+//
+//	/admin, /admin/...   admin API (API key required), see admin.go
+//	/health              GET: 200 when the control plane answers, else 503
+//	/metrics             GET: Config.Metrics (unauthenticated), 404 without it
+//	everything else      tenant traffic, see gateway.go
+//
+// So a tenant application's own /admin, /health and /metrics paths are
+// shadowed: they never reach it through this gateway.
+//
+// Every response this package writes itself is JSON; errors are
+// {"error": "..."}.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+)
+
+// Service is what the HTTP layer needs from tenantmigrate;
+// *tenantmigrate.Orchestrator implements it.
+type Service interface {
+	// Middleware resolves the tenant of a request, makes sure it is migrated
+	// (answering 400, 404, 500 or 503 itself when it cannot be served) and
+	// passes the request to next with the tenant id in its context.
+	Middleware(next http.Handler) http.Handler
+
+	CreateTenant(ctx context.Context, t controlplane.Tenant) (controlplane.Tenant, error)
+	UpsertTenant(ctx context.Context, t controlplane.Tenant) (controlplane.Tenant, bool, error)
+	PatchTenant(ctx context.Context, id string, p controlplane.TenantPatch) (controlplane.Tenant, error)
+	DeleteTenant(ctx context.Context, id string) error
+	GetTenant(ctx context.Context, id string) (controlplane.Tenant, error)
+	ListTenants(ctx context.Context, afterCursor int64, limit int) ([]controlplane.Tenant, int64, error)
+
+	TenantState(ctx context.Context, id string) (controlplane.TenantState, error)
+	IsLatest(st controlplane.TenantState) bool
+	MigrateTenant(ctx context.Context, id string) (int64, error)
+	EnqueueTenants(ctx context.Context, ids ...string) (int, error)
+	ScheduleFleet(ctx context.Context, includeStale bool) (int, error)
+	Remaining(ctx context.Context) (int64, error)
+	ListFailed(ctx context.Context, afterCursor int64, limit int) ([]controlplane.TenantState, int64, error)
+	Stats(ctx context.Context) (controlplane.Stats, error)
+	Latest() int64
+
+	// Ping checks that the control plane answers.
+	Ping(ctx context.Context) error
+}
+
+// Config configures the handler NewHandler returns.
+type Config struct {
+	// Service serves every request. Required.
+	Service Service
+
+	// TenantIDFromContext returns the tenant id Service.Middleware put in a
+	// request context: tenantmigrate.TenantIDFromContext. Required. (This
+	// package cannot import the root package, which sits above it.)
+	TenantIDFromContext func(ctx context.Context) (string, bool)
+
+	// AdminAPIKeys are the keys that open the admin API, sent as
+	// "apikey: KEY" or "Authorization: Bearer KEY". Empty strings are
+	// ignored. Defaults to none: the admin API is off and every /admin
+	// request gets 401.
+	AdminAPIKeys []string
+
+	// Upstream is where tenant traffic is proxied, with an X-Tenant-Id
+	// header naming the tenant. Defaults to none: the gateway answers
+	// GET /tenant with the tenant's migration state and 404 otherwise.
+	Upstream *url.URL
+
+	// Logger receives one log line per request. Defaults to a logger that
+	// discards.
+	Logger *slog.Logger
+
+	// Metrics is served at GET /metrics, without authentication, like most
+	// exporters. Defaults to none: /metrics answers 404.
+	Metrics http.Handler
+
+	// AdminExtra mounts more handlers under /admin/, behind the API key.
+	// Keys are http.ServeMux patterns whose path starts with /admin/, e.g.
+	// "/admin/riverui/". Defaults to none.
+	AdminExtra map[string]http.Handler
+
+	// MaxBodyBytes bounds the body of admin API requests; a larger one gets
+	// 413. Tenant traffic is not bounded here. Defaults to 1 MiB.
+	MaxBodyBytes int64
+}
+
+// DefaultMaxBodyBytes is the default of Config.MaxBodyBytes.
+const DefaultMaxBodyBytes = 1 << 20
+
+// NewHandler returns the handler of the whole HTTP surface (see the package
+// doc for the routes), wrapped in request logging and panic recovery.
+func NewHandler(cfg Config) (http.Handler, error) {
+	if cfg.Service == nil {
+		return nil, errors.New("httpapi: Config.Service is required")
+	}
+	if cfg.TenantIDFromContext == nil {
+		return nil, errors.New("httpapi: Config.TenantIDFromContext is required (use tenantmigrate.TenantIDFromContext)")
+	}
+	if u := cfg.Upstream; u != nil && ((u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		return nil, errors.New("httpapi: Config.Upstream must be an absolute http:// or https:// URL")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+
+	admin, err := newAdminHandler(cfg)
+	if err != nil {
+		return nil, err
+	}
+	control := newRouter()
+	control.mux.Handle("/admin", admin)
+	control.mux.Handle("/admin/", admin)
+	control.handle("GET /health", health(cfg.Service, logger))
+	metrics := cfg.Metrics
+	if metrics == nil {
+		metrics = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeError(w, http.StatusNotFound, "metrics are not enabled")
+		})
+	}
+	control.handle("GET /metrics", metrics)
+	control.finish()
+
+	tenant := cfg.Service.Middleware(newTenantHandler(cfg, logger))
+
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isControlPath(r.URL.Path) {
+			control.mux.ServeHTTP(w, r)
+			return
+		}
+		tenant.ServeHTTP(w, r)
+	})
+	return logRequests(logger, root), nil
+}
+
+// isControlPath reports whether path belongs to this server rather than to
+// tenant traffic. Tenant paths are not matched through a ServeMux, so the
+// upstream sees them as sent (no cleaning, no redirects).
+func isControlPath(path string) bool {
+	return path == "/admin" || strings.HasPrefix(path, "/admin/") ||
+		path == "/health" || path == "/metrics"
+}
+
+// Server timeouts; see NewServer.
+const (
+	serverReadHeaderTimeout = 10 * time.Second
+	serverReadTimeout       = 2 * time.Minute
+	serverWriteTimeout      = 16 * time.Minute
+	serverIdleTimeout       = 2 * time.Minute
+	serverMaxHeaderBytes    = 64 << 10
+)
+
+// NewServer returns an http.Server for h on addr with timeouts set:
+//
+//   - ReadHeaderTimeout 10s and MaxHeaderBytes 64 KiB against slow or large
+//     headers.
+//   - ReadTimeout 2m for the whole request, body included (tenant uploads
+//     through the gateway must finish in that time).
+//   - WriteTimeout 16m: a request may wait for an on_request migration,
+//     which runs for up to the Orchestrator's inline timeout (JobTimeout,
+//     15m by default), and then for the upstream; longer responses (long
+//     streams through the gateway) are cut.
+//   - IdleTimeout 2m between requests of a keep-alive connection.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: serverReadHeaderTimeout,
+		ReadTimeout:       serverReadTimeout,
+		WriteTimeout:      serverWriteTimeout,
+		IdleTimeout:       serverIdleTimeout,
+		MaxHeaderBytes:    serverMaxHeaderBytes,
+	}
+}
+
+// healthTimeout bounds the control-plane ping of GET /health.
+const healthTimeout = 2 * time.Second
+
+// health answers 200 {"status":"ok"} when the control plane answers within
+// healthTimeout, else 503.
+func health(svc Service, logger *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+		defer cancel()
+		if err := svc.Ping(ctx); err != nil {
+			setLogError(r, err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{
+				"status": "unavailable",
+				"error":  "control plane unavailable",
+			})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// router is a ServeMux whose routes are registered with a method, and which
+// answers JSON 405 (with Allow) for the other methods of a registered path
+// and JSON 404 for unknown paths under /admin/.
+type router struct {
+	mux     *http.ServeMux
+	methods map[string][]string // path pattern -> methods
+	paths   []string            // in registration order
+}
+
+func newRouter() *router {
+	return &router{mux: http.NewServeMux(), methods: make(map[string][]string)}
+}
+
+// handle registers h for pattern, which is "METHOD /path".
+func (rt *router) handle(pattern string, h http.Handler) {
+	method, path, ok := strings.Cut(pattern, " ")
+	if !ok {
+		panic("httpapi: route without method: " + pattern)
+	}
+	if _, seen := rt.methods[path]; !seen {
+		rt.paths = append(rt.paths, path)
+	}
+	rt.methods[path] = append(rt.methods[path], method)
+	if method == http.MethodGet {
+		rt.methods[path] = append(rt.methods[path], http.MethodHead)
+	}
+	rt.mux.Handle(pattern, h)
+}
+
+// finish registers the 405 handlers; call it after the last handle.
+func (rt *router) finish() {
+	for _, path := range rt.paths {
+		allow := strings.Join(rt.methods[path], ", ")
+		rt.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed: use %s", r.Method, allow))
+		})
+	}
+}

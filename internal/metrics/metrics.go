@@ -1,0 +1,186 @@
+// Package metrics exposes tenantmigrate's Prometheus metrics. Every series is
+// prefixed tenantmigrate_. Fleet gauges are read from the control plane on
+// scrape, at most once per refresh interval, so scrapes stay cheap.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+)
+
+// Source is where fleet gauges come from.
+type Source interface {
+	Stats(ctx context.Context) (controlplane.Stats, error)
+	Remaining(ctx context.Context) (int64, error)
+	Latest() int64
+}
+
+// Config configures Metrics.
+type Config struct {
+	// Source feeds the fleet gauges. Nil leaves them out.
+	Source Source
+	// RefreshInterval is the least time between two reads of the fleet
+	// gauges. Defaults to 5s.
+	RefreshInterval time.Duration
+	// Logger receives errors reading the gauges. Defaults to discard.
+	Logger *slog.Logger
+}
+
+// Metrics holds the registry and the instruments the rest of the program
+// updates.
+type Metrics struct {
+	registry *prometheus.Registry
+	runs     *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	gate     *prometheus.CounterVec
+}
+
+// New registers all metrics, Go runtime and process metrics included, in a
+// new registry.
+func New(cfg Config) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantmigrate_migration_runs_total",
+			Help: "Migration runs of one tenant, by result (completed, failed) and strategy.",
+		}, []string{"result", "strategy"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tenantmigrate_migration_run_duration_seconds",
+			Help:    "Duration of migration runs of one tenant.",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"strategy"}),
+		gate: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantmigrate_gate_decisions_total",
+			Help: "Decisions of the request gate: up_to_date, migrated_inline, enqueued, stale_retry, behind, failed.",
+		}, []string{"decision"}),
+	}
+	m.registry.MustRegister(m.runs, m.duration, m.gate,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if cfg.Source != nil {
+		logger := cfg.Logger
+		if logger == nil {
+			logger = slog.New(slog.DiscardHandler)
+		}
+		interval := cfg.RefreshInterval
+		if interval <= 0 {
+			interval = 5 * time.Second
+		}
+		m.registry.MustRegister(&fleetCollector{src: cfg.Source, interval: interval, logger: logger})
+	}
+	return m
+}
+
+// Registry is the registry holding every metric.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// ObserveRun records one migration run.
+func (m *Metrics) ObserveRun(strategy, result string, d time.Duration) {
+	m.runs.WithLabelValues(result, strategy).Inc()
+	m.duration.WithLabelValues(strategy).Observe(d.Seconds())
+}
+
+// ObserveGate records one gate decision.
+func (m *Metrics) ObserveGate(decision string) {
+	m.gate.WithLabelValues(decision).Inc()
+}
+
+var (
+	tenantsDesc   = prometheus.NewDesc("tenantmigrate_tenants", "Tenants by migrations_status (none = never migrated).", []string{"status"}, nil)
+	behindDesc    = prometheus.NewDesc("tenantmigrate_tenants_behind", "Tenants not at the latest version.", nil, nil)
+	versionDesc   = prometheus.NewDesc("tenantmigrate_tenants_by_version", "Tenants by migrations_version (none = never migrated).", []string{"version"}, nil)
+	latestDesc    = prometheus.NewDesc("tenantmigrate_latest_version", "Highest version in the migration source.", nil, nil)
+	remainingDesc = prometheus.NewDesc("tenantmigrate_queue_remaining", "Live migrate_tenant jobs (available, scheduled, retryable, running, pending).", nil, nil)
+	upDesc        = prometheus.NewDesc("tenantmigrate_control_plane_up", "1 when the last read of the fleet gauges succeeded.", nil, nil)
+)
+
+// fleetCollector reads the fleet gauges from the control plane on scrape,
+// reusing the last reading within the refresh interval.
+type fleetCollector struct {
+	src      Source
+	interval time.Duration
+	logger   *slog.Logger
+
+	mu        sync.Mutex
+	readAt    time.Time
+	stats     controlplane.Stats
+	remaining int64
+	ok        bool
+}
+
+func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{tenantsDesc, behindDesc, versionDesc, latestDesc, remainingDesc, upDesc} {
+		ch <- d
+	}
+}
+
+func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	if time.Since(c.readAt) >= c.interval {
+		c.refresh()
+	}
+	stats, remaining, ok := c.stats, c.remaining, c.ok
+	c.mu.Unlock()
+
+	ch <- prometheus.MustNewConstMetric(latestDesc, prometheus.GaugeValue, float64(c.src.Latest()))
+	up := 0.0
+	if ok {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up)
+	if !ok {
+		return
+	}
+	for _, s := range []controlplane.Status{controlplane.StatusCompleted, controlplane.StatusFailed, controlplane.StatusFailedStale, ""} {
+		label := string(s)
+		if label == "" {
+			label = "none"
+		}
+		ch <- prometheus.MustNewConstMetric(tenantsDesc, prometheus.GaugeValue, float64(stats.ByStatus[s]), label)
+	}
+	for _, vc := range stats.ByVersion {
+		label := "none"
+		if vc.Version != nil {
+			label = strconv.FormatInt(*vc.Version, 10)
+		}
+		ch <- prometheus.MustNewConstMetric(versionDesc, prometheus.GaugeValue, float64(vc.Count), label)
+	}
+	ch <- prometheus.MustNewConstMetric(behindDesc, prometheus.GaugeValue, float64(stats.Behind))
+	ch <- prometheus.MustNewConstMetric(remainingDesc, prometheus.GaugeValue, float64(remaining))
+}
+
+// refresh reads the gauges; c.mu is held.
+func (c *fleetCollector) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.readAt = time.Now()
+	stats, err := c.src.Stats(ctx)
+	if err != nil {
+		c.ok = false
+		c.logger.Warn("read fleet stats for metrics", "err", err)
+		return
+	}
+	remaining, err := c.src.Remaining(ctx)
+	if err != nil {
+		c.ok = false
+		c.logger.Warn("read queue remaining for metrics", "err", err)
+		return
+	}
+	c.stats, c.remaining, c.ok = stats, remaining, true
+}

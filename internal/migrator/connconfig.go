@@ -1,0 +1,58 @@
+package migrator
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// defaultApplicationName is the application_name of migration sessions whose URL sets none, so
+// they are recognisable in pg_stat_activity.
+const defaultApplicationName = "tenantmigrate"
+
+// connConfig parses the target's URL and adds the session parameters of a migration run.
+//
+// Parameters in the URL win over the Migrator's defaults (lock_timeout, statement_timeout,
+// application_name), except search_path for a schema target: the schema is the point of it.
+func (m *Migrator) connConfig(t Target) (*pgx.ConnConfig, error) {
+	if t.Schema != "" {
+		if err := ValidateSchemaName(t.Schema); err != nil {
+			return nil, err
+		}
+	}
+	if t.DatabaseURL == "" {
+		return nil, errors.New("target database url is empty")
+	}
+	cfg, err := pgx.ParseConfig(t.DatabaseURL)
+	if err != nil {
+		// pgx's ParseConfigError masks the password; redactSecrets is a second line of defence
+		// for the forms its best-effort masking might miss.
+		return nil, redactSecrets(fmt.Errorf("parse target database url: %w", err), urlSecrets(t.DatabaseURL))
+	}
+
+	// A migration session is short-lived and runs few distinct queries: skip pgx's
+	// prepare-and-cache round trip unless the URL chose a mode (default_query_exec_mode).
+	if cfg.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement {
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	}
+
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	params := cfg.RuntimeParams
+	setDefault := func(key, value string) {
+		if _, ok := params[key]; !ok {
+			params[key] = value
+		}
+	}
+	setDefault("application_name", defaultApplicationName)
+	setDefault("lock_timeout", m.lockTimeoutParam)
+	setDefault("statement_timeout", m.stmtTimeoutParam)
+	if t.Schema != "" {
+		// Only the tenant schema (pg_catalog is always searched implicitly): unqualified names
+		// in migrations must never resolve to, or be created in, a shared schema like public.
+		params["search_path"] = pgx.Identifier{t.Schema}.Sanitize()
+	}
+	return cfg, nil
+}

@@ -1,0 +1,172 @@
+package migrator
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrLockTimeout is returned, wrapped, by [Migrator.Migrate] when another run (in this or another
+// process) holds the tenant's migration lock for longer than Config.LockTimeout. Nothing was
+// applied; the run can be retried later ([IsRetryable] reports true).
+var ErrLockTimeout = errors.New("timed out waiting for the tenant migration lock")
+
+// IsRetryable reports whether err, returned by Migrate or Pending, is likely transient, so the
+// same run may succeed later without anyone changing the migrations or the tenant:
+//
+//   - ErrLockTimeout;
+//   - connection failures: *pgconn.ConnectError, network errors, io.EOF and
+//     io.ErrUnexpectedEOF, closed connections, and errors pgconn marks as safe to retry;
+//   - PostgreSQL errors with SQLSTATE 40001 (serialization_failure), 40P01 (deadlock_detected),
+//     55P03 (lock_not_available, from lock_timeout), 53300 (too_many_connections), 57P01, 57P02
+//     and 57P03 (shutdown / cannot connect now), class 08 (connection exception), and XX000 when
+//     the message is "tuple concurrently updated" (concurrent catalog updates).
+//
+// Every other error is permanent: SQL errors in a migration (syntax, 42P07 duplicate table, ...),
+// statement_timeout (57014), an invalid schema name or URL, out-of-order migrations. A canceled
+// or expired context is not retryable either: the caller chose to stop.
+func IsRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrLockTimeout) {
+		return true
+	}
+	// A server error decides on its own, even if closing the connection failed afterwards.
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return retryableSQLState(pgErr)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	return isConnectionError(err)
+}
+
+// isConnectionError reports whether err says the connection failed or broke, rather than the
+// server rejecting a statement.
+func isConnectionError(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	return errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, sql.ErrConnDone)
+}
+
+func retryableSQLState(pgErr *pgconn.PgError) bool {
+	switch pgErr.Code {
+	case "40001", // serialization_failure
+		"40P01", // deadlock_detected
+		"55P03", // lock_not_available
+		"53300", // too_many_connections
+		"57P01", // admin_shutdown
+		"57P02", // crash_shutdown
+		"57P03": // cannot_connect_now
+		return true
+	case "XX000": // internal_error, raised for concurrent catalog updates of the same row
+		return strings.Contains(pgErr.Message, "tuple concurrently updated")
+	}
+	return strings.HasPrefix(pgErr.Code, "08") // connection_exception class
+}
+
+// redactedError replaces the message of err, keeping err in the chain for errors.Is/As.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+const redactedMask = "xxxxx"
+
+// redactSecrets masks every occurrence of the secrets in err's message. pgx already keeps
+// passwords out of its errors; this is a second line of defence, so that an error from a driver,
+// goose or a future code path cannot carry a tenant's password into logs or the control plane.
+func redactSecrets(err error, secrets []string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	redacted := msg
+	for _, s := range secrets {
+		if s != "" {
+			redacted = strings.ReplaceAll(redacted, s, redactedMask)
+		}
+	}
+	if redacted == msg {
+		return err
+	}
+	return &redactedError{msg: redacted, err: err}
+}
+
+// urlSecrets returns the passwords in a connection string (URL or keyword/value form), raw and
+// decoded, on a best-effort basis that also works for strings pgx could not parse.
+func urlSecrets(connString string) []string {
+	var secrets []string
+	add := func(s string) {
+		s = strings.Trim(s, `'"`)
+		if s == "" {
+			return
+		}
+		forms := []string{s}
+		if dec, err := url.PathUnescape(s); err == nil {
+			forms = append(forms, dec)
+		}
+		if dec, err := url.QueryUnescape(s); err == nil {
+			forms = append(forms, dec)
+		}
+		for _, f := range forms {
+			if !slices.Contains(secrets, f) {
+				secrets = append(secrets, f)
+			}
+		}
+	}
+	// URL userinfo: everything between the first ':' and the last '@' of what follows "://".
+	if _, rest, ok := strings.Cut(connString, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
+				add(pw)
+			}
+		}
+	}
+	// password=... and sslpassword=... in a URL query or a keyword/value string.
+	for s := connString; ; {
+		i := strings.Index(s, "password=")
+		if i < 0 {
+			break
+		}
+		s = s[i+len("password="):]
+		end := strings.IndexAny(s, "& ")
+		if strings.HasPrefix(s, "'") {
+			end = strings.Index(s[1:], "'") + 2 // through the closing quote
+			if end == 1 {
+				end = -1
+			}
+		}
+		if end < 0 {
+			end = len(s)
+		}
+		add(s[:end])
+	}
+	return secrets
+}

@@ -1,0 +1,165 @@
+package migrator
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+)
+
+// versionQueryTimeout bounds the query that reads the target's version after a failed run, whose
+// context may already be canceled.
+const versionQueryTimeout = 10 * time.Second
+
+// Migrate applies the pending migrations to the target, each in its own transaction unless the
+// file says "-- +goose NO TRANSACTION", and returns what it did.
+//
+// It opens a connection to the target for the duration of the call only. For a schema target it
+// first creates the schema if needed. Then, if anything is pending, it takes the tenant's session
+// advisory lock (waiting at most Config.LockTimeout, else an error wrapping ErrLockTimeout),
+// re-reads the applied versions under the lock and applies what is still pending. Concurrent
+// runs on one tenant, in any process, therefore apply each migration once: the later run finds
+// nothing left to do.
+//
+// A migration that fails stops the run: its transaction is rolled back (a NO TRANSACTION
+// migration keeps the statements that completed before the failing one, so such files should be
+// safe to re-run), Result.Applied lists the versions applied before it and Result.Version is the
+// last good version. The error names the
+// failing version and file and wraps the database error (see IsRetryable). Error messages never
+// contain the URL's password.
+func (m *Migrator) Migrate(ctx context.Context, t Target) (Result, error) {
+	start := time.Now()
+	res, err := m.migrate(ctx, t, start)
+	if err != nil {
+		return res, redactSecrets(err, urlSecrets(t.DatabaseURL))
+	}
+	return res, nil
+}
+
+func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res Result, err error) {
+	res.Version = -1
+	defer func() { res.Duration = time.Since(start) }()
+
+	connCfg, err := m.connConfig(t)
+	if err != nil {
+		return res, err
+	}
+	// Log attributes naming the target: never the URL, which may hold a password.
+	target := slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
+	db := m.openDB(connCfg)
+	defer db.Close()
+
+	if t.Schema != "" {
+		if err := ensureSchema(ctx, db, t.Schema); err != nil {
+			return res, err
+		}
+	}
+
+	p, err := m.newProvider(db, t.Schema)
+	if err != nil {
+		return res, err
+	}
+
+	// Up checks for pending migrations without the lock (the common no-op case costs no lock),
+	// then takes the lock, lists the applied versions again and applies the rest.
+	results, upErr := p.Up(ctx)
+
+	var partial *goose.PartialError
+	if errors.As(upErr, &partial) {
+		results = partial.Applied
+	}
+	for _, r := range results {
+		res.Applied = append(res.Applied, r.Source.Version)
+		m.logger.DebugContext(ctx, "migration applied",
+			target,
+			slog.Int64("version", r.Source.Version),
+			slog.String("source", path.Base(r.Source.Path)),
+			slog.Int64("duration_ms", r.Duration.Milliseconds()),
+		)
+	}
+
+	// The version after the run. goose (without out-of-order migrations) only applies versions
+	// above the highest one recorded, so the last applied one is the highest. Otherwise ask the
+	// target, unless it just proved unreachable: don't wait for it a second time.
+	if n := len(res.Applied); n > 0 {
+		res.Version = res.Applied[n-1]
+	} else if upErr == nil || !isConnectionError(upErr) {
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), versionQueryTimeout)
+		current, _, verr := p.GetVersions(vctx)
+		cancel()
+		switch {
+		case verr == nil:
+			res.Version = current
+		case upErr == nil:
+			return res, fmt.Errorf("read version: %w", verr)
+		}
+	}
+
+	switch {
+	case upErr == nil:
+		if len(res.Applied) > 0 {
+			m.logger.InfoContext(ctx, "tenant migrated",
+				target,
+				slog.Int64("version", res.Version),
+				slog.Int("applied", len(res.Applied)),
+				slog.Int64("duration_ms", time.Since(start).Milliseconds()),
+			)
+		}
+		return res, nil
+	case errors.Is(upErr, ErrLockTimeout):
+		return res, fmt.Errorf("%w (waited %s)", ErrLockTimeout, m.lockWait)
+	case partial != nil:
+		f := partial.Failed.Source
+		name := "go migration"
+		if f.Path != "" {
+			name = path.Base(f.Path)
+		}
+		// partial.Err, not partial: its message would repeat the version.
+		return res, fmt.Errorf("apply migration %d (%s): %w", f.Version, name, partial.Err)
+	default:
+		return res, fmt.Errorf("goose up: %w", upErr)
+	}
+}
+
+// openDB returns a database/sql pool over pgx, limited to the connections goose needs. The pool
+// opens connections lazily and the caller closes it at the end of the run.
+func (m *Migrator) openDB(connCfg *pgx.ConnConfig) *sql.DB {
+	db := stdlib.OpenDB(*connCfg)
+	db.SetMaxOpenConns(m.maxConns)
+	db.SetMaxIdleConns(m.maxConns)
+	return db
+}
+
+// newProvider returns a goose provider for one run on db.
+func (m *Migrator) newProvider(db *sql.DB, schema string) (*goose.Provider, error) {
+	locker, err := m.newTenantLocker(schema)
+	if err != nil {
+		return nil, err
+	}
+	opts := []goose.ProviderOption{
+		goose.WithSessionLocker(locker),
+		goose.WithGoMigrations(m.goMigrations...),
+		goose.WithDisableGlobalRegistry(true),
+	}
+	dialect := goose.DialectPostgres
+	if schema != "" {
+		store, err := newSchemaStore(schema)
+		if err != nil {
+			return nil, err
+		}
+		dialect = goose.DialectCustom
+		opts = append(opts, goose.WithStore(store))
+	}
+	p, err := goose.NewProvider(dialect, db, m.fsys, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create goose provider: %w", err)
+	}
+	return p, nil
+}

@@ -1,0 +1,175 @@
+// Package migrator applies a goose migration set to one tenant target: a whole database
+// (database-per-tenant) or one schema inside a shared database (schema-per-tenant).
+//
+// A [Migrator] reads and validates its migrations once, in [New]. Each call to [Migrator.Migrate]
+// then opens a short-lived connection to the tenant, takes a per-tenant session advisory lock,
+// applies the pending migrations with a goose [goose.Provider] and closes the connection. The
+// version table is goose's default goose_db_version, so databases already managed by goose are
+// adopted as they are.
+package migrator
+
+import (
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/pressly/goose/v3"
+)
+
+// Defaults for the zero values of [Config].
+const (
+	// DefaultLockTimeout is the default for Config.LockTimeout.
+	DefaultLockTimeout = time.Minute
+	// DefaultTenantLockTimeout is the default for Config.TenantLockTimeout.
+	DefaultTenantLockTimeout = 5 * time.Second
+)
+
+// Config configures a [Migrator]. The zero value of each field means its default.
+type Config struct {
+	// FS holds goose SQL migration files (NNN_name.sql) at its root. Files in subdirectories,
+	// non-SQL files and SQL files without a numeric version prefix are ignored, as goose does. The
+	// files are copied into memory by New, so FS is not read afterwards. May be nil if
+	// GoMigrations is not empty.
+	FS fs.FS
+
+	// GoMigrations are goose Go migrations built with goose.NewGoMigration. Their versions must
+	// not collide with the SQL files in FS. Go migrations registered globally with goose.AddMigration
+	// are ignored. Defaults to none.
+	GoMigrations []*goose.Migration
+
+	// LockTimeout is the longest Migrate waits for another run on the same tenant (in any process)
+	// to release the tenant's advisory lock before it returns an error wrapping ErrLockTimeout. It
+	// is rounded up to whole seconds, because goose's session locker polls once per second.
+	// Defaults to DefaultLockTimeout (1m).
+	LockTimeout time.Duration
+
+	// TenantLockTimeout is PostgreSQL's lock_timeout for the migration session: how long one
+	// statement may wait for a table lock (for example one held by the application) before it
+	// fails with SQLSTATE 55P03, which IsRetryable reports as retryable. A negative value turns
+	// lock_timeout off (0). A lock_timeout given in the tenant's URL takes precedence.
+	// Defaults to DefaultTenantLockTimeout (5s).
+	TenantLockTimeout time.Duration
+
+	// StatementTimeout is PostgreSQL's statement_timeout for the migration session. Zero or a
+	// negative value means no timeout (statement_timeout 0, overriding a role or database
+	// default). A statement_timeout given in the tenant's URL takes precedence. Defaults to 0.
+	StatementTimeout time.Duration
+
+	// Logger receives a debug record per applied migration and an info record per tenant that
+	// had migrations applied. Errors are returned, not logged. Database URLs are never logged.
+	// Defaults to discarding all records.
+	Logger *slog.Logger
+}
+
+// Migrator applies one migration set to tenant targets. It is safe for concurrent use; every
+// call to Migrate or Pending uses its own connection.
+type Migrator struct {
+	fsys         fs.FS // in-memory copy of the SQL files; nil if there are none
+	goMigrations []*goose.Migration
+	versions     []int64 // sorted ascending, never empty
+
+	maxConns         int           // database/sql pool cap per run: 1, or 2 for Go no-tx migrations
+	lockWait         time.Duration // LockTimeout rounded up to whole seconds
+	lockTimeoutParam string        // value of the lock_timeout runtime parameter
+	stmtTimeoutParam string        // value of the statement_timeout runtime parameter
+	dbLockKey        int64         // advisory lock key for database-per-tenant targets
+
+	logger *slog.Logger
+}
+
+// New returns a Migrator for the migrations in cfg. It reads the SQL files once, copies them
+// into memory and parses each with goose's parser, so that an invalid file fails here, with an
+// error naming it, rather than on the first tenant. It returns an error if there are no
+// migrations at all.
+func New(cfg Config) (*Migrator, error) {
+	src, err := loadSource(cfg.FS, cfg.GoMigrations)
+	if err != nil {
+		return nil, err
+	}
+
+	lockWait := cfg.LockTimeout
+	if lockWait <= 0 {
+		lockWait = DefaultLockTimeout
+	}
+	// goose's session locker polls once per second: round up to whole seconds.
+	lockWait = (lockWait + time.Second - 1).Truncate(time.Second)
+
+	tenantLockTimeout := cfg.TenantLockTimeout
+	switch {
+	case tenantLockTimeout == 0:
+		tenantLockTimeout = DefaultTenantLockTimeout
+	case tenantLockTimeout < 0:
+		tenantLockTimeout = 0
+	}
+
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	return &Migrator{
+		fsys:             src.fsys,
+		goMigrations:     slices.Clone(cfg.GoMigrations),
+		versions:         src.versions,
+		maxConns:         src.maxConns,
+		lockWait:         lockWait,
+		lockTimeoutParam: durationParam(tenantLockTimeout),
+		stmtTimeoutParam: durationParam(cfg.StatementTimeout),
+		dbLockKey:        lockKey(""),
+		logger:           logger,
+	}, nil
+}
+
+// Latest returns the highest migration version in the source.
+func (m *Migrator) Latest() int64 {
+	return m.versions[len(m.versions)-1]
+}
+
+// Versions returns all migration versions in the source, sorted ascending. The caller may modify
+// the returned slice.
+func (m *Migrator) Versions() []int64 {
+	return slices.Clone(m.versions)
+}
+
+// Target is one tenant's migration target.
+type Target struct {
+	// DatabaseURL is the tenant database's connection string, in any form pgx.ParseConfig
+	// accepts. Parameters pgx does not know (search_path, application_name, lock_timeout, ...)
+	// are sent to PostgreSQL as session parameters.
+	DatabaseURL string
+
+	// Schema is the tenant's schema for schema-per-tenant layouts; see ValidateSchemaName for the
+	// names allowed. Migrate creates it if needed and runs the migrations with search_path set to
+	// it alone (overriding a search_path in DatabaseURL), so unqualified names and goose's
+	// goose_db_version table land in it. Empty means database-per-tenant: the migrations and the
+	// version table use the session's own search_path.
+	Schema string
+}
+
+// Result describes one Migrate run.
+type Result struct {
+	// Version is the highest migration version recorded in the target after the run. On failure
+	// it is the last version that was applied successfully, or -1 if the target could not be
+	// read (for example if it was unreachable).
+	Version int64
+	// Applied are the versions this run applied, in order. On failure, the ones that succeeded
+	// before the failing one.
+	Applied []int64
+	// Duration is the wall time of the whole run, including connecting and waiting for the lock.
+	Duration time.Duration
+}
+
+// durationParam formats d as a PostgreSQL duration setting in milliseconds ("0" turns the
+// setting off). Positive durations below a millisecond round up to 1ms, not to "off".
+func durationParam(d time.Duration) string {
+	if d <= 0 {
+		return "0"
+	}
+	ms := d.Milliseconds()
+	if time.Duration(ms)*time.Millisecond < d {
+		ms++
+	}
+	return fmt.Sprintf("%dms", ms)
+}

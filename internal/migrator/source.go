@@ -1,0 +1,150 @@
+package migrator
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"testing/fstest"
+
+	"github.com/pressly/goose/v3"
+)
+
+// source is the migration set as loaded once by New.
+type source struct {
+	fsys     fs.FS // nil if there are no SQL files
+	versions []int64
+	maxConns int
+}
+
+// loadSource copies the versioned SQL files at the root of fsys into memory, checks the whole set
+// with goose (duplicate versions, Go migrations built properly) and parses every SQL file with
+// goose's own parser.
+func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
+	mem, err := copySQLFiles(fsys)
+	if err != nil {
+		return nil, err
+	}
+	var memFS fs.FS // stays nil (not an empty MapFS) when there are no SQL files
+	if len(mem) > 0 {
+		memFS = mem
+	}
+
+	// goose.NewProvider collects and merges the files and Go migrations without touching the
+	// database, so a connection that never connects is enough for it.
+	db := sql.OpenDB(dryRunConnector{})
+	defer db.Close()
+
+	all, err := goose.NewProvider(goose.DialectPostgres, db, memFS,
+		goose.WithGoMigrations(goMigrations...),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if errors.Is(err, goose.ErrNoMigrations) {
+		return nil, errors.New("no migrations: no versioned .sql files at the root of the source and no go migrations")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load migrations: %w", err)
+	}
+	var versions []int64
+	for _, s := range all.ListSources() {
+		versions = append(versions, s.Version)
+	}
+
+	if memFS != nil {
+		if err := parseSQLFiles(db, memFS); err != nil {
+			return nil, err
+		}
+	}
+
+	// goose runs SQL migrations and transactional Go migrations on the connection that holds the
+	// advisory lock, but non-transactional Go migrations on the *sql.DB: they need a second
+	// connection (and goose refuses to run them with a pool of one).
+	maxConns := 1
+	for _, m := range goMigrations {
+		if m.UpFnContext == nil {
+			maxConns = 2
+		}
+	}
+
+	return &source{fsys: memFS, versions: versions, maxConns: maxConns}, nil
+}
+
+// copySQLFiles returns the files at the root of fsys that goose treats as SQL migrations.
+func copySQLFiles(fsys fs.FS) (fstest.MapFS, error) {
+	mem := fstest.MapFS{}
+	if fsys == nil {
+		return mem, nil
+	}
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || path.Ext(name) != ".sql" {
+			continue
+		}
+		if _, err := goose.NumericComponent(name); err != nil {
+			continue // not a migration, goose ignores it too
+		}
+		data, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", name, err)
+		}
+		mem[name] = &fstest.MapFile{Data: data}
+	}
+	return mem, nil
+}
+
+// parseSQLFiles makes goose parse every SQL file by "applying" them, with versioning disabled,
+// to a connection that accepts every statement without running it. goose has no public parser,
+// and this way a file is valid here exactly when goose can run it later.
+func parseSQLFiles(db *sql.DB, fsys fs.FS) error {
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithDisableVersioning(true),
+		goose.WithDisableGlobalRegistry(true),
+	)
+	if err != nil {
+		return fmt.Errorf("load migrations: %w", err)
+	}
+	if _, err := p.Up(context.Background()); err != nil {
+		// goose's message names the file: "failed to parse 00003_x.sql: ...".
+		return fmt.Errorf("invalid migration: %w", err)
+	}
+	return nil
+}
+
+// dryRunConnector is a database/sql connector whose connections accept every statement and
+// transaction and do nothing. It only serves parseSQLFiles; it answers no queries.
+type dryRunConnector struct{}
+
+func (dryRunConnector) Connect(context.Context) (driver.Conn, error) { return dryRunConn{}, nil }
+func (dryRunConnector) Driver() driver.Driver                        { return dryRunDriver{} }
+
+type dryRunDriver struct{}
+
+func (dryRunDriver) Open(string) (driver.Conn, error) { return dryRunConn{}, nil }
+
+type dryRunConn struct{}
+
+var errDryRun = errors.New("dry-run connection answers no queries")
+
+func (dryRunConn) Prepare(string) (driver.Stmt, error) { return nil, errDryRun }
+func (dryRunConn) Close() error                        { return nil }
+func (dryRunConn) Begin() (driver.Tx, error)           { return dryRunTx{}, nil }
+
+func (dryRunConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) {
+	return dryRunTx{}, nil
+}
+
+func (dryRunConn) ExecContext(context.Context, string, []driver.NamedValue) (driver.Result, error) {
+	return driver.RowsAffected(0), nil
+}
+
+type dryRunTx struct{}
+
+func (dryRunTx) Commit() error   { return nil }
+func (dryRunTx) Rollback() error { return nil }

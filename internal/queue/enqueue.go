@@ -1,0 +1,66 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+)
+
+// Enqueue inserts a migrate_tenant job for each tenant id, EnqueueBatchSize
+// ids per InsertMany (one INSERT statement and one transaction per batch).
+// Tenants that already have a live job, and repeats within ids, are skipped
+// silently. It returns how many jobs were inserted. If a batch fails, the
+// count covers the batches inserted before it.
+//
+// Enqueue works on an insert-only Queue (RunWorkers false) too.
+func (q *Queue) Enqueue(ctx context.Context, ids []string) (inserted int, err error) {
+	params := make([]river.InsertManyParams, 0, min(len(ids), q.cfg.EnqueueBatchSize))
+	for chunk := range slices.Chunk(ids, q.cfg.EnqueueBatchSize) {
+		// Sorted and without repeats: River's ON CONFLICT DO UPDATE cannot
+		// touch one row twice in a statement, and a fixed lock order keeps
+		// two instances enqueueing overlapping sets from deadlocking.
+		batch := slices.Clone(chunk)
+		slices.Sort(batch)
+		batch = slices.Compact(batch)
+
+		params = params[:0]
+		for _, id := range batch {
+			params = append(params, river.InsertManyParams{
+				Args:       MigrateTenantArgs{TenantID: id},
+				InsertOpts: q.insertOpts,
+			})
+		}
+		results, err := q.client.InsertMany(ctx, params)
+		if err != nil {
+			return inserted, fmt.Errorf("enqueue %d tenants (%d inserted before): %w", len(ids), inserted, err)
+		}
+		for _, res := range results {
+			if !res.UniqueSkippedAsDuplicate {
+				inserted++
+			}
+		}
+	}
+	return inserted, nil
+}
+
+// Remaining counts live migrate_tenant jobs: available, pending, retryable,
+// running or scheduled. The state condition is served by River's
+// river_job_prioritized_fetching_index (state first), so the count reads the
+// live jobs only, not the finished ones River keeps for a day.
+func (q *Queue) Remaining(ctx context.Context) (int64, error) {
+	states := make([]string, len(liveStates))
+	for i, s := range liveStates {
+		states[i] = "'" + string(s) + "'" // constants from rivertype
+	}
+	sql := "SELECT count(*) FROM " + pgx.Identifier{Schema, "river_job"}.Sanitize() +
+		" WHERE state IN (" + strings.Join(states, ", ") + ") AND kind = $1"
+	var n int64
+	if err := q.cfg.Pool.QueryRow(ctx, sql, KindMigrateTenant).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count remaining jobs: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,77 @@
+package queue
+
+import (
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Job kinds, as stored in river_job.kind.
+const (
+	// KindMigrateTenant migrates one tenant to the latest version.
+	KindMigrateTenant = "migrate_tenant"
+	// KindFleetScan scans the control plane for tenants behind the latest
+	// version and enqueues a migrate_tenant job for each.
+	KindFleetScan = "fleet_scan"
+)
+
+// liveStates are the job states in which a job still has work ahead of it. A
+// tenant has at most one migrate_tenant job in these states; completed,
+// cancelled and discarded jobs do not block a later enqueue.
+//
+// River requires available, pending, running and scheduled in a custom
+// ByState (insert_opts.go, requiredV3states) and allows leaving out
+// completed, cancelled and discarded; retryable is kept so that a tenant
+// waiting for its retry is not queued a second time.
+var liveStates = []rivertype.JobState{ //nolint:gochecknoglobals // read-only
+	rivertype.JobStateAvailable,
+	rivertype.JobStatePending,
+	rivertype.JobStateRetryable,
+	rivertype.JobStateRunning,
+	rivertype.JobStateScheduled,
+}
+
+// MigrateTenantArgs are the arguments of a migrate_tenant job.
+type MigrateTenantArgs struct {
+	// TenantID is the tenant to migrate. Only this field takes part in the
+	// job's uniqueness, so fields added later do not let a tenant have two
+	// live jobs.
+	TenantID string `json:"tenant_id" river:"unique"`
+}
+
+// Kind returns KindMigrateTenant.
+func (MigrateTenantArgs) Kind() string { return KindMigrateTenant }
+
+// InsertOpts makes migrate_tenant jobs unique per tenant while live
+// (available, pending, retryable, running or scheduled), whoever inserts them.
+func (MigrateTenantArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{
+		UniqueOpts: river.UniqueOpts{
+			ByArgs:  true,
+			ByState: liveStates,
+		},
+	}
+}
+
+// FleetScanArgs are the arguments of a fleet_scan job.
+type FleetScanArgs struct {
+	// IncludeStale also enqueues tenants whose status is FAILED_STALE.
+	IncludeStale bool `json:"include_stale"`
+}
+
+// Kind returns KindFleetScan.
+func (FleetScanArgs) Kind() string { return KindFleetScan }
+
+// fleetScanInsertOpts makes fleet_scan jobs unique per window: one scan per
+// window however often leadership changes hands, including after the scan
+// has completed (River's default ByState keeps completed jobs in the key).
+func fleetScanInsertOpts(window time.Duration, maxAttempts int) *river.InsertOpts {
+	return &river.InsertOpts{
+		MaxAttempts: maxAttempts,
+		UniqueOpts: river.UniqueOpts{
+			ByArgs:   true,
+			ByPeriod: window,
+		},
+	}
+}

@@ -1,0 +1,342 @@
+// Package queue wires tenantmigrate's background jobs to River: the job
+// kinds (migrate_tenant, fleet_scan), their workers, batched enqueueing and
+// the River client that runs them in schema "tenantmigrate" of the control
+// plane.
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+)
+
+// Schema is the control-plane schema that holds River's tables.
+const Schema = "tenantmigrate"
+
+// Defaults of Config.
+const (
+	DefaultWorkers             = 4
+	DefaultMaxAttempts         = 3
+	DefaultRetryBackoff        = 5 * time.Second
+	DefaultJobTimeout          = 5 * time.Minute
+	DefaultRescueMargin        = time.Minute
+	DefaultPollInterval        = time.Second
+	DefaultEnqueueBatchSize    = 1000
+	DefaultFleetRescanInterval = 10 * time.Minute
+
+	// fetchCooldown is how often a producer may fetch, and how often an
+	// inserting client may NOTIFY, per queue. River's default is 100ms; an
+	// idle producer fetches on the leading edge of the first notification
+	// anyway, so the cooldown only delays jobs inserted in quick succession.
+	fetchCooldown = 10 * time.Millisecond
+
+	// hardStopTimeout bounds the wait for cancelled jobs to return when Stop's
+	// context ends before running jobs have finished.
+	hardStopTimeout = 10 * time.Second
+)
+
+// ErrInsertOnly is returned by Start on a Queue built with RunWorkers false.
+var ErrInsertOnly = errors.New("queue is insert-only (RunWorkers is false)")
+
+// Config configures a Queue. The zero value of each field means its default.
+type Config struct {
+	// Pool is the control-plane pool; River's tables live in its schema
+	// "tenantmigrate" (controlplane.Migrate creates them). Required.
+	//
+	// A working Queue holds one connection for LISTEN and uses more for
+	// fetching, completing and leader election, on top of what Runner needs
+	// per running job, so give the pool at least Workers+4 connections.
+	Pool *pgxpool.Pool
+
+	// RunWorkers makes this Queue work jobs (and take part in River's leader
+	// election, which runs the fleet scan schedule, retries and rescues). When
+	// false the Queue only inserts jobs, as a CLI does; Start then returns
+	// ErrInsertOnly.
+	RunWorkers bool
+
+	// Runner performs migrate_tenant jobs. Required when RunWorkers is true.
+	Runner Runner
+
+	// IsRetryable classifies a Runner error. A job whose error is not
+	// retryable is cancelled at once instead of using its remaining attempts.
+	// The root package sets migrator.IsRetryable.
+	//
+	// Defaults to treating every error as retryable.
+	IsRetryable func(error) bool
+
+	// Workers is how many jobs this instance runs at the same time.
+	//
+	// Each job runs DDL against a tenant database, holding one connection to
+	// it and, briefly, one to the control plane. Tenant databases commonly
+	// share a PostgreSQL host with few cores (2-4 vCPU), and migrations there
+	// are bound by that host's CPU, I/O and locks, not by this process: about
+	// one running migration per core keeps the host busy without making every
+	// tenant's traffic wait. Four also matches pgxpool's default MaxConns on a
+	// small machine. Instances add up: N instances run N*Workers migrations.
+	//
+	// Defaults to 4.
+	Workers int
+
+	// MaxAttempts is how many times a migrate_tenant (or fleet_scan) job runs
+	// before River discards it.
+	//
+	// Defaults to 3.
+	MaxAttempts int
+
+	// RetryBackoff is the wait before the first retry; each further retry
+	// waits twice as long as the one before (5s, 10s, 20s, ...), capped at one
+	// hour.
+	//
+	// Defaults to 5 seconds.
+	RetryBackoff time.Duration
+
+	// JobTimeout is how long one attempt may run before its context is
+	// cancelled; a negative value means no timeout. It bounds one tenant's
+	// migration, so it should exceed the slowest expected migration.
+	//
+	// Defaults to 5 minutes.
+	JobTimeout time.Duration
+
+	// RescueAfter is how long a job may stay running before River's rescuer
+	// (run by the leader every 30 seconds) takes it as abandoned, e.g. held by
+	// an instance killed with SIGKILL, and schedules its next attempt. It must
+	// be at least JobTimeout, or a slow but healthy attempt would run twice.
+	//
+	// Defaults to JobTimeout plus one minute (6 minutes), or to one hour when
+	// JobTimeout is negative; River's own default is one hour.
+	RescueAfter time.Duration
+
+	// PollInterval is how often an idle worker looks for jobs without being
+	// told. New jobs normally start at once through LISTEN/NOTIFY; polling
+	// picks up retries whose backoff has passed and anything a lost
+	// notification missed.
+	//
+	// Defaults to 1 second.
+	PollInterval time.Duration
+
+	// EnqueueBatchSize is how many jobs Enqueue inserts per statement.
+	//
+	// Defaults to 1000.
+	EnqueueBatchSize int
+
+	// FleetScan, when set on a Queue with RunWorkers, registers the fleet_scan
+	// job kind and a periodic job that River's elected leader enqueues when it
+	// gains leadership (RunOnStart) and then every FleetRescanInterval. The
+	// job runs FleetScan on whichever instance fetches it. See strategy.Fleet.
+	//
+	// Defaults to nil: no fleet_scan job is scheduled or worked.
+	FleetScan FleetScanFunc
+
+	// FleetRescanInterval is how often the leader enqueues a fleet_scan job
+	// after the first one. A negative value disables rescans: the fleet is
+	// scanned only when an instance gains leadership. fleet_scan jobs are also
+	// unique per interval (per 10 minutes when rescans are disabled), so a
+	// change of leader within an interval does not scan again.
+	//
+	// Defaults to 10 minutes.
+	FleetRescanInterval time.Duration
+
+	// ID identifies this instance in River (leader election, attempted_by).
+	// It must differ between running instances.
+	//
+	// Defaults to the host name, process id and a random suffix.
+	ID string
+
+	// Logger receives River's logs, and a warning from New when Pool looks too
+	// small for Workers.
+	//
+	// Defaults to discarding logs.
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with defaults applied.
+func (c Config) withDefaults() Config {
+	if c.Workers <= 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = DefaultRetryBackoff
+	}
+	switch {
+	case c.JobTimeout == 0:
+		c.JobTimeout = DefaultJobTimeout
+	case c.JobTimeout < 0:
+		c.JobTimeout = -1
+	}
+	if c.RescueAfter <= 0 {
+		if c.JobTimeout > 0 {
+			c.RescueAfter = c.JobTimeout + DefaultRescueMargin
+		} else {
+			c.RescueAfter = time.Hour
+		}
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.EnqueueBatchSize <= 0 {
+		c.EnqueueBatchSize = DefaultEnqueueBatchSize
+	}
+	if c.FleetRescanInterval == 0 {
+		c.FleetRescanInterval = DefaultFleetRescanInterval
+	}
+	if c.ID == "" {
+		c.ID = defaultID()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Pool == nil {
+		return errors.New("queue: Pool is required")
+	}
+	if c.RunWorkers && c.Runner == nil {
+		return errors.New("queue: Runner is required when RunWorkers is true")
+	}
+	if c.JobTimeout > 0 && c.RescueAfter < c.JobTimeout {
+		return fmt.Errorf("queue: RescueAfter (%s) must be at least JobTimeout (%s)", c.RescueAfter, c.JobTimeout)
+	}
+	if c.PollInterval < fetchCooldown {
+		return fmt.Errorf("queue: PollInterval must be at least %s", fetchCooldown)
+	}
+	return nil
+}
+
+// Queue enqueues and (with RunWorkers) works tenantmigrate's jobs.
+type Queue struct {
+	cfg        Config
+	client     *river.Client[pgx.Tx]
+	insertOpts *river.InsertOpts
+}
+
+// New builds a Queue and its River client. It does not touch the database;
+// Start does.
+func New(cfg Config) (*Queue, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+
+	rcfg := &river.Config{
+		ID:                   cfg.ID,
+		Schema:               Schema,
+		Logger:               cfg.Logger,
+		MaxAttempts:          cfg.MaxAttempts,
+		FetchCooldown:        fetchCooldown,
+		FetchPollInterval:    cfg.PollInterval,
+		JobTimeout:           cfg.JobTimeout,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		RetryPolicy:          &backoffPolicy{base: cfg.RetryBackoff, now: time.Now},
+	}
+	if cfg.RunWorkers {
+		workers := river.NewWorkers()
+		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable}); err != nil {
+			return nil, fmt.Errorf("queue: register %s worker: %w", KindMigrateTenant, err)
+		}
+		if cfg.FleetScan != nil {
+			if err := river.AddWorkerSafely(workers, &fleetScanWorker{scan: cfg.FleetScan}); err != nil {
+				return nil, fmt.Errorf("queue: register %s worker: %w", KindFleetScan, err)
+			}
+			rcfg.PeriodicJobs = []*river.PeriodicJob{fleetScanPeriodicJob(cfg)}
+		}
+		rcfg.Workers = workers
+		rcfg.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: cfg.Workers},
+		}
+		if maxConns := int(cfg.Pool.Config().MaxConns); maxConns < cfg.Workers+4 {
+			cfg.Logger.Warn("control-plane pool may be too small for the queue workers",
+				slog.Int("max_conns", maxConns), slog.Int("workers", cfg.Workers))
+		}
+	}
+
+	client, err := river.NewClient(riverpgxv5.New(cfg.Pool), rcfg)
+	if err != nil {
+		return nil, fmt.Errorf("queue: create river client: %w", err)
+	}
+	return &Queue{
+		cfg:        cfg,
+		client:     client,
+		insertOpts: &river.InsertOpts{MaxAttempts: cfg.MaxAttempts},
+	}, nil
+}
+
+// fleetScanPeriodicJob is the leader's schedule of fleet_scan jobs: one when
+// it gains leadership, then one per FleetRescanInterval (none when that is
+// negative).
+func fleetScanPeriodicJob(cfg Config) *river.PeriodicJob {
+	schedule, window := river.NeverSchedule(), DefaultFleetRescanInterval
+	if cfg.FleetRescanInterval > 0 {
+		schedule, window = river.PeriodicInterval(cfg.FleetRescanInterval), max(cfg.FleetRescanInterval, time.Second)
+	}
+	opts := fleetScanInsertOpts(window, cfg.MaxAttempts)
+	return river.NewPeriodicJob(schedule,
+		func() (river.JobArgs, *river.InsertOpts) { return FleetScanArgs{}, opts },
+		&river.PeriodicJobOpts{RunOnStart: true},
+	)
+}
+
+// Start starts working jobs. Cancelling ctx stops at once, cancelling running
+// jobs; use Stop for a graceful stop. Start returns ErrInsertOnly when
+// RunWorkers is false.
+func (q *Queue) Start(ctx context.Context) error {
+	if !q.cfg.RunWorkers {
+		return ErrInsertOnly
+	}
+	if err := q.client.Start(ctx); err != nil {
+		return fmt.Errorf("queue: start: %w", err)
+	}
+	return nil
+}
+
+// Stop stops fetching jobs and waits for running jobs to finish. If ctx ends
+// first, it cancels the running jobs (their migrations roll back and River
+// makes them available again without counting the attempt), waits up to 10
+// seconds for them to return, and returns ctx's error. Stop is safe to call
+// more than once, and on a Queue that never started.
+func (q *Queue) Stop(ctx context.Context) error {
+	err := q.client.Stop(ctx)
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	hardCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hardStopTimeout)
+	defer cancel()
+	if hardErr := q.client.StopAndCancel(hardCtx); hardErr != nil {
+		return fmt.Errorf("queue: stop: %w (and running jobs did not return after cancellation: %w)", err, hardErr)
+	}
+	return fmt.Errorf("queue: stop: running jobs cancelled: %w", err)
+}
+
+// Client returns the River client, e.g. for River UI or tests.
+func (q *Queue) Client() *river.Client[pgx.Tx] { return q.client }
+
+// defaultID is the host name, process id and a random suffix: unique even for
+// several instances on one host or in one process.
+func defaultID() string {
+	host, _ := os.Hostname()
+	host = strings.NewReplacer(".", "_", "-", "_").Replace(host)
+	if host == "" {
+		host = "unknown_host"
+	}
+	if len(host) > 60 {
+		host = host[:60]
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s_%d_%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}

@@ -1,0 +1,58 @@
+package queue_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+)
+
+// newControlPlane returns the URL of a fresh database holding the control
+// plane (River's tables in schema tenantmigrate, as in production) and a runs
+// table that the test Runner writes to. The database is dropped at cleanup.
+func newControlPlane(tb testing.TB) string {
+	tb.Helper()
+	dbURL := pgtest.NewDatabase(tb)
+	pool := newPool(tb, dbURL, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(tb, controlplane.Migrate(ctx, pool))
+	_, err := pool.Exec(ctx, "CREATE TABLE runs (tenant_id text NOT NULL, attempt int NOT NULL, max_attempts int NOT NULL)")
+	require.NoError(tb, err)
+	pool.Close()
+	return dbURL
+}
+
+// newPool opens a pool on dbURL, closed at cleanup. tracer may be nil.
+func newPool(tb testing.TB, dbURL string, tracer pgx.QueryTracer) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	require.NoError(tb, err)
+	cfg.MaxConns = 10
+	cfg.ConnConfig.Tracer = tracer
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(tb, err)
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
+// eventually checks cond every 10ms until it holds, failing the test after
+// timeout.
+func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,65 @@
+package queue
+
+import (
+	"context"
+	"errors"
+
+	"github.com/riverqueue/river"
+)
+
+// Runner performs migrate_tenant jobs. The root package implements it.
+type Runner interface {
+	// RunTenant performs one attempt: re-reads the tenant (early check: finish
+	// at once if already at latest or deleted), migrates, records status
+	// (FAILED while retries remain, FAILED_STALE on the last attempt or a
+	// non-retryable error). attempt counts from 1 up to maxAttempts.
+	RunTenant(ctx context.Context, tenantID string, attempt, maxAttempts int) error
+}
+
+// FleetScanFunc runs one fleet scan: it enqueues a migrate_tenant job for
+// every tenant behind the latest version and returns how many it enqueued.
+// strategy.Fleet.ScanNow has this shape.
+type FleetScanFunc func(ctx context.Context, includeStale bool) (scheduled int, err error)
+
+// tenantWorker works migrate_tenant jobs by calling the Runner.
+type tenantWorker struct {
+	river.WorkerDefaults[MigrateTenantArgs]
+
+	runner      Runner
+	isRetryable func(error) bool
+}
+
+// Work runs one attempt. A non-retryable error cancels the job so that the
+// remaining attempts are not spent on an error that will not go away; the
+// Runner has already recorded FAILED_STALE in that case. An error that comes
+// with the job's context being done (job timeout, shutdown) is always
+// returned as is: River retries it, or after a graceful stop hands the job to
+// another instance without counting the attempt.
+func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArgs]) error {
+	err := w.runner.RunTenant(ctx, job.Args.TenantID, job.Attempt, job.MaxAttempts)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if w.isRetryable != nil && !w.isRetryable(err) {
+		return river.JobCancel(err)
+	}
+	return err
+}
+
+// fleetScanWorker works fleet_scan jobs.
+type fleetScanWorker struct {
+	river.WorkerDefaults[FleetScanArgs]
+
+	scan FleetScanFunc
+}
+
+// Work runs the scan. A failed scan is retried like any job; enqueueing is
+// idempotent (migrate_tenant jobs are unique per tenant), so a retry only
+// adds the tenants the failed attempt did not reach.
+func (w *fleetScanWorker) Work(ctx context.Context, job *river.Job[FleetScanArgs]) error {
+	_, err := w.scan(ctx, job.Args.IncludeStale)
+	return err
+}

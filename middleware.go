@@ -1,0 +1,107 @@
+package tenantmigrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+)
+
+type tenantIDKey struct{}
+
+// TenantIDFromContext returns the tenant id Middleware put in the request
+// context.
+func TenantIDFromContext(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(tenantIDKey{}).(string)
+	return id, ok
+}
+
+// TenantID returns the tenant id a request is for, or "" when it names none:
+// Config.TenantFromRequest when set, otherwise the first group of
+// Config.TenantHostRegexp matched against X-Forwarded-Host (its first value),
+// else Host. An id that is not a valid tenant id gives "".
+func (o *Orchestrator) TenantID(r *http.Request) string {
+	if f := o.cfg.TenantFromRequest; f != nil {
+		return validID(f(r))
+	}
+	return validID(TenantFromHost(o.hostRE, requestHost(r)))
+}
+
+func validID(id string) string {
+	if controlplane.ValidateTenantID(id) != nil {
+		return ""
+	}
+	return id
+}
+
+// requestHost is the host a client asked for: X-Forwarded-Host's first value
+// when a proxy set it, else Host.
+func requestHost(r *http.Request) string {
+	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" {
+		host, _, _ := strings.Cut(fh, ",")
+		return strings.TrimSpace(host)
+	}
+	return r.Host
+}
+
+// TenantFromHost returns the first group of re matched against host (lower
+// cased), or "" when it does not match.
+func TenantFromHost(re interface {
+	FindStringSubmatch(string) []string
+}, host string) string {
+	if len(host) > 255 {
+		return ""
+	}
+	m := re.FindStringSubmatch(strings.ToLower(host))
+	if len(m) < 2 {
+		return ""
+	}
+	return m[1]
+}
+
+// Middleware gates tenant traffic: it finds the request's tenant (TenantID),
+// calls EnsureMigrated, and passes the request to next with the tenant id in
+// its context (TenantIDFromContext). It answers with a JSON error itself:
+// 400 when the request names no tenant, 404 for an unknown tenant, 500 when
+// the tenant's migration failed, 503 when the control plane cannot be read.
+func (o *Orchestrator) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := o.TenantID(r)
+		if id == "" {
+			writeJSONError(w, http.StatusBadRequest, "no tenant in the request host")
+			return
+		}
+		if err := o.EnsureMigrated(r.Context(), id); err != nil {
+			status, msg := gateErrorStatus(err)
+			if status >= 500 {
+				o.logger.Error("tenant gate failed", "tenant_id", id, "status", status, "err", err)
+			}
+			writeJSONError(w, status, msg)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tenantIDKey{}, id)))
+	})
+}
+
+func gateErrorStatus(err error) (int, string) {
+	var merr *MigrationError
+	switch {
+	case errors.Is(err, ErrTenantNotFound):
+		return http.StatusNotFound, "unknown tenant"
+	case errors.As(err, &merr):
+		return http.StatusInternalServerError, merr.Error()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "request ended before the tenant was ready"
+	default:
+		return http.StatusServiceUnavailable, "control plane unavailable"
+	}
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

@@ -1,0 +1,409 @@
+// Package tenantmigrate keeps a fleet of tenant PostgreSQL databases (or
+// schemas) on the latest version of one set of goose v3 migrations.
+//
+// A control-plane database lists the tenants and records each tenant's
+// migrations_version and migrations_status, so deciding whether a tenant is up
+// to date never touches the tenant database. An Orchestrator applies one of
+// three strategies:
+//
+//   - StrategyOnRequest migrates a tenant during its first request, blocking it.
+//   - StrategyFullFleet enqueues a job per tenant that is behind at start, and
+//     every instance works the queue.
+//   - StrategyProgressive collects tenants seen in requests and enqueues them
+//     in batches, without blocking the request.
+//
+// Use New to build an Orchestrator, Start to run its background parts, and
+// Middleware (or EnsureMigrated) to gate tenant traffic.
+package tenantmigrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pressly/goose/v3"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/examplemigrations"
+	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/queue"
+	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
+)
+
+// Strategy says when tenants are migrated.
+type Strategy string
+
+const (
+	// StrategyOnRequest migrates a tenant during its first request, blocking
+	// that request; a failure is returned to it.
+	StrategyOnRequest Strategy = "on_request"
+	// StrategyFullFleet enqueues one job per tenant that is behind when the
+	// fleet starts (one instance scans), and all instances work the queue.
+	StrategyFullFleet Strategy = "full_fleet"
+	// StrategyProgressive collects tenants seen in requests that are behind
+	// and enqueues them in batches on an interval, without blocking requests.
+	StrategyProgressive Strategy = "progressive"
+)
+
+// ParseStrategy returns the Strategy named s, or an error listing the valid
+// names.
+func ParseStrategy(s string) (Strategy, error) {
+	switch Strategy(s) {
+	case StrategyOnRequest, StrategyFullFleet, StrategyProgressive:
+		return Strategy(s), nil
+	case "":
+		return StrategyOnRequest, nil
+	}
+	return "", fmt.Errorf("unknown strategy %q: want on_request, full_fleet or progressive", s)
+}
+
+// DefaultTenantHostRegexp matches the host names tenant traffic arrives on.
+// The first group is the tenant id.
+const DefaultTenantHostRegexp = `^([a-z0-9][a-z0-9_-]*)\.local\.dev(:[0-9]+)?$`
+
+// Config configures an Orchestrator. The zero value of each field means its
+// default.
+type Config struct {
+	// DatabaseURL is the control-plane database. Required unless Pool is set.
+	DatabaseURL string
+
+	// Pool is an existing pool to the control-plane database. It takes
+	// precedence over DatabaseURL and is not closed by Close.
+	Pool *pgxpool.Pool
+
+	// EncryptionKey encrypts tenant database URLs at rest (AES-256-GCM, the
+	// key stretched with HKDF-SHA256). Any secret of at least 16 characters.
+	// Without it, tenants can be read for status but not stored or migrated.
+	EncryptionKey string
+
+	// Migrations is a directory tree of goose v3 SQL files (at its root).
+	// With neither Migrations nor GoMigrations, a small example set embedded
+	// in the binary is used.
+	Migrations fs.FS
+
+	// GoMigrations are goose Go migrations, applied alongside Migrations.
+	GoMigrations []*goose.Migration
+
+	// Strategy says when tenants are migrated. Defaults to StrategyOnRequest.
+	Strategy Strategy
+
+	// TenantHostRegexp extracts the tenant id (first group) from the request
+	// host in Middleware. Defaults to DefaultTenantHostRegexp.
+	TenantHostRegexp string
+
+	// TenantFromRequest, when set, replaces the host-based lookup of the
+	// tenant id in Middleware. It returns "" when the request names no tenant.
+	TenantFromRequest func(r *http.Request) string
+
+	// LockTimeout bounds the wait for a tenant's migration lock (another run
+	// of the same tenant holds it), after which the run fails with a
+	// retryable error. Defaults to 1m.
+	LockTimeout time.Duration
+
+	// TenantLockTimeout is PostgreSQL's lock_timeout in the migration session,
+	// so a migration waiting on a busy tenant table fails and is retried
+	// rather than queueing the tenant's requests behind its lock. Defaults to
+	// 5s; negative turns it off.
+	TenantLockTimeout time.Duration
+
+	// StatementTimeout is PostgreSQL's statement_timeout in the migration
+	// session. Defaults to none.
+	StatementTimeout time.Duration
+
+	// Workers is how many migration jobs one instance runs at once.
+	// Defaults to queue's default (see internal/queue).
+	Workers int
+
+	// MaxAttempts is how many times a queued tenant migration is tried before
+	// the tenant is marked FAILED_STALE. Defaults to 3.
+	MaxAttempts int
+
+	// RetryBackoff is the wait before the second attempt; it doubles for each
+	// attempt after. Defaults to 5s.
+	RetryBackoff time.Duration
+
+	// JobTimeout bounds one queued migration attempt. Defaults to the queue's
+	// default.
+	JobTimeout time.Duration
+
+	// RescueAfter is how long a job may stay running before it is considered
+	// held by a dead instance and retried. Defaults to the queue's default.
+	RescueAfter time.Duration
+
+	// FleetRescanInterval repeats the full_fleet scan, to catch tenants added
+	// since. Defaults to 10m; negative turns it off.
+	FleetRescanInterval time.Duration
+
+	// ProgressiveInterval is how often collected tenants are enqueued in
+	// progressive mode. Defaults to 1m.
+	ProgressiveInterval time.Duration
+
+	// ProgressiveBatchSize enqueues collected tenants as soon as this many
+	// are waiting. Defaults to 200.
+	ProgressiveBatchSize int
+
+	// StaleRetryInterval is the least time between two background attempts
+	// for a FAILED_STALE tenant seen in requests (progressive). Defaults to 5m.
+	StaleRetryInterval time.Duration
+
+	// RunWorkers makes Start run queue workers (and, with full_fleet, the
+	// fleet scan). CLI commands that only enqueue leave it false; serve sets
+	// it. Ignored for on_request, which needs no workers.
+	RunWorkers bool
+
+	// Logger receives structured logs. Defaults to a logger that discards.
+	Logger *slog.Logger
+
+	// Hooks receive events for metrics. Optional.
+	Hooks Hooks
+}
+
+// Hooks are callbacks for observability; each may be nil. They run on the
+// calling goroutine and must be fast.
+type Hooks struct {
+	// OnGateDecision is called once per EnsureMigrated call with its outcome.
+	OnGateDecision func(d GateDecision)
+	// OnMigrationRun is called after every migration run of one tenant.
+	OnMigrationRun func(strategy Strategy, result string, d time.Duration)
+}
+
+// GateDecision is what EnsureMigrated did for one request.
+type GateDecision string
+
+// Gate decisions reported to Hooks.OnGateDecision.
+const (
+	GateUpToDate       GateDecision = "up_to_date"
+	GateMigratedInline GateDecision = "migrated_inline"
+	GateEnqueued       GateDecision = "enqueued"
+	GateStaleRetry     GateDecision = "stale_retry"
+	GateBehind         GateDecision = "behind"
+	GateFailed         GateDecision = "failed"
+)
+
+// Tenant is a tenant as stored in the control plane.
+type Tenant = controlplane.Tenant
+
+// TenantPatch changes some fields of a tenant.
+type TenantPatch = controlplane.TenantPatch
+
+// TenantState is a tenant's migration state without its URL.
+type TenantState = controlplane.TenantState
+
+// Stats summarises the fleet.
+type Stats = controlplane.Stats
+
+// Status is a tenant's migrations_status.
+type Status = controlplane.Status
+
+// Migration statuses.
+const (
+	StatusCompleted   = controlplane.StatusCompleted
+	StatusFailed      = controlplane.StatusFailed
+	StatusFailedStale = controlplane.StatusFailedStale
+)
+
+var (
+	// ErrTenantNotFound is returned by EnsureMigrated and tenant lookups for
+	// an id the control plane does not list.
+	ErrTenantNotFound = controlplane.ErrTenantNotFound
+	// ErrTenantExists is returned by CreateTenant for an id already listed.
+	ErrTenantExists = controlplane.ErrTenantExists
+	// ErrNoEncryptionKey is returned when storing or migrating a tenant
+	// without Config.EncryptionKey.
+	ErrNoEncryptionKey = controlplane.ErrNoEncryptionKey
+	// ErrNoQueue is returned by queue operations of an Orchestrator whose
+	// queue is not available.
+	ErrNoQueue = errors.New("the job queue is not available")
+)
+
+// MigrationError is returned by EnsureMigrated and MigrateTenant when a
+// tenant's migration failed. Version is the last version that applied.
+type MigrationError struct {
+	TenantID string
+	Version  int64
+	Err      error
+}
+
+func (e *MigrationError) Error() string {
+	return fmt.Sprintf("migrate tenant %s: %v", e.TenantID, e.Err)
+}
+
+func (e *MigrationError) Unwrap() error { return e.Err }
+
+// Orchestrator keeps tenants migrated. It is safe for concurrent use.
+type Orchestrator struct {
+	cfg      Config
+	logger   *slog.Logger
+	pool     *pgxpool.Pool
+	ownsPool bool
+	store    *controlplane.Store
+	migrator *migrator.Migrator
+	latest   int64
+	hostRE   *regexp.Regexp
+
+	cache  latestCache
+	flight singleflight.Group
+
+	queue     *queue.Queue
+	fleet     *strategy.Fleet
+	collector *strategy.Collector
+	stale     *strategy.StaleLimiter
+
+	mu        sync.Mutex
+	started   bool
+	stopped   bool
+	cancelBG  context.CancelFunc
+	bgDone    sync.WaitGroup
+	bgContext context.Context
+}
+
+// New connects to the control plane, creates or upgrades its schema, reads the
+// migrations and returns an Orchestrator. Call Start to run its background
+// parts and Close when done.
+func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
+	var err error
+	if cfg.Strategy, err = ParseStrategy(string(cfg.Strategy)); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	hostRE, err := regexp.Compile(cmpOr(cfg.TenantHostRegexp, DefaultTenantHostRegexp))
+	if err != nil {
+		return nil, fmt.Errorf("tenant host regexp: %w", err)
+	}
+	if hostRE.NumSubexp() < 1 {
+		return nil, errors.New("tenant host regexp needs a group for the tenant id")
+	}
+
+	migrationsFS := cfg.Migrations
+	if migrationsFS == nil && len(cfg.GoMigrations) == 0 {
+		migrationsFS = examplemigrations.FS
+	}
+	mig, err := migrator.New(migrator.Config{
+		FS:                migrationsFS,
+		GoMigrations:      cfg.GoMigrations,
+		LockTimeout:       cfg.LockTimeout,
+		TenantLockTimeout: cfg.TenantLockTimeout,
+		StatementTimeout:  cfg.StatementTimeout,
+		Logger:            logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+
+	var cipher *controlplane.Cipher
+	if cfg.EncryptionKey != "" {
+		if cipher, err = controlplane.NewCipher(cfg.EncryptionKey); err != nil {
+			return nil, err
+		}
+	}
+
+	o := &Orchestrator{
+		cfg:      cfg,
+		logger:   logger,
+		pool:     cfg.Pool,
+		migrator: mig,
+		latest:   mig.Latest(),
+		hostRE:   hostRE,
+	}
+	o.cache.init()
+	if o.pool == nil {
+		if cfg.DatabaseURL == "" {
+			return nil, errors.New("no control-plane database: set DatabaseURL (DATABASE_URL)")
+		}
+		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("parse control-plane database URL: %w", redactErr(err, cfg.DatabaseURL))
+		}
+		if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+			// Workers, River's own work and request-gate reads share the pool.
+			pcfg.MaxConns = max(pcfg.MaxConns, int32(cmpOr(cfg.Workers, queue.DefaultWorkers))+8)
+		}
+		if o.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+			return nil, fmt.Errorf("connect to control plane: %w", redactErr(err, cfg.DatabaseURL))
+		}
+		o.ownsPool = true
+	}
+	if err := controlplane.Migrate(ctx, o.pool); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("migrate control plane: %w", err)
+	}
+	o.store = controlplane.NewStore(o.pool, cipher)
+
+	var fleetScan queue.FleetScanFunc
+	if cfg.Strategy == StrategyFullFleet {
+		fleetScan = o.ScheduleFleet
+	}
+	if o.queue, err = queue.New(queue.Config{
+		Pool:                o.pool,
+		Runner:              (*jobRunner)(o),
+		IsRetryable:         migrator.IsRetryable,
+		Workers:             cfg.Workers,
+		MaxAttempts:         cfg.MaxAttempts,
+		RetryBackoff:        cfg.RetryBackoff,
+		JobTimeout:          cfg.JobTimeout,
+		RescueAfter:         cfg.RescueAfter,
+		Logger:              logger,
+		RunWorkers:          cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
+		FleetScan:           fleetScan,
+		FleetRescanInterval: cfg.FleetRescanInterval,
+	}); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("set up job queue: %w", err)
+	}
+	o.fleet = strategy.NewFleet(strategy.FleetConfig{
+		Scanner: o.store,
+		Enqueue: o.queue.Enqueue,
+		Latest:  o.latest,
+		Logger:  logger,
+	})
+	o.collector = strategy.NewCollector(strategy.CollectorConfig{
+		Interval:  cfg.ProgressiveInterval,
+		BatchSize: cfg.ProgressiveBatchSize,
+		Enqueue:   o.queue.Enqueue,
+		Logger:    logger,
+	})
+	o.stale = strategy.NewStaleLimiter(cfg.StaleRetryInterval)
+	return o, nil
+}
+
+// Latest is the highest migration version in the source.
+func (o *Orchestrator) Latest() int64 { return o.latest }
+
+// Strategy is the strategy this Orchestrator applies.
+func (o *Orchestrator) Strategy() Strategy { return o.cfg.Strategy }
+
+// Pool is the control-plane pool.
+func (o *Orchestrator) Pool() *pgxpool.Pool { return o.pool }
+
+// Close stops background work (as Stop does) and closes the control-plane
+// pool if New opened it.
+func (o *Orchestrator) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := o.Stop(ctx); err != nil {
+		o.logger.Error("stop orchestrator", "err", err)
+	}
+	if o.ownsPool && o.pool != nil {
+		o.pool.Close()
+	}
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
