@@ -72,7 +72,7 @@ share one control plane: they coordinate through it.`,
 	bindEnv(f, "max-attempts", "MAX_ATTEMPTS")
 	f.DurationVar(&o.retryBackoff, "retry-backoff", 5*time.Second, "wait before the second attempt, doubling after")
 	bindEnv(f, "retry-backoff", "RETRY_BACKOFF")
-	f.DurationVar(&o.jobTimeout, "job-timeout", 0, "longest run of one queued migration attempt (0: the default, 10m)")
+	f.DurationVar(&o.jobTimeout, "job-timeout", 0, "longest run of one queued migration attempt (0: the default, 5m)")
 	bindEnv(f, "job-timeout", "JOB_TIMEOUT")
 	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "a job running this long is taken as held by a dead instance and retried (0: job timeout + 1m)")
 	bindEnv(f, "rescue-after", "RESCUE_AFTER")

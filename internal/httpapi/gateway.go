@@ -49,7 +49,7 @@ func newProxy(cfg Config, logger *slog.Logger) http.Handler {
 			pr.SetXForwarded()
 			pr.Out.Header.Del(tenantIDHeader)
 			if id, ok := tenantID(pr.In.Context()); ok {
-				_ = id
+				pr.Out.Header.Set(tenantIDHeader, id)
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
