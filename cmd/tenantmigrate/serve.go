@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"riverqueue.com/riverui"
 
 	"github.com/tenantmigrate/tenantmigrate"
 	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
@@ -173,6 +174,23 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 		return failedErr(err)
 	}
 
+	// River UI's background services stop with ctx, when shutdown starts.
+	var riverUI http.Handler
+	if o.riverUI {
+		ui, err := riverui.NewHandler(&riverui.HandlerOpts{
+			Endpoints: riverui.NewEndpoints(orch.RiverClient(), nil),
+			Logger:    logger,
+			Prefix:    httpapi.RiverUIPrefix,
+		})
+		if err != nil {
+			return failedErr(fmt.Errorf("river ui: %w", err))
+		}
+		if err := ui.Start(ctx); err != nil {
+			return failedErr(fmt.Errorf("start river ui: %w", err))
+		}
+		riverUI = ui
+	}
+
 	handler, err := httpapi.NewHandler(httpapi.Config{
 		Service:             orch,
 		AdminAPIKeys:        splitKeys(o.adminAPIKeys),
@@ -180,6 +198,7 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 		Logger:              logger,
 		TenantIDFromContext: tenantmigrate.TenantIDFromContext,
 		Metrics:             metricsHandler,
+		RiverUI:             riverUI,
 	})
 	if err != nil {
 		return failedErr(err)

@@ -3,23 +3,32 @@ package httpapi
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"strings"
+	"time"
 )
 
-// keyChecker checks admin API keys. Keys are stored as SHA-256 digests, so
-// every comparison is of 32 bytes whatever the lengths of the keys, and a
-// presented key is compared with every configured key, so the time taken
-// says nothing about which key, if any, nearly matched.
+// keyChecker checks admin API keys and the browser sessions they open (see
+// session.go). Keys are stored as SHA-256 digests, so every comparison is of
+// 32 bytes whatever the lengths of the keys, and a presented key is compared
+// with every configured key, so the time taken says nothing about which key,
+// if any, nearly matched.
 type keyChecker struct {
 	digests [][sha256.Size]byte
+	// sessionSecrets[i] signs the sessions of key i.
+	sessionSecrets [][]byte
+	// crossOrigin guards the state-changing requests a session opens.
+	crossOrigin *http.CrossOriginProtection
 }
 
 func newKeyChecker(keys []string) keyChecker {
-	var kc keyChecker
+	kc := keyChecker{crossOrigin: http.NewCrossOriginProtection()}
 	for _, k := range keys {
 		if k != "" {
-			kc.digests = append(kc.digests, sha256.Sum256([]byte(k)))
+			d := sha256.Sum256([]byte(k))
+			kc.digests = append(kc.digests, d)
+			kc.sessionSecrets = append(kc.sessionSecrets, sessionSecret(d))
 		}
 	}
 	return kc
@@ -49,23 +58,45 @@ func adminKey(h http.Header) string {
 	return strings.TrimSpace(token)
 }
 
-// requireKey answers 401 to requests without a valid admin API key and
-// passes the others to next. The key is never logged.
+// requireKey passes to next the requests that present a valid admin API key
+// or, failing a key, a browser session cookie that opens the request (see
+// session.go); it answers the others 401 (403 for a cross-origin request
+// with a session), in JSON, except that a browser asking for a page without
+// a key is redirected (303) to the login page. A key, when presented, is
+// what counts: a wrong key is 401 whatever the cookie. The key is never
+// logged.
 func requireKey(kc keyChecker, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var msg string
-		switch key := adminKey(r.Header); {
+		status, msg := http.StatusUnauthorized, ""
+		key := adminKey(r.Header)
+		switch {
 		case len(kc.digests) == 0:
 			msg = "the admin API is disabled: no admin API keys are configured"
-		case key == "":
-			msg = "missing API key: send it as \"apikey: KEY\" or \"Authorization: Bearer KEY\""
-		case !kc.valid(key):
+		case key != "":
+			if kc.valid(key) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			msg = "invalid API key"
 		default:
-			next.ServeHTTP(w, r)
+			err := kc.checkSession(r, time.Now())
+			if err == nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+			msg = err.Error()
+			var reqErr *requestError
+			if errors.As(err, &reqErr) {
+				status = reqErr.status
+			}
+		}
+		if key == "" && status == http.StatusUnauthorized && wantsPage(r) {
+			http.Redirect(w, r, loginPath, http.StatusSeeOther)
 			return
 		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tenantmigrate admin"`)
-		writeError(w, http.StatusUnauthorized, msg)
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tenantmigrate admin"`)
+		}
+		writeError(w, status, msg)
 	})
 }

@@ -5,6 +5,10 @@
 // Routing is by path, on any host:
 //
 //	/admin, /admin/...   admin API (API key required), see admin.go
+//	/admin/              GET: the fleet page, HTML (see fleetpage.go)
+//	/admin/login         GET: login form; POST: key -> session cookie (login.go)
+//	/admin/logout        POST: clears the session cookie
+//	/admin/riverui/...   River UI, when Config.RiverUI is set
 //	/health              GET: 200 when the control plane answers, else 503
 //	/metrics             GET: Config.Metrics (unauthenticated), 404 without it
 //	everything else      tenant traffic, see gateway.go
@@ -12,8 +16,12 @@
 // So a tenant application's own /admin, /health and /metrics paths are
 // shadowed: they never reach it through this gateway.
 //
-// Every response this package writes itself is JSON; errors are
-// {"error": "..."}.
+// Every response this package writes itself is JSON, errors being
+// {"error": "..."}, except the pages for browsers: the fleet page and the
+// login form. Browsers log in once with the key and then carry a session
+// cookie, which opens GET requests under /admin and everything under
+// /admin/riverui/, but not the JSON admin API's state-changing methods
+// (see session.go).
 package httpapi
 
 import (
@@ -21,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -89,8 +98,18 @@ type Config struct {
 
 	// AdminExtra mounts more handlers under /admin/, behind the API key.
 	// Keys are http.ServeMux patterns whose path starts with /admin/, e.g.
-	// "/admin/riverui/". Defaults to none.
+	// "/admin/extra/". A browser session opens only their GET and HEAD
+	// requests (every method under RiverUIPrefix). GET /admin/, /admin/login
+	// and /admin/logout are taken. Defaults to none.
 	AdminExtra map[string]http.Handler
+
+	// RiverUI is River's job dashboard, served at RiverUIPrefix+"/" behind
+	// the API key: a riverqueue.com/riverui Handler built with Prefix
+	// RiverUIPrefix and started by the caller. A browser session opens all
+	// of its requests, including the POSTs its pages send to retry or
+	// cancel jobs (see session.go for why that is safe). Defaults to none:
+	// /admin/riverui/ answers 404 and the fleet page does not link to it.
+	RiverUI http.Handler
 
 	// MaxBodyBytes bounds the body of admin API requests; a larger one gets
 	// 413. Tenant traffic is not bounded here. Defaults to 1 MiB.
@@ -99,6 +118,10 @@ type Config struct {
 
 // DefaultMaxBodyBytes is the default of Config.MaxBodyBytes.
 const DefaultMaxBodyBytes = 1 << 20
+
+// RiverUIPrefix is where Config.RiverUI is mounted; give it to River UI as
+// its HandlerOpts.Prefix.
+const RiverUIPrefix = "/admin/riverui"
 
 // NewHandler returns the handler of the whole HTTP surface (see the package
 // doc for the routes), wrapped in request logging and panic recovery.
@@ -120,13 +143,31 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 
-	admin, err := newAdminHandler(cfg)
+	// The browser pages sit behind the key like the rest of the admin API.
+	adminCfg := cfg
+	adminCfg.AdminExtra = make(map[string]http.Handler, len(cfg.AdminExtra)+2)
+	maps.Copy(adminCfg.AdminExtra, cfg.AdminExtra)
+	own := map[string]http.Handler{"GET " + fleetPath + "{$}": &fleetPage{svc: cfg.Service, riverUI: cfg.RiverUI != nil}}
+	if cfg.RiverUI != nil {
+		own[RiverUIPrefix+"/"] = cfg.RiverUI
+	}
+	for pattern, h := range own {
+		if _, taken := adminCfg.AdminExtra[pattern]; taken {
+			return nil, fmt.Errorf("httpapi: AdminExtra pattern %q is taken by the fleet page or River UI", pattern)
+		}
+		adminCfg.AdminExtra[pattern] = h
+	}
+	admin, err := newAdminHandler(adminCfg)
 	if err != nil {
 		return nil, err
 	}
 	control := newRouter()
 	control.mux.Handle("/admin", admin)
 	control.mux.Handle("/admin/", admin)
+	lg := &login{kc: newKeyChecker(cfg.AdminAPIKeys)}
+	control.handle("GET "+loginPath, http.HandlerFunc(lg.form))
+	control.handle("POST "+loginPath, http.HandlerFunc(lg.submit))
+	control.handle("POST "+logoutPath, http.HandlerFunc(lg.logout))
 	control.handle("GET /health", health(cfg.Service, logger))
 	metrics := cfg.Metrics
 	if metrics == nil {

@@ -1,0 +1,215 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"riverqueue.com/riverui"
+
+	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
+)
+
+// pageEnv is env with River UI mounted, as serve mounts it: the setup of
+// the browser-facing tests.
+type pageEnv struct {
+	*env
+}
+
+// newPageEnv returns an env whose server (e.srv) also serves River UI over
+// the Orchestrator's River client. The Orchestrator only inserts jobs (no
+// workers), so queued jobs stay available.
+func newPageEnv(t *testing.T) pageEnv {
+	t.Helper()
+	e := newEnv(t, options{})
+	e.srv.Close()
+	ui, err := riverui.NewHandler(&riverui.HandlerOpts{
+		Endpoints: riverui.NewEndpoints(e.orch.RiverClient(), nil),
+		Logger:    testLogger(t),
+		Prefix:    httpapi.RiverUIPrefix,
+	})
+	require.NoError(t, err)
+	require.NoError(t, ui.Start(t.Context()))
+	e.srv = httptest.NewServer(newTestHandler(t, e, testAdminKeys, ui))
+	t.Cleanup(e.srv.Close)
+	return pageEnv{e}
+}
+
+// testAdminKeys are the keys newEnv configures.
+var testAdminKeys = []string{"another-key-that-is-longer-than-the-first-one", testAdminKey}
+
+// newTestHandler is the handler of e's Orchestrator with keys and riverUI
+// (nil: none), logging to e.logs.
+func newTestHandler(t *testing.T, e *env, keys []string, riverUI http.Handler) http.Handler {
+	t.Helper()
+	cfg := httpapi.Config{
+		Service:             e.orch,
+		TenantIDFromContext: tenantmigrate.TenantIDFromContext,
+		AdminAPIKeys:        keys,
+		Logger:              slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if riverUI != nil {
+		cfg.RiverUI = riverUI
+	}
+	h, err := httpapi.NewHandler(cfg)
+	require.NoError(t, err)
+	return h
+}
+
+// hostileError is a last_error that would run script if not escaped.
+const hostileError = `relation "items" does not exist <script>alert("pwned")</script> & <img src=x onerror=alert(1)>`
+
+// knownFleet creates, on e, a fleet whose numbers the tests check (latest
+// is 2):
+//
+//	v2 COMPLETED: a1 a2 a3
+//	v1 COMPLETED: b1
+//	v1 FAILED: f1 (hostileError)
+//	v1 FAILED_STALE: s1
+//	never migrated: n1 n2, both with a queued job
+//
+// so 8 tenants, 5 behind, 2 failed, 2 jobs remaining.
+func knownFleet(t *testing.T, e *env) {
+	t.Helper()
+	for _, id := range []string{"a1", "a2", "a3", "b1", "f1", "s1", "n1", "n2"} {
+		res := e.admin(http.MethodPost, "/admin/tenants/"+id, jsonBody(map[string]string{"databaseUrl": "postgres://app@127.0.0.1:1/" + id}))
+		require.Equal(t, http.StatusCreated, res.status, "body: %s", res.body)
+	}
+	_, err := e.orch.Pool().Exec(t.Context(), `
+		UPDATE tenantmigrate.tenants AS t
+		SET migrations_version = v.version, migrations_status = v.status, last_error = v.err
+		FROM (VALUES
+			('a1', 2::bigint, 'COMPLETED', NULL::text),
+			('a2', 2, 'COMPLETED', NULL),
+			('a3', 2, 'COMPLETED', NULL),
+			('b1', 1, 'COMPLETED', NULL),
+			('f1', 1, 'FAILED', $1),
+			('s1', 1, 'FAILED_STALE', 'migration 2 failed: column "note" already exists')
+		) AS v (id, version, status, err)
+		WHERE t.id = v.id`, hostileError)
+	require.NoError(t, err)
+	for _, id := range []string{"n1", "n2"} {
+		res := e.admin(http.MethodPost, "/admin/tenants/"+id+"/migrations?async=true", "")
+		require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
+	}
+}
+
+// byID returns the text content of the element with id in an HTML page
+// (elements without children).
+func byID(t *testing.T, page, id string) string {
+	t.Helper()
+	m := regexp.MustCompile(`id="` + regexp.QuoteMeta(id) + `"[^>]*>([^<]*)<`).FindStringSubmatch(page)
+	require.NotNil(t, m, "no element #%s in:\n%s", id, page)
+	return m[1]
+}
+
+// rowOf returns the <tr> whose attribute attr is value.
+func rowOf(t *testing.T, page, attr, value string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?s)<tr ` + attr + `="` + regexp.QuoteMeta(value) + `">.*?</tr>`).FindString(page)
+	require.NotEmpty(t, m, "no row %s=%q in:\n%s", attr, value, page)
+	return m
+}
+
+// rowCount returns the count cell of the row whose attr is value.
+func rowCount(t *testing.T, page, attr, value string) string {
+	t.Helper()
+	m := regexp.MustCompile(`class="num count">(\d+)<`).FindStringSubmatch(rowOf(t, page, attr, value))
+	require.NotNil(t, m)
+	return m[1]
+}
+
+func TestFleetPage(t *testing.T) {
+	t.Parallel()
+	e := newPageEnv(t)
+	knownFleet(t, e.env)
+
+	res := e.admin(http.MethodGet, "/admin/", "")
+	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+	require.Equal(t, "text/html; charset=utf-8", res.header.Get("Content-Type"))
+	require.Equal(t, "no-store", res.header.Get("Cache-Control"))
+	require.Contains(t, res.header.Get("Content-Security-Policy"), "default-src 'none'")
+	require.Equal(t, "DENY", res.header.Get("X-Frame-Options"))
+	page := string(res.body)
+
+	// The numbers.
+	require.Equal(t, "2", byID(t, page, "latest-version"))
+	require.Equal(t, "8", byID(t, page, "tenants-total"))
+	require.Equal(t, "5", byID(t, page, "tenants-behind"))
+	require.Equal(t, "2", byID(t, page, "tenants-failed"))
+	require.Equal(t, "2", byID(t, page, "queue-remaining"))
+
+	// The histogram: never migrated first, bars proportional to the counts.
+	require.Equal(t, "2", rowCount(t, page, "data-version", "never"))
+	require.Equal(t, "3", rowCount(t, page, "data-version", "1"))
+	require.Equal(t, "3", rowCount(t, page, "data-version", "2"))
+	require.Contains(t, rowOf(t, page, "data-version", "never"), "never migrated")
+	require.Contains(t, rowOf(t, page, "data-version", "never"), `style="width: 66.7%"`)
+	require.Contains(t, rowOf(t, page, "data-version", "1"), `style="width: 100.0%"`)
+	require.Contains(t, rowOf(t, page, "data-version", "2"), `style="width: 100.0%"`)
+	require.Contains(t, rowOf(t, page, "data-version", "2"), "latest")
+	require.Less(t, strings.Index(page, `data-version="never"`), strings.Index(page, `data-version="1"`))
+	require.Less(t, strings.Index(page, `data-version="1"`), strings.Index(page, `data-version="2"`))
+
+	// Statuses.
+	require.Equal(t, "4", rowCount(t, page, "data-status", "COMPLETED"))
+	require.Equal(t, "1", rowCount(t, page, "data-status", "FAILED"))
+	require.Equal(t, "1", rowCount(t, page, "data-status", "FAILED_STALE"))
+	require.Equal(t, "2", rowCount(t, page, "data-status", "NEVER_MIGRATED"))
+
+	// Failed tenants with their errors, escaped.
+	require.Contains(t, page, `<td class="tenant-id">f1</td>`)
+	require.Contains(t, page, `<td class="tenant-id">s1</td>`)
+	require.Equal(t, "Showing 2 of 2.", byID(t, page, "failed-summary"))
+	require.NotContains(t, page, "<script")
+	require.NotContains(t, page, "<img")
+	require.Contains(t, page, `&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt; &amp; &lt;img src=x onerror=alert(1)&gt;`)
+	require.Contains(t, page, `column &#34;note&#34; already exists`)
+
+	// Refresh, River UI link, and nothing loaded from elsewhere.
+	require.Contains(t, page, `<meta http-equiv="refresh" content="10">`)
+	require.Contains(t, page, `href="/admin/riverui/"`)
+	require.NotRegexp(t, `(?i)(src|href)="(https?:)?//`, page)
+
+	// HEAD answers the headers alone.
+	res = e.admin(http.MethodHead, "/admin/", "")
+	require.Equal(t, http.StatusOK, res.status)
+	require.Empty(t, res.body)
+}
+
+func TestFleetPageManyFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, options{})
+
+	// No tenants: the page says so, and links to no River UI (none here).
+	res := e.admin(http.MethodGet, "/admin/", "")
+	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+	page := string(res.body)
+	require.Equal(t, "0", byID(t, page, "tenants-total"))
+	require.Contains(t, page, "No tenants yet.")
+	require.Equal(t, "No failed tenants.", byID(t, page, "failed-summary"))
+	require.NotContains(t, page, "/admin/riverui/")
+
+	// 25 failed tenants: the page lists the first 20 and says how many.
+	_, err := e.orch.Pool().Exec(t.Context(), `
+		INSERT INTO tenantmigrate.tenants (id, database_url, migrations_version, migrations_status, last_error)
+		SELECT format('t%s', i), '\x00'::bytea, 1, 'FAILED', format('error %s', i)
+		FROM generate_series(1, 25) AS i`)
+	require.NoError(t, err)
+	page = string(e.admin(http.MethodGet, "/admin/", "").body)
+	require.Equal(t, "25", byID(t, page, "tenants-failed"))
+	require.Contains(t, byID(t, page, "failed-summary"), "Showing 20 of 25.")
+	require.Equal(t, 20, strings.Count(page, `<td class="tenant-id">`))
+	for i := 1; i <= 20; i++ {
+		require.Contains(t, page, fmt.Sprintf(`<td class="tenant-id">t%d</td>`, i))
+	}
+	require.NotContains(t, page, `<td class="tenant-id">t21</td>`)
+	require.Equal(t, "25", rowCount(t, page, "data-version", "1"))
+	require.Equal(t, "0", rowCount(t, page, "data-status", "COMPLETED"))
+}
