@@ -121,7 +121,9 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 		if o.stale.TryAcquire(tenantID) {
 			started := o.runBackground(func(ctx context.Context) {
 				defer o.stale.Release(tenantID)
-				if _, err := o.migrateNow(ctx, tenantID, gen); err != nil {
+				// A failed probe leaves the tenant FAILED_STALE: as FAILED, the
+				// next request would queue it for MaxAttempts more attempts.
+				if _, err := o.migrateNow(ctx, tenantID, gen, controlplane.StatusFailedStale); err != nil {
 					o.logger.Warn("background retry of stale tenant failed", "tenant_id", tenantID, "err", err)
 				}
 			})
@@ -148,7 +150,7 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.inlineTimeout())
 		defer cancel()
-		return o.migrateNow(runCtx, tenantID, gen)
+		return o.migrateNow(runCtx, tenantID, gen, controlplane.StatusFailed)
 	})
 	select {
 	case res := <-ch:
@@ -166,8 +168,8 @@ func (o *Orchestrator) inlineTimeout() time.Duration {
 }
 
 // migrateNow migrates one tenant in this goroutine and records the result in
-// the control plane. A failure is recorded as FAILED.
-func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64) (int64, error) {
+// the control plane. A failure is recorded with failStatus.
+func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status) (int64, error) {
 	t, err := o.store.Get(ctx, tenantID)
 	if err != nil {
 		return 0, fmt.Errorf("read tenant %s: %w", tenantID, err)
@@ -176,7 +178,7 @@ func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint
 	o.runHook(err, res.Duration)
 	if err != nil {
 		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
-		if rerr := o.store.RecordFailure(cleanupCtx(ctx), tenantID, knownVersion(res), controlplane.StatusFailed, err.Error()); rerr != nil {
+		if rerr := o.store.RecordFailure(cleanupCtx(ctx), tenantID, knownVersion(res), failStatus, err.Error()); rerr != nil {
 			o.logger.Error("record tenant failure", "tenant_id", tenantID, "err", rerr)
 		}
 		return res.Version, &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}

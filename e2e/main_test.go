@@ -1,0 +1,368 @@
+// Package e2e tests the tenantmigrate binary as it runs in production:
+// several `serve` processes on one control plane, talked to over HTTP and
+// checked through SQL. TestMain builds the binary once per test run.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+)
+
+const (
+	encryptionKey = "e2e-encryption-key-0123456789"
+	adminKey      = "e2e-admin-key-0123456789abcdef"
+)
+
+// binary is the tenantmigrate binary TestMain built.
+var binary string //nolint:gochecknoglobals // set once by TestMain
+
+func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tenantmigrate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "tenantmigrate")
+	build := exec.Command(goTool(), "build", "-o", binary, "github.com/tenantmigrate/tenantmigrate/cmd/tenantmigrate")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: build tenantmigrate:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// goTool is the go command: the one on PATH, else $GOROOT/bin/go.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+}
+
+// server is one running `tenantmigrate serve` process.
+type server struct {
+	name string
+	cmd  *exec.Cmd
+	// URL is http://ADDR, from the process's "listening" log line.
+	URL string
+
+	logs    lockedBuffer
+	addr    chan string
+	exited  chan struct{} // closed once the process has exited
+	waitErr error         // set before exited is closed
+}
+
+// lockedBuffer collects a process's output for the test log.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startServer starts `tenantmigrate serve --listen 127.0.0.1:0` with only
+// the given environment (and PATH), without waiting for it to listen: call
+// waitListening. The process is stopped (SIGTERM, then SIGKILL) at cleanup,
+// and its logs are shown if the test failed.
+func startServer(t *testing.T, name string, env []string) *server {
+	t.Helper()
+	s := &server{name: name, addr: make(chan string, 1), exited: make(chan struct{})}
+	s.cmd = exec.Command(binary, "serve", "--listen", "127.0.0.1:0")
+	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, env...)
+	s.cmd.Stdout = &s.logs
+	s.cmd.SysProcAttr = dieWithParent()
+	stderr, err := s.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, s.cmd.Start())
+
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			_, _ = s.logs.Write(append(slices.Clone(line), '\n'))
+			var rec struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "listening" {
+				select {
+				case s.addr <- rec.Addr:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(&s.logs, stderr) // after an over-long line: keep draining
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+
+	t.Cleanup(func() {
+		s.stop(t, 30*time.Second)
+		if t.Failed() {
+			t.Logf("logs of %s (pid %d):\n%s", s.name, s.cmd.Process.Pid, s.logs.String())
+		}
+	})
+	return s
+}
+
+// waitListening waits for the process's "listening" log line.
+func (s *server) waitListening(t *testing.T) {
+	t.Helper()
+	select {
+	case addr := <-s.addr:
+		s.URL = "http://" + addr
+	case <-s.exited:
+		t.Fatalf("%s exited before listening (%v):\n%s", s.name, s.waitErr, s.logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not log \"listening\" within 60s:\n%s", s.name, s.logs.String())
+	}
+}
+
+// stop ends the process gracefully (SIGTERM), killing it if it has not
+// exited within timeout, and returns its exit code.
+func (s *server) stop(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-s.exited:
+		return s.cmd.ProcessState.ExitCode()
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(timeout):
+		t.Errorf("%s did not exit within %s of SIGTERM; killing it", s.name, timeout)
+		_ = s.cmd.Process.Kill()
+		<-s.exited
+	}
+	return s.cmd.ProcessState.ExitCode()
+}
+
+// kill9 kills the process with SIGKILL and waits for it to be gone.
+func (s *server) kill9(t *testing.T) {
+	t.Helper()
+	require.NoError(t, s.cmd.Process.Kill())
+	<-s.exited
+}
+
+// admin sends an admin API request with the admin key and decodes the JSON
+// answer into out (when not nil). It returns the status.
+func (s *server) admin(t *testing.T, method, path, body string, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, s.URL+path, rd)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	if out != nil {
+		require.NoError(t, json.Unmarshal(raw, out), "%s %s: %s", method, path, raw)
+	}
+	return resp.StatusCode
+}
+
+// remaining is GET /admin/migrations.
+type remaining struct {
+	Remaining     int64 `json:"remaining"`
+	LatestVersion int64 `json:"latestVersion"`
+}
+
+// ownsRiverID reports whether id is the River client id of the process:
+// the queue's default id is HOST_PID_RANDOM.
+func (s *server) ownsRiverID(id string) bool {
+	parts := strings.Split(id, "_")
+	return len(parts) >= 3 && parts[len(parts)-2] == strconv.Itoa(s.cmd.Process.Pid)
+}
+
+// serveEnv is the environment shared by the processes of one test.
+func serveEnv(controlPlane, migrationsDir, strategy string, extra ...string) []string {
+	return append([]string{
+		"DATABASE_URL=" + controlPlane,
+		"ENCRYPTION_KEY=" + encryptionKey,
+		"ADMIN_API_KEYS=" + adminKey,
+		"MIGRATIONS_DIR=" + migrationsDir,
+		"MIGRATION_STRATEGY=" + strategy,
+		"RIVER_UI=false",
+		"LOG_LEVEL=info",
+	}, extra...)
+}
+
+// writeMigrations writes goose files, version i+1 running ups[i], to a new
+// directory.
+func writeMigrations(t *testing.T, ups ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for i, up := range ups {
+		name := filepath.Join(dir, fmt.Sprintf("%05d_v%d.sql", i+1, i+1))
+		require.NoError(t, os.WriteFile(name, []byte("-- +goose Up\n"+up+"\n"), 0o600))
+	}
+	return dir
+}
+
+// schemaTenant is a tenant that owns one schema of a shared database.
+type schemaTenant struct {
+	ID, URL, Schema string
+}
+
+// registerTenants creates dbs databases and registers perDB schema tenants
+// in each, prefix-000, prefix-001, ..., through the library (which also
+// creates the control plane's schema).
+func registerTenants(t *testing.T, controlPlane, prefix string, dbs, perDB int) []schemaTenant {
+	t.Helper()
+	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: controlPlane, EncryptionKey: encryptionKey})
+	require.NoError(t, err)
+	defer o.Close()
+	var tenants []schemaTenant
+	for range dbs {
+		url := pgtest.NewDatabase(t)
+		for range perDB {
+			tn := schemaTenant{ID: fmt.Sprintf("%s-%03d", prefix, len(tenants)), URL: url, Schema: fmt.Sprintf("s_%03d", len(tenants))}
+			_, err := o.CreateTenant(t.Context(), tenantmigrate.Tenant{ID: tn.ID, DatabaseURL: tn.URL, Schema: tn.Schema})
+			require.NoError(t, err)
+			tenants = append(tenants, tn)
+		}
+	}
+	return tenants
+}
+
+func newPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// waitAllLatest waits until the control plane lists every tenant as
+// COMPLETED at version latest.
+func waitAllLatest(t *testing.T, cp *pgxpool.Pool, tenants []schemaTenant, latest int64, timeout time.Duration) {
+	t.Helper()
+	ids := make([]string, len(tenants))
+	for i, tn := range tenants {
+		ids[i] = tn.ID
+	}
+	waitFor(t, timeout, fmt.Sprintf("%d tenants COMPLETED at version %d", len(ids), latest), func() bool {
+		var n int
+		require.NoError(t, cp.QueryRow(t.Context(), `
+			SELECT count(*) FROM tenantmigrate.tenants
+			WHERE id = ANY($1) AND migrations_status = 'COMPLETED' AND migrations_version = $2`,
+			ids, latest).Scan(&n))
+		return n == len(ids)
+	})
+}
+
+// requireAppliedOnce checks each tenant's goose_db_version: the versions of
+// want, once each, in order.
+func requireAppliedOnce(t *testing.T, tenants []schemaTenant, want ...int64) {
+	t.Helper()
+	conns := map[string]*pgx.Conn{}
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close(context.Background())
+		}
+	}()
+	for _, tn := range tenants {
+		conn := conns[tn.URL]
+		if conn == nil {
+			var err error
+			conn, err = pgx.Connect(t.Context(), tn.URL)
+			require.NoError(t, err)
+			conns[tn.URL] = conn
+		}
+		rows, err := conn.Query(t.Context(), "SELECT version_id FROM "+
+			pgx.Identifier{tn.Schema, "goose_db_version"}.Sanitize()+" WHERE version_id > 0 ORDER BY id")
+		require.NoError(t, err)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		require.NoError(t, err)
+		require.Equal(t, want, got, "versions applied to tenant %s", tn.ID)
+	}
+}
+
+// jobsPerTenant counts migrate_tenant jobs per tenant.
+func jobsPerTenant(t *testing.T, cp *pgxpool.Pool) map[string]int {
+	t.Helper()
+	rows, err := cp.Query(t.Context(), `
+		SELECT args->>'tenant_id', count(*)::int FROM tenantmigrate.river_job
+		WHERE kind = 'migrate_tenant' GROUP BY 1`)
+	require.NoError(t, err)
+	out := map[string]int{}
+	var id string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+		out[id] = n
+		return nil
+	})
+	require.NoError(t, err)
+	return out
+}
+
+// waitNoneRemaining polls GET /admin/migrations on s until no job remains.
+func waitNoneRemaining(t *testing.T, s *server, latest int64) {
+	t.Helper()
+	waitFor(t, 30*time.Second, s.name+" reporting no remaining jobs", func() bool {
+		var r remaining
+		require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/migrations", "", &r))
+		require.Equal(t, latest, r.LatestVersion)
+		return r.Remaining == 0
+	})
+}

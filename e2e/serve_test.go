@@ -1,0 +1,221 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+)
+
+// fleetMigrations are three migrations none of which can run twice in one
+// schema. slowV2 makes version 2 sleep, so that runs take long enough to be
+// interrupted.
+func fleetMigrations(t *testing.T, slowV2 bool) string {
+	t.Helper()
+	v2 := "ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';"
+	if slowV2 {
+		v2 = "SELECT pg_sleep(0.3);\n" + v2
+	}
+	return writeMigrations(t,
+		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
+		v2,
+		"CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id));",
+	)
+}
+
+// startFleet starts n serve processes, each with its own environment (its
+// own WORKERS), and waits until all listen.
+func startFleet(t *testing.T, n int, env []string) []*server {
+	t.Helper()
+	servers := make([]*server, n)
+	for i := range servers {
+		own := append(append([]string{}, env...), fmt.Sprintf("WORKERS=%d", 3+i%2))
+		servers[i] = startServer(t, fmt.Sprintf("serve-%d", i), own)
+	}
+	for _, s := range servers {
+		s.waitListening(t)
+	}
+	return servers
+}
+
+// TestServeFullFleetThreeProcesses: three serve processes started together
+// on one control plane with 102 tenants scan the fleet once and migrate
+// every tenant once; the admin API of each reports nothing remaining, and
+// each stops cleanly on SIGTERM.
+func TestServeFullFleetThreeProcesses(t *testing.T) {
+	t.Parallel()
+	cpURL := pgtest.NewDatabase(t)
+	tenants := registerTenants(t, cpURL, "ff", 3, 34)
+	cp := newPool(t, cpURL)
+
+	servers := startFleet(t, 3, serveEnv(cpURL, fleetMigrations(t, false), "full_fleet"))
+
+	waitAllLatest(t, cp, tenants, 3, 90*time.Second)
+	for _, s := range servers {
+		waitNoneRemaining(t, s, 3)
+	}
+
+	var scans int
+	require.NoError(t, cp.QueryRow(t.Context(),
+		"SELECT count(*) FROM tenantmigrate.river_job WHERE kind = 'fleet_scan'").Scan(&scans))
+	require.Equal(t, 1, scans, "fleet_scan jobs")
+	perTenant := jobsPerTenant(t, cp)
+	require.Len(t, perTenant, len(tenants))
+	for _, tn := range tenants {
+		require.Equal(t, 1, perTenant[tn.ID], "migrate_tenant jobs of %s", tn.ID)
+	}
+	requireAppliedOnce(t, tenants, 1, 2, 3)
+
+	for _, s := range servers {
+		require.Zero(t, s.stop(t, 30*time.Second), "exit code of %s after SIGTERM", s.name)
+	}
+}
+
+// TestServeKill9DuringMigration: one of three serve processes is killed
+// with SIGKILL while it runs migrations. River's rescuer hands its jobs to
+// the survivors, and every tenant still ends at the latest version with each
+// migration applied once, without anyone stepping in.
+//
+// The process killed is River's leader, so a survivor must first take over
+// leadership (the dead leader's term runs out within about 15 seconds) and
+// then rescues the stuck jobs at once: River's rescuer runs when a leader
+// starts and every 30 seconds after, and its interval cannot be configured
+// (river.Config has no field for it in v0.51.2), so killing a follower
+// instead would leave the jobs stuck for up to 30 seconds.
+func TestServeKill9DuringMigration(t *testing.T) {
+	t.Parallel()
+	cpURL := pgtest.NewDatabase(t)
+	tenants := registerTenants(t, cpURL, "k9", 2, 30)
+	cp := newPool(t, cpURL)
+
+	servers := startFleet(t, 3, serveEnv(cpURL, fleetMigrations(t, true), "full_fleet",
+		"JOB_TIMEOUT=5s", "RESCUE_AFTER=6s", "RETRY_BACKOFF=100ms"))
+
+	// Find the leader among the processes.
+	var leaderID string
+	waitFor(t, 30*time.Second, "a River leader", func() bool {
+		err := cp.QueryRow(t.Context(), "SELECT leader_id FROM tenantmigrate.river_leader").Scan(&leaderID)
+		return err == nil
+	})
+	var victim *server
+	var survivors []*server
+	for _, s := range servers {
+		if s.ownsRiverID(leaderID) {
+			victim = s
+		} else {
+			survivors = append(survivors, s)
+		}
+	}
+	require.NotNil(t, victim, "leader %s is none of the processes", leaderID)
+
+	// Kill it while it runs migrations.
+	const runningOnVictim = `
+		SELECT args->>'tenant_id' FROM tenantmigrate.river_job
+		WHERE kind = 'migrate_tenant' AND state = 'running' AND attempted_by[cardinality(attempted_by)] = $1
+		ORDER BY 1`
+	waitFor(t, 30*time.Second, "migrations running on the leader", func() bool {
+		var id string
+		return cp.QueryRow(t.Context(), runningOnVictim, leaderID).Scan(&id) == nil
+	})
+	victim.kill9(t)
+	killedAt := time.Now()
+	rows, err := cp.Query(t.Context(), runningOnVictim, leaderID)
+	require.NoError(t, err)
+	var interrupted []string
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		interrupted = append(interrupted, id)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, interrupted, "the kill interrupted no job")
+
+	waitAllLatest(t, cp, tenants, 3, 90*time.Second)
+	t.Logf("%d jobs interrupted; all tenants at latest %s after the kill", len(interrupted), time.Since(killedAt).Round(time.Second))
+	requireAppliedOnce(t, tenants, 1, 2, 3)
+	for _, s := range survivors {
+		waitNoneRemaining(t, s, 3) // River records the jobs' ends after the tenants'
+	}
+	for _, id := range interrupted {
+		var rescued bool
+		require.NoError(t, cp.QueryRow(t.Context(), `
+			SELECT state = 'completed' AND errors[1]->>'error' LIKE 'Stuck job rescued%'
+			FROM tenantmigrate.river_job
+			WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id).Scan(&rescued))
+		require.True(t, rescued, "job of %s rescued and completed", id)
+	}
+}
+
+// TestServeStaleTenantFixedThroughAdminAPI: a tenant whose database cannot
+// be reached ends FAILED_STALE after three attempts; after its URL is fixed
+// with PATCH, POST /admin/migrations/fleet queues it only with
+// includeStale, and it completes.
+func TestServeStaleTenantFixedThroughAdminAPI(t *testing.T) {
+	t.Parallel()
+	cpURL := pgtest.NewDatabase(t)
+	tenants := registerTenants(t, cpURL, "ok", 1, 2)
+	cp := newPool(t, cpURL)
+
+	s := startFleet(t, 1, serveEnv(cpURL, fleetMigrations(t, false), "full_fleet", "RETRY_BACKOFF=50ms"))[0]
+	// Let the scan at start finish, so that it cannot queue the tenant
+	// registered next a second time.
+	waitFor(t, 30*time.Second, "the scan at start", func() bool {
+		var done bool
+		err := cp.QueryRow(t.Context(),
+			"SELECT state = 'completed' FROM tenantmigrate.river_job WHERE kind = 'fleet_scan'").Scan(&done)
+		return err == nil && done
+	})
+
+	// Register the unreachable tenant through the admin API of the process.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "postgres://nobody@" + ln.Addr().String() + "/nowhere"
+	require.NoError(t, ln.Close())
+	require.Equal(t, http.StatusCreated, s.admin(t, http.MethodPost, "/admin/tenants/lost",
+		fmt.Sprintf(`{"databaseUrl": %q, "schema": "lost"}`, deadURL), nil))
+	var sched struct {
+		Scheduled int `json:"scheduled"`
+	}
+	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", "", &sched))
+
+	type state struct {
+		IsLatest         bool    `json:"isLatest"`
+		MigrationsStatus *string `json:"migrationsStatus"`
+	}
+	waitFor(t, 30*time.Second, "lost tenant FAILED_STALE", func() bool {
+		var st state
+		require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/tenants/lost/migrations", "", &st))
+		return st.MigrationsStatus != nil && *st.MigrationsStatus == "FAILED_STALE"
+	})
+	var attempts int
+	require.NoError(t, cp.QueryRow(t.Context(), `
+		SELECT attempt FROM tenantmigrate.river_job
+		WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = 'lost'`).Scan(&attempts))
+	require.Equal(t, 3, attempts)
+	waitAllLatest(t, cp, tenants, 3, 30*time.Second)
+	// River finishes the job (discarded) a moment after the tenant is
+	// recorded FAILED_STALE; until then the job is live and a scan would skip
+	// the tenant as already queued.
+	waitNoneRemaining(t, s, 3)
+
+	// Fix the URL; only a scan that includes stale tenants queues it.
+	require.Equal(t, http.StatusOK, s.admin(t, http.MethodPatch, "/admin/tenants/lost",
+		fmt.Sprintf(`{"databaseUrl": %q}`, tenants[0].URL), nil))
+	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{}`, &sched))
+	require.Zero(t, sched.Scheduled)
+	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{"includeStale": true}`, &sched))
+	require.Equal(t, 1, sched.Scheduled)
+
+	lost := schemaTenant{ID: "lost", URL: tenants[0].URL, Schema: "lost"}
+	waitAllLatest(t, cp, []schemaTenant{lost}, 3, 30*time.Second)
+	requireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
+	waitNoneRemaining(t, s, 3)
+	var st state
+	require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/tenants/lost/migrations", "", &st))
+	require.True(t, st.IsLatest)
+}
