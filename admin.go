@@ -89,6 +89,14 @@ func (o *Orchestrator) PendingVersions(ctx context.Context, id string) (int64, [
 	return o.migrator.Pending(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 }
 
+// ScanBehind returns the ids of up to limit tenants whose version is unknown
+// or below Latest, after afterCursor in cursor order (FAILED_STALE ones only
+// with includeStale), and the cursor of the next page, 0 when there is none.
+// It reads ids only: no URL is decrypted.
+func (o *Orchestrator) ScanBehind(ctx context.Context, includeStale bool, afterCursor int64, limit int) ([]string, int64, error) {
+	return o.store.ScanBehind(ctx, o.latest, includeStale, afterCursor, limit)
+}
+
 // EnqueueTenants queues a migrate_tenant job per tenant, in batches. Tenants
 // that already have a live job are skipped. It returns how many were queued.
 func (o *Orchestrator) EnqueueTenants(ctx context.Context, ids ...string) (int, error) {

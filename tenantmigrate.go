@@ -337,7 +337,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	if err := controlplane.Migrate(ctx, o.pool); err != nil {
 		o.Close()
-		return nil, fmt.Errorf("migrate control plane: %w", err)
+		return nil, err // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 

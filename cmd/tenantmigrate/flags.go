@@ -24,8 +24,8 @@ func bindEnv(fs *pflag.FlagSet, name, env string) {
 }
 
 // applyEnv sets every flag of cmd that was not given on the command line
-// from its environment variable, when that is set. Flags beat the
-// environment; the environment beats defaults.
+// from its environment variable, when that is set and not empty. Flags beat
+// the environment; the environment beats defaults.
 func applyEnv(cmd *cobra.Command) error {
 	var firstErr error
 	apply := func(f *pflag.Flag) {
@@ -33,8 +33,8 @@ func applyEnv(cmd *cobra.Command) error {
 		if f.Changed || len(envs) == 0 || firstErr != nil {
 			return
 		}
-		v, ok := os.LookupEnv(envs[0])
-		if !ok {
+		v := os.Getenv(envs[0])
+		if v == "" {
 			return
 		}
 		if err := f.Value.Set(v); err != nil {

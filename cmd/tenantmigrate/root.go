@@ -66,6 +66,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "statement-timeout", "STATEMENT_TIMEOUT")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
+	root.AddCommand(newTenantsCmd(g), newMigrateCmd(g), newStatusCmd(g), newDemoCmd(g), newCompletionCmd(g))
 	return root
 }
 

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+)
+
+func newTenantsCmd(g *globalOpts) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tenants",
+		Short: "Add, list, show and remove the tenants of the control plane",
+		Long: `tenants manages the tenants listed in the control plane (--database-url).
+Tenant database URLs are stored encrypted with --encryption-key and only ever
+shown with their password masked.`,
+		Example: `  export DATABASE_URL=postgres://admin@cp-host/control ENCRYPTION_KEY=...
+  tenantmigrate tenants add acme postgres://app:secret@db1/acme
+  tenantmigrate tenants list
+  tenantmigrate tenants get acme --json
+  tenantmigrate tenants rm acme`,
+		Args: cobra.NoArgs, // "unknown command" for a wrong subcommand
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newTenantsAddCmd(g), newTenantsListCmd(g), newTenantsGetCmd(g), newTenantsRmCmd(g))
+	return cmd
+}
+
+// addJSONFlag adds --json (OUTPUT_JSON) to cmd.
+func addJSONFlag(cmd *cobra.Command, v *bool) {
+	cmd.Flags().BoolVar(v, "json", false, "print JSON instead of text")
+	bindEnv(cmd.Flags(), "json", "OUTPUT_JSON")
+}
+
+func newTenantsAddCmd(g *globalOpts) *cobra.Command {
+	var schema string
+	cmd := &cobra.Command{
+		Use:   "add ID TENANT_DATABASE_URL",
+		Short: "Register a tenant and its database (or schema)",
+		Long: `add registers tenant ID with the postgres:// URL of its database. With
+--schema the tenant is one schema of that database (schema-per-tenant);
+without, it has the whole database. The tenant is not migrated now: the
+gateway or "tenantmigrate migrate" does that.
+
+ID is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or a
+digit. A URL of "-" is read from the first line of standard input, which keeps
+the password out of the shell history and the process list.`,
+		Example: `  tenantmigrate tenants add acme postgres://app:secret@db1:5432/acme
+  tenantmigrate tenants add globex postgres://app:secret@db1/shared --schema globex
+  echo "$TENANT_URL" | tenantmigrate tenants add initech -`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTenantsAdd(cmd, g, args[0], args[1], schema)
+		},
+	}
+	cmd.Flags().StringVar(&schema, "schema", "", "the tenant's schema in that database (schema-per-tenant); none: the whole database")
+	bindEnv(cmd.Flags(), "schema", "TENANT_SCHEMA")
+	return cmd
+}
+
+func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) error {
+	if dbURL == "-" {
+		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return failedErr(fmt.Errorf("read the database URL from standard input: %w", err))
+		}
+		dbURL = strings.TrimSpace(line)
+	}
+	// Validate before connecting. These messages never hold the password.
+	if err := tenantmigrate.ValidateTenantID(id); err != nil {
+		return failedErr(err)
+	}
+	if err := controlplane.ValidateDatabaseURL(dbURL); err != nil {
+		return failedErr(err)
+	}
+	if schema != "" {
+		if err := controlplane.ValidateSchemaName(schema); err != nil {
+			return failedErr(err)
+		}
+	}
+	logger, err := cliLogger(cmd, g, g.stderr)
+	if err != nil {
+		return err
+	}
+	if g.databaseURL != "" && g.encryptionKey == "" {
+		return failedErr(errNoKey)
+	}
+	orch, err := openOrchestrator(cmd.Context(), g, logger, nil)
+	if err != nil {
+		return err
+	}
+	defer orch.Close()
+
+	t, err := orch.CreateTenant(cmd.Context(), tenantmigrate.Tenant{ID: id, DatabaseURL: dbURL, Schema: schema})
+	switch {
+	case errors.Is(err, tenantmigrate.ErrTenantExists):
+		return failedErr(fmt.Errorf("tenant %s already exists (remove it first with: tenantmigrate tenants rm %s)", id, id))
+	case errors.Is(err, tenantmigrate.ErrNoEncryptionKey):
+		return failedErr(errNoKey)
+	case err != nil:
+		return failedErr(err)
+	}
+	fmt.Fprintf(g.stdout, "added tenant %s\n", t.ID)
+	return printTenant(g.stdout, t)
+}
+
+func newTenantsListCmd(g *globalOpts) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List every tenant with its migration state",
+		Long: `list prints every tenant of the control plane, in the order they were added:
+ID, SCHEMA, VERSION, STATUS, URL (password masked) and UPDATED. A VERSION or
+STATUS of "-" means never migrated. With --json it prints a JSON array of
+objects shaped like the admin API's tenants. It reads the control plane page
+by page, so it works for fleets of any size.`,
+		Example: `  tenantmigrate tenants list
+  tenantmigrate tenants list --json | jq -r '.[] | select(.migrationsStatus != "COMPLETED") | .id'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runTenantsList(cmd, g, asJSON)
+		},
+	}
+	addJSONFlag(cmd, &asJSON)
+	return cmd
+}
+
+func runTenantsList(cmd *cobra.Command, g *globalOpts, asJSON bool) error {
+	orch, err := openKeyedOrchestrator(cmd, g)
+	if err != nil {
+		return err
+	}
+	defer orch.Close()
+	ctx := cmd.Context()
+	if asJSON {
+		return listTenantsJSON(ctx, orch, g.stdout)
+	}
+	return listTenantsTable(ctx, orch, g.stdout)
+}
+
+// openKeyedOrchestrator opens the Orchestrator of a command that reads
+// tenant URLs: without the key it fails (exit 1) naming ENCRYPTION_KEY.
+func openKeyedOrchestrator(cmd *cobra.Command, g *globalOpts) (*tenantmigrate.Orchestrator, error) {
+	logger, err := cliLogger(cmd, g, g.stderr)
+	if err != nil {
+		return nil, err
+	}
+	if g.databaseURL != "" && g.encryptionKey == "" {
+		return nil, failedErr(errNoKey)
+	}
+	return openOrchestrator(cmd.Context(), g, logger, nil)
+}
+
+// listTenantsJSON streams a JSON array, one tenant per line.
+func listTenantsJSON(ctx context.Context, orch *tenantmigrate.Orchestrator, w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	n := 0
+	bw.WriteString("[")
+	err := eachTenant(ctx, orch, func(t tenantmigrate.Tenant) error {
+		b, err := json.Marshal(tenantToJSON(t))
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			bw.WriteString(",")
+		}
+		bw.WriteString("\n  ")
+		bw.Write(b)
+		n++
+		return nil
+	})
+	if err != nil {
+		return failedErr(fmt.Errorf("list tenants: %w", err))
+	}
+	if n > 0 {
+		bw.WriteString("\n")
+	}
+	bw.WriteString("]\n")
+	return bw.Flush()
+}
+
+// listTenantsTable prints a table, flushed every page so memory stays flat
+// (columns may widen from one page to the next).
+func listTenantsTable(ctx context.Context, orch *tenantmigrate.Orchestrator, w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSCHEMA\tVERSION\tSTATUS\tURL\tUPDATED")
+	n := 0
+	err := eachTenant(ctx, orch, func(t tenantmigrate.Tenant) error {
+		schema := t.Schema
+		if schema == "" {
+			schema = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, schema, versionText(t.MigrationsVersion),
+			statusText(t.MigrationsStatus), t.RedactedURL(), timeText(t.UpdatedAt))
+		n++
+		if n%listPageSize == 0 {
+			return tw.Flush()
+		}
+		return nil
+	})
+	if err != nil {
+		_ = tw.Flush()
+		return failedErr(fmt.Errorf("list tenants: %w", err))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if n == 0 {
+		fmt.Fprintln(w, "(no tenants: add one with tenantmigrate tenants add ID URL)")
+	}
+	return nil
+}
+
+func newTenantsGetCmd(g *globalOpts) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one tenant with its migration state and last error",
+		Example: `  tenantmigrate tenants get acme
+  tenantmigrate tenants get acme --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			orch, err := openKeyedOrchestrator(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer orch.Close()
+			t, err := orch.GetTenant(cmd.Context(), args[0])
+			if err != nil {
+				return tenantErr(args[0], err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(tenantToJSON(t))
+			}
+			return printTenant(g.stdout, t)
+		},
+	}
+	addJSONFlag(cmd, &asJSON)
+	return cmd
+}
+
+func newTenantsRmCmd(g *globalOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm ID",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Remove a tenant from the control plane (its database is left alone)",
+		Long: `rm removes tenant ID from the control plane. Its database or schema is not
+touched: drop it yourself if you mean to. It needs no encryption key.`,
+		Example: `  tenantmigrate tenants rm acme`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			logger, err := cliLogger(cmd, g, g.stderr)
+			if err != nil {
+				return err
+			}
+			orch, err := openOrchestrator(cmd.Context(), g, logger, nil)
+			if err != nil {
+				return err
+			}
+			defer orch.Close()
+			if err := orch.DeleteTenant(cmd.Context(), args[0]); err != nil {
+				return tenantErr(args[0], err)
+			}
+			fmt.Fprintf(g.stdout, "removed tenant %s (its database was left as it is)\n", args[0])
+			return nil
+		},
+	}
+}
+
+// tenantErr turns the error of a lookup of tenant id into an exit error.
+func tenantErr(id string, err error) error {
+	switch {
+	case errors.Is(err, tenantmigrate.ErrTenantNotFound):
+		return failedErr(fmt.Errorf("no tenant %s", quoteID(id)))
+	case errors.Is(err, tenantmigrate.ErrNoEncryptionKey):
+		return failedErr(errNoKey)
+	}
+	return failedErr(err)
+}
+
+// quoteID shows a tenant id as it is when valid, quoted and cut otherwise.
+func quoteID(id string) string {
+	if tenantmigrate.ValidateTenantID(id) == nil {
+		return id
+	}
+	if len(id) > 70 {
+		id = id[:70] + "..."
+	}
+	return fmt.Sprintf("%q", id)
+}
+
+// printTenant prints one tenant as aligned "key: value" lines.
+func printTenant(w io.Writer, t tenantmigrate.Tenant) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	schema := t.Schema
+	if schema == "" {
+		schema = "- (the whole database)"
+	}
+	fmt.Fprintf(tw, "id:\t%s\n", t.ID)
+	fmt.Fprintf(tw, "url:\t%s\n", t.RedactedURL())
+	fmt.Fprintf(tw, "schema:\t%s\n", schema)
+	fmt.Fprintf(tw, "version:\t%s\n", versionText(t.MigrationsVersion))
+	fmt.Fprintf(tw, "status:\t%s\n", statusText(t.MigrationsStatus))
+	if t.LastError != "" {
+		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(scrubPassword(t.LastError, t.DatabaseURL), 2000))
+	}
+	fmt.Fprintf(tw, "created:\t%s\n", timeText(t.CreatedAt))
+	fmt.Fprintf(tw, "updated:\t%s\n", timeText(t.UpdatedAt))
+	return tw.Flush()
+}
