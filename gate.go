@@ -175,6 +175,7 @@ func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint
 		return 0, fmt.Errorf("read tenant %s: %w", tenantID, err)
 	}
 	res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+	o.recordChecksums(ctx, res.Applied)
 	o.runHook(err, res.Duration)
 	if err != nil {
 		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
@@ -244,6 +245,7 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 		return nil
 	}
 	res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+	o.recordChecksums(ctx, res.Applied)
 	o.runHook(err, res.Duration)
 	if err == nil {
 		if err := o.store.RecordSuccess(ctx, tenantID, res.Version); err != nil {

@@ -119,6 +119,35 @@ type Config struct {
 	// session. Defaults to none.
 	StatementTimeout time.Duration
 
+	// AllowChangedMigrations lets New start although migrations already
+	// applied to some tenant were edited since (their file's SHA-256 differs
+	// from the one the control plane recorded when the version was first
+	// applied) or removed from the source (a version below the source's
+	// latest). Without it, New returns a *MigrationsChangedError (wrapping
+	// ErrMigrationsChanged) naming the files; with it, New logs them at warn
+	// level and starts. Recorded versions above the source's latest (a newer
+	// build applied them; this one may be a rollback) are logged, never
+	// refused. Defaults to false.
+	AllowChangedMigrations bool
+
+	// KeepInvalidIndexes turns off the repair of invalid indexes before a
+	// tenant's pending migrations are applied. A CREATE INDEX CONCURRENTLY
+	// (or REINDEX CONCURRENTLY) that failed or was interrupted leaves an
+	// INVALID index, goose does not record the NO TRANSACTION migration, and
+	// on the next run CREATE INDEX CONCURRENTLY IF NOT EXISTS skips the
+	// invalid index: the tenant would keep an unusable index, silently.
+	//
+	// By default, while holding the tenant's migration lock and only when
+	// migrations are pending, the migrator drops (DROP INDEX CONCURRENTLY)
+	// each invalid index of the tenant's schema (or search_path) that no
+	// session is building, logs it at warn level, and applies the
+	// migrations, which build it again. An index that another session is
+	// building is left alone. Partitioned indexes are never touched. With
+	// KeepInvalidIndexes, the run drops nothing and fails with a
+	// non-retryable error naming the indexes and the DROP statements to run.
+	// Defaults to false: invalid indexes are repaired.
+	KeepInvalidIndexes bool
+
 	// Workers is how many migration jobs one instance runs at once.
 	// Defaults to queue's default (see internal/queue).
 	Workers int
@@ -220,9 +249,6 @@ var (
 	// ErrNoEncryptionKey is returned when storing or migrating a tenant
 	// without Config.EncryptionKey.
 	ErrNoEncryptionKey = controlplane.ErrNoEncryptionKey
-	// ErrNoQueue is returned by queue operations of an Orchestrator whose
-	// queue is not available.
-	ErrNoQueue = errors.New("the job queue is not available")
 )
 
 // MigrationError is returned by EnsureMigrated and MigrateTenant when a
@@ -252,6 +278,8 @@ type Orchestrator struct {
 
 	cache  latestCache
 	flight singleflight.Group
+
+	drift *driftState // see drift.go
 
 	queue     *queue.Queue
 	fleet     *strategy.Fleet
@@ -291,12 +319,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		migrationsFS = examplemigrations.FS
 	}
 	mig, err := migrator.New(migrator.Config{
-		FS:                migrationsFS,
-		GoMigrations:      cfg.GoMigrations,
-		LockTimeout:       cfg.LockTimeout,
-		TenantLockTimeout: cfg.TenantLockTimeout,
-		StatementTimeout:  cfg.StatementTimeout,
-		Logger:            logger,
+		FS:                 migrationsFS,
+		GoMigrations:       cfg.GoMigrations,
+		LockTimeout:        cfg.LockTimeout,
+		TenantLockTimeout:  cfg.TenantLockTimeout,
+		StatementTimeout:   cfg.StatementTimeout,
+		KeepInvalidIndexes: cfg.KeepInvalidIndexes,
+		Logger:             logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read migrations: %w", err)
@@ -340,6 +369,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, err // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
+	if err := o.checkMigrations(ctx); err != nil {
+		o.Close()
+		return nil, err
+	}
 
 	var fleetScan queue.FleetScanFunc
 	if cfg.Strategy == StrategyFullFleet {

@@ -70,7 +70,7 @@ func (f *fleet) add(id, dbURL string, extra ...string) {
 // CLI recorded.
 func (f *fleet) orch() *tenantmigrate.Orchestrator {
 	f.t.Helper()
-	o, err := tenantmigrate.New(f.t.Context(), tenantmigrate.Config{DatabaseURL: f.url, EncryptionKey: testKey})
+	o, err := tenantmigrate.New(f.t.Context(), tenantmigrate.Config{DatabaseURL: f.url, EncryptionKey: testKey, AllowChangedMigrations: true})
 	require.NoError(f.t, err)
 	f.t.Cleanup(o.Close)
 	return o

@@ -140,7 +140,7 @@ func TestMigrateDryRun(t *testing.T) {
 	// After a partial migration, the dry run shows what is left.
 	partial := writeMigrations(t, map[string]string{"00001_create_users.sql": "CREATE TABLE users (id int);"})
 	requireCode(t, 0, f.run("migrate", "--tenant", "db-tenant", "--migrations", partial, "--progress", "none"))
-	r = f.run("migrate", "--tenant", "db-tenant", "--dry-run")
+	r = f.run("migrate", "--tenant", "db-tenant", "--dry-run", "--allow-changed-migrations")
 	requireCode(t, 0, r)
 	require.Regexp(t, `(?m)^db-tenant\s+1\s+2, 3, 4$`, r.stdout)
 	require.NotContains(t, r.stdout, "schema-tenant")

@@ -23,6 +23,9 @@ type globalOpts struct {
 	tenantLockTimeout time.Duration
 	statementTimeout  time.Duration
 
+	allowChangedMigrations bool
+	keepInvalidIndexes     bool
+
 	stdout, stderr io.Writer
 }
 
@@ -64,8 +67,13 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "tenant-lock-timeout", "TENANT_LOCK_TIMEOUT")
 	pf.DurationVar(&g.statementTimeout, "statement-timeout", 0, "PostgreSQL statement_timeout in each migration session (0 = none)")
 	bindEnv(pf, "statement-timeout", "STATEMENT_TIMEOUT")
+	pf.BoolVar(&g.allowChangedMigrations, "allow-changed-migrations", false, "start even though migrations already applied to tenants were edited or removed since (tenantmigrate verify lists them)")
+	bindEnv(pf, "allow-changed-migrations", "ALLOW_CHANGED_MIGRATIONS")
+	pf.BoolVar(&g.keepInvalidIndexes, "keep-invalid-indexes", false, "do not drop the invalid indexes an interrupted CREATE INDEX CONCURRENTLY leaves; fail the tenant's run, naming them")
+	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
+	root.AddCommand(newVerifyCmd(g))
 	root.AddCommand(newTenantsCmd(g), newMigrateCmd(g), newStatusCmd(g), newDemoCmd(g), newCompletionCmd(g))
 	return root
 }
@@ -90,7 +98,10 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		LockTimeout:       g.lockTimeout,
 		TenantLockTimeout: g.tenantLockTimeout,
 		StatementTimeout:  g.statementTimeout,
-		Logger:            logger,
+
+		AllowChangedMigrations: g.allowChangedMigrations,
+		KeepInvalidIndexes:     g.keepInvalidIndexes,
+		Logger:                 logger,
 	}
 	if cfg.TenantLockTimeout == 0 {
 		cfg.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default

@@ -46,7 +46,7 @@ no encryption key.`,
 			if err != nil {
 				return err
 			}
-			orch, err := openOrchestrator(cmd.Context(), g, logger, nil)
+			orch, err := openOrchestrator(cmd.Context(), g, logger, inspectOnly)
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,7 @@ func TestStatus(t *testing.T) {
 		"00001_one.sql": "CREATE TABLE one (id int);",
 		"00002_two.sql": "SELECT broken syntax here;",
 	})
-	requireCode(t, 1, f.run("migrate", "--tenant", ids[2], "--migrations", bad, "--progress", "none"))
+	requireCode(t, 1, f.run("migrate", "--tenant", ids[2], "--migrations", bad, "--progress", "none", "--allow-changed-migrations"))
 
 	// The status needs no encryption key.
 	r = runCLI(t, "status", "--json", "--database-url", f.url)
@@ -66,7 +66,7 @@ func TestStatus(t *testing.T) {
 	require.Regexp(t, `(?m)^`+ids[2]+`\s+FAILED\s+1\s+\S+ \S+\s+.*syntax`, r.stdout)
 
 	// --failed-limit cuts the list, not the count.
-	requireCode(t, 1, f.run("migrate", "--tenant", ids[3], "--migrations", bad, "--progress", "none"))
+	requireCode(t, 1, f.run("migrate", "--tenant", ids[3], "--migrations", bad, "--progress", "none", "--allow-changed-migrations"))
 	r = f.run("status", "--failed-limit", "1")
 	requireCode(t, 0, r)
 	require.Contains(t, r.stdout, "failed tenants: 2 (the first 1)")

@@ -94,7 +94,7 @@ func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) 
 	if g.databaseURL != "" && g.encryptionKey == "" {
 		return failedErr(errNoKey)
 	}
-	orch, err := openOrchestrator(cmd.Context(), g, logger, nil)
+	orch, err := openOrchestrator(cmd.Context(), g, logger, inspectOnly)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func openKeyedOrchestrator(cmd *cobra.Command, g *globalOpts) (*tenantmigrate.Or
 	if g.databaseURL != "" && g.encryptionKey == "" {
 		return nil, failedErr(errNoKey)
 	}
-	return openOrchestrator(cmd.Context(), g, logger, nil)
+	return openOrchestrator(cmd.Context(), g, logger, inspectOnly)
 }
 
 // listTenantsJSON streams a JSON array, one tenant per line.
@@ -265,7 +265,7 @@ touched: drop it yourself if you mean to. It needs no encryption key.`,
 			if err != nil {
 				return err
 			}
-			orch, err := openOrchestrator(cmd.Context(), g, logger, nil)
+			orch, err := openOrchestrator(cmd.Context(), g, logger, inspectOnly)
 			if err != nil {
 				return err
 			}

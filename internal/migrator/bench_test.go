@@ -20,7 +20,7 @@ func BenchmarkRunSetup(b *testing.B) {
 			b.Fatal(err)
 		}
 		db := m.openDB(connCfg)
-		if _, err := m.newProvider(db, target.Schema); err != nil {
+		if _, err := m.newProvider(db, target.Schema, nil); err != nil {
 			b.Fatal(err)
 		}
 		_ = db.Close()

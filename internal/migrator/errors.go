@@ -27,8 +27,10 @@ var ErrLockTimeout = errors.New("timed out waiting for the tenant migration lock
 //     io.ErrUnexpectedEOF, closed connections, and errors pgconn marks as safe to retry;
 //   - PostgreSQL errors with SQLSTATE 40001 (serialization_failure), 40P01 (deadlock_detected),
 //     55P03 (lock_not_available, from lock_timeout), 53300 (too_many_connections), 57P01, 57P02
-//     and 57P03 (shutdown / cannot connect now), class 08 (connection exception), and XX000 when
-//     the message is "tuple concurrently updated" (concurrent catalog updates).
+//     and 57P03 (shutdown / cannot connect now), class 08 (connection exception), XX000 when
+//     the message is "tuple concurrently updated" (concurrent catalog updates), and 23505 on an
+//     index of pg_catalog (concurrent creation of one catalog row, e.g. a role). Migrate itself
+//     retries these last two a few times before it returns them.
 //
 // Every other error is permanent: SQL errors in a migration (syntax, 42P07 duplicate table, ...),
 // statement_timeout (57014), an invalid schema name or URL, out-of-order migrations. A canceled
@@ -82,10 +84,30 @@ func retryableSQLState(pgErr *pgconn.PgError) bool {
 		"57P02", // crash_shutdown
 		"57P03": // cannot_connect_now
 		return true
-	case "XX000": // internal_error, raised for concurrent catalog updates of the same row
-		return strings.Contains(pgErr.Message, "tuple concurrently updated")
+	case "XX000", "23505":
+		return isCatalogConflictState(pgErr)
 	}
 	return strings.HasPrefix(pgErr.Code, "08") // connection_exception class
+}
+
+// isCatalogConflict reports whether err is a collision with a concurrent session on a row of
+// PostgreSQL's catalogs: "tuple concurrently updated" (two sessions updating one row, e.g. two
+// tenant databases running ALTER ROLE ... SET at once), or a unique violation on a pg_catalog
+// index (two sessions creating one role, or one settings row, at once). The transaction rolled
+// back; running it again succeeds or meets the other session's result.
+func isCatalogConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && isCatalogConflictState(pgErr)
+}
+
+func isCatalogConflictState(pgErr *pgconn.PgError) bool {
+	switch pgErr.Code {
+	case "XX000": // internal_error, raised for concurrent catalog updates of the same row
+		return strings.Contains(pgErr.Message, "tuple concurrently updated")
+	case "23505": // unique_violation
+		return pgErr.SchemaName == "pg_catalog"
+	}
+	return false
 }
 
 // redactedError replaces the message of err, keeping err in the chain for errors.Is/As.

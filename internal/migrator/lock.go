@@ -32,7 +32,9 @@ func lockKey(schema string) int64 {
 }
 
 // newTenantLocker returns a goose session locker for one run on the target with schema.
-func (m *Migrator) newTenantLocker(schema string) (*tenantLocker, error) {
+// afterLock, if not nil, runs on the locked session as soon as the lock is taken, before goose
+// lists and applies migrations; its error releases the lock and ends the run.
+func (m *Migrator) newTenantLocker(schema string, afterLock func(context.Context, *sql.Conn) error) (*tenantLocker, error) {
 	key := m.dbLockKey
 	if schema != "" {
 		key = lockKey(schema)
@@ -46,14 +48,15 @@ func (m *Migrator) newTenantLocker(schema string) (*tenantLocker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create session locker: %w", err)
 	}
-	return &tenantLocker{inner: inner, wait: m.lockWait}, nil
+	return &tenantLocker{inner: inner, wait: m.lockWait, afterLock: afterLock}, nil
 }
 
 // tenantLocker wraps goose's PostgreSQL session locker to report an exhausted wait as
-// ErrLockTimeout and to bound the unlock.
+// ErrLockTimeout, to bound the unlock and to run checks under the lock.
 type tenantLocker struct {
-	inner lock.SessionLocker
-	wait  time.Duration
+	inner     lock.SessionLocker
+	wait      time.Duration
+	afterLock func(context.Context, *sql.Conn) error
 }
 
 var _ lock.SessionLocker = (*tenantLocker)(nil)
@@ -61,7 +64,21 @@ var _ lock.SessionLocker = (*tenantLocker)(nil)
 // SessionLock implements lock.SessionLocker.
 func (l *tenantLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	err := l.inner.SessionLock(ctx, conn)
-	if err == nil || ctx.Err() != nil {
+	if err == nil {
+		if l.afterLock == nil {
+			return nil
+		}
+		if err := l.afterLock(ctx, conn); err != nil {
+			// goose does not unlock when SessionLock fails; the connection goes back to the run's
+			// pool, which still holds the lock until it is closed.
+			if uerr := l.SessionUnlock(ctx, conn); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+			return &lockedCheckError{err: err}
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
 		return err
 	}
 	// goose returns its query errors wrapped ("failed to execute pg_try_advisory_lock: %w") and,

@@ -6,12 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+)
+
+// After a catalog conflict, Migrate runs goose again for up to conflictRetryWindow (from the
+// first conflict), each time after a random wait of up to conflictBackoff, doubled per retry up
+// to conflictMaxBackoff. Many tenants contending for one catalog row (each holds it until its
+// migration commits) take as many turns as there are tenants, so the window is generous.
+const (
+	conflictRetryWindow = 30 * time.Second
+	conflictBackoff     = 50 * time.Millisecond
+	conflictMaxBackoff  = time.Second
 )
 
 // versionQueryTimeout bounds the query that reads the target's version after a failed run, whose
@@ -27,6 +38,12 @@ const versionQueryTimeout = 10 * time.Second
 // re-reads the applied versions under the lock and applies what is still pending. Concurrent
 // runs on one tenant, in any process, therefore apply each migration once: the later run finds
 // nothing left to do.
+//
+// Under the lock, before applying, it looks for INVALID indexes in the target's schema (or
+// search_path) that no session is building, the remains of a CREATE INDEX CONCURRENTLY that
+// failed or was interrupted, and drops them so that the pending migrations build them again; or,
+// with Config.KeepInvalidIndexes, returns an *InvalidIndexesError naming them and applies
+// nothing. See Config.KeepInvalidIndexes.
 //
 // A migration that fails stops the run: its transaction is rolled back (a NO TRANSACTION
 // migration keeps the statements that completed before the failing one, so such files should be
@@ -62,19 +79,20 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 		}
 	}
 
-	p, err := m.newProvider(db, t.Schema)
+	p, err := m.newProvider(db, t.Schema, m.invalidIndexCheck(t.Schema, target))
 	if err != nil {
 		return res, err
 	}
 
 	// Up checks for pending migrations without the lock (the common no-op case costs no lock),
 	// then takes the lock, lists the applied versions again and applies the rest.
-	results, upErr := p.Up(ctx)
+	results, upErr := m.up(ctx, p, target)
 
-	var partial *goose.PartialError
-	if errors.As(upErr, &partial) {
-		results = partial.Applied
-	}
+	var (
+		partial  *goose.PartialError
+		checkErr *lockedCheckError
+	)
+	errors.As(upErr, &partial)
 	for _, r := range results {
 		res.Applied = append(res.Applied, r.Source.Version)
 		m.logger.DebugContext(ctx, "migration applied",
@@ -115,6 +133,9 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 		return res, nil
 	case errors.Is(upErr, ErrLockTimeout):
 		return res, fmt.Errorf("%w (waited %s)", ErrLockTimeout, m.lockWait)
+	case errors.As(upErr, &checkErr):
+		// The invalid-index check under the lock: nothing was applied.
+		return res, checkErr.err
 	case partial != nil:
 		f := partial.Failed.Source
 		name := "go migration"
@@ -137,9 +158,10 @@ func (m *Migrator) openDB(connCfg *pgx.ConnConfig) *sql.DB {
 	return db
 }
 
-// newProvider returns a goose provider for one run on db.
-func (m *Migrator) newProvider(db *sql.DB, schema string) (*goose.Provider, error) {
-	locker, err := m.newTenantLocker(schema)
+// newProvider returns a goose provider for one run on db. afterLock runs under the tenant lock,
+// before anything is applied (see newTenantLocker).
+func (m *Migrator) newProvider(db *sql.DB, schema string, afterLock func(context.Context, *sql.Conn) error) (*goose.Provider, error) {
+	locker, err := m.newTenantLocker(schema, afterLock)
 	if err != nil {
 		return nil, err
 	}
@@ -162,4 +184,50 @@ func (m *Migrator) newProvider(db *sql.DB, schema string) (*goose.Provider, erro
 		return nil, fmt.Errorf("create goose provider: %w", err)
 	}
 	return p, nil
+}
+
+// up runs goose's Up and, while it fails on a catalog conflict (see isCatalogConflict), runs it
+// again, for up to conflictRetryWindow, after short random waits. It returns the migrations
+// applied by all the runs and the error of the last one.
+//
+// Tenants migrating at the same moment collide on rows of PostgreSQL's shared catalogs when
+// their migrations touch cluster-wide objects (ALTER ROLE ... SET, CREATE ROLE): the failed
+// transaction rolled back and nothing but a new attempt can help. Retrying here, at once,
+// spares the request that waits for an on_request migration a 500, and a queued tenant a
+// FAILED status and the queue's backoff. A NO TRANSACTION migration that fails this way is
+// re-run from its first statement, as a retry by the queue would.
+func (m *Migrator) up(ctx context.Context, p *goose.Provider, target slog.Attr) ([]*goose.MigrationResult, error) {
+	var (
+		applied       []*goose.MigrationResult
+		firstConflict time.Time
+		backoff       = conflictBackoff
+	)
+	for retry := 1; ; retry++ {
+		results, err := p.Up(ctx)
+		var partial *goose.PartialError
+		if errors.As(err, &partial) {
+			results = partial.Applied
+		}
+		applied = append(applied, results...)
+		if err == nil || !isCatalogConflict(err) {
+			return applied, err
+		}
+		if firstConflict.IsZero() {
+			firstConflict = time.Now()
+		}
+		wait := rand.N(backoff)
+		if time.Since(firstConflict)+wait > conflictRetryWindow {
+			return applied, err
+		}
+		m.logger.DebugContext(ctx, "migration collided with a concurrent catalog update; retrying",
+			target, slog.Int("retry", retry), slog.String("err", err.Error()))
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return applied, err
+		case <-timer.C:
+		}
+		backoff = min(2*backoff, conflictMaxBackoff)
+	}
 }

@@ -57,9 +57,26 @@ type Config struct {
 	// default). A statement_timeout given in the tenant's URL takes precedence. Defaults to 0.
 	StatementTimeout time.Duration
 
-	// Logger receives a debug record per applied migration and an info record per tenant that
-	// had migrations applied. Errors are returned, not logged. Database URLs are never logged.
-	// Defaults to discarding all records.
+	// KeepInvalidIndexes turns off the repair of invalid indexes; see [Migrator.Migrate].
+	//
+	// A CREATE INDEX CONCURRENTLY (or REINDEX CONCURRENTLY) that fails or is interrupted leaves
+	// an INVALID index behind, which the planner never uses but writes keep maintaining. goose
+	// did not record such a NO TRANSACTION migration, so it runs again, and a CREATE INDEX
+	// CONCURRENTLY IF NOT EXISTS then skips the existing invalid index: the tenant would stay
+	// without a usable index, silently, for good (and without IF NOT EXISTS the migration fails
+	// on every run with "relation already exists").
+	//
+	// By default, when migrations are pending, Migrate drops (DROP INDEX CONCURRENTLY) every
+	// invalid index of the target's namespace that no session is building, logs each one at
+	// warn level, and then applies the migrations, which build them again. With
+	// KeepInvalidIndexes, it drops nothing and fails instead with an *InvalidIndexesError
+	// (wrapping ErrInvalidIndexes, not retryable) that names the indexes and the fix.
+	// Defaults to false: invalid indexes are repaired.
+	KeepInvalidIndexes bool
+
+	// Logger receives a debug record per applied migration, an info record per tenant that
+	// had migrations applied and a warn record per invalid index dropped. Errors are returned,
+	// not logged. Database URLs are never logged. Defaults to discarding all records.
 	Logger *slog.Logger
 }
 
@@ -69,12 +86,14 @@ type Migrator struct {
 	fsys         fs.FS // in-memory copy of the SQL files; nil if there are none
 	goMigrations []*goose.Migration
 	versions     []int64 // sorted ascending, never empty
+	migrations   []SourceMigration
 
 	maxConns         int           // database/sql pool cap per run: 1, or 2 for Go no-tx migrations
 	lockWait         time.Duration // LockTimeout rounded up to whole seconds
 	lockTimeoutParam string        // value of the lock_timeout runtime parameter
 	stmtTimeoutParam string        // value of the statement_timeout runtime parameter
 	dbLockKey        int64         // advisory lock key for database-per-tenant targets
+	repairIndexes    bool          // drop invalid indexes before applying (!KeepInvalidIndexes)
 
 	logger *slog.Logger
 }
@@ -113,11 +132,13 @@ func New(cfg Config) (*Migrator, error) {
 		fsys:             src.fsys,
 		goMigrations:     slices.Clone(cfg.GoMigrations),
 		versions:         src.versions,
+		migrations:       src.migrations,
 		maxConns:         src.maxConns,
 		lockWait:         lockWait,
 		lockTimeoutParam: durationParam(tenantLockTimeout),
 		stmtTimeoutParam: durationParam(cfg.StatementTimeout),
 		dbLockKey:        lockKey(""),
+		repairIndexes:    !cfg.KeepInvalidIndexes,
 		logger:           logger,
 	}, nil
 }
@@ -131,6 +152,12 @@ func (m *Migrator) Latest() int64 {
 // the returned slice.
 func (m *Migrator) Versions() []int64 {
 	return slices.Clone(m.versions)
+}
+
+// Migrations returns the migrations of the source in version order, with their checksums. The
+// caller may modify the returned slice.
+func (m *Migrator) Migrations() []SourceMigration {
+	return slices.Clone(m.migrations)
 }
 
 // Target is one tenant's migration target.

@@ -28,24 +28,57 @@ func (m *Migrator) Pending(ctx context.Context, t Target) (current int64, pendin
 }
 
 func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error) {
-	connCfg, err := m.connConfig(t)
+	applied, err := m.readApplied(ctx, t)
 	if err != nil {
 		return 0, nil, err
+	}
+	if applied == nil {
+		return 0, m.Versions(), nil
+	}
+	return upVersions(m.versions, applied)
+}
+
+// Applied returns the versions recorded in the target's goose_db_version, sorted ascending,
+// each once, without goose's initial version 0: the versions goose considers applied. A target
+// without a version table (or without its schema) has none. Like Pending, it changes nothing,
+// takes no lock and reads in a read-only session. Unlike Pending, it does not compare the
+// versions with the source: versions the source lacks and gaps are the caller's to judge.
+func (m *Migrator) Applied(ctx context.Context, t Target) ([]int64, error) {
+	applied, err := m.readApplied(ctx, t)
+	if err != nil {
+		return nil, redactSecrets(err, urlSecrets(t.DatabaseURL))
+	}
+	out := make([]int64, 0, len(applied))
+	for _, v := range applied {
+		if v > 0 {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// readApplied returns the rows of the target's version table, as they are (version 0
+// included), or nil when there is no version table. It connects in a read-only session.
+func (m *Migrator) readApplied(ctx context.Context, t Target) ([]int64, error) {
+	connCfg, err := m.connConfig(t)
+	if err != nil {
+		return nil, err
 	}
 	connCfg.RuntimeParams["default_transaction_read_only"] = "on"
 
 	conn, err := pgx.ConnectConfig(ctx, connCfg)
 	if err != nil {
-		return 0, nil, fmt.Errorf("connect: %w", err)
+		return nil, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
 	exists, err := versionTableExists(ctx, conn.QueryRow, t.Schema)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if !exists {
-		return 0, m.Versions(), nil
+		return nil, nil
 	}
 
 	table := goose.DefaultTablename // found through search_path, as goose does
@@ -54,17 +87,16 @@ func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error
 	}
 	rows, err := conn.Query(ctx, "SELECT version_id FROM "+table)
 	if err != nil {
-		return 0, nil, fmt.Errorf("list applied versions: %w", err)
+		return nil, fmt.Errorf("list applied versions: %w", err)
 	}
 	applied, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return 0, nil, fmt.Errorf("list applied versions: %w", err)
+		return nil, fmt.Errorf("list applied versions: %w", err)
 	}
-	current, pending, err := upVersions(m.versions, applied)
-	if err != nil {
-		return 0, nil, err
+	if applied == nil {
+		applied = []int64{} // a version table without rows still exists
 	}
-	return current, pending, nil
+	return applied, nil
 }
 
 // upVersions mirrors goose's choice of versions to apply: every row of the version table counts

@@ -2,22 +2,59 @@ package migrator
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path"
+	"strconv"
 	"testing/fstest"
 
 	"github.com/pressly/goose/v3"
 )
 
+// GoChecksum is the SourceMigration.Checksum of every Go migration. Go code is compiled into the
+// binary and has no file to hash, so a Go migration is only checked for presence (and for still
+// being a Go migration): an edit of its code goes unnoticed.
+const GoChecksum = "go"
+
+// checksumPrefix names the hash of a SQL migration's checksum, so another one can follow.
+const checksumPrefix = "sha256:"
+
+// SourceMigration is one migration of the source, as New loaded it.
+type SourceMigration struct {
+	// Version is the migration's version.
+	Version int64
+	// Name is the file name of a SQL migration ("00003_add_index.sql"), or "go migration N" for a
+	// Go migration.
+	Name string
+	// Checksum identifies the migration's content: "sha256:" and the hexadecimal SHA-256 of the
+	// file's bytes, exactly as read (no line-ending or whitespace normalisation), for a SQL
+	// migration; GoChecksum for a Go migration.
+	Checksum string
+}
+
+// IsGo reports whether m is a Go migration.
+func (m SourceMigration) IsGo() bool { return m.Checksum == GoChecksum }
+
+// sqlChecksum is the Checksum of a SQL migration file with contents data.
+func sqlChecksum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return checksumPrefix + hex.EncodeToString(sum[:])
+}
+
+// goMigrationName is the SourceMigration.Name of the Go migration with version v.
+func goMigrationName(v int64) string { return "go migration " + strconv.FormatInt(v, 10) }
+
 // source is the migration set as loaded once by New.
 type source struct {
-	fsys     fs.FS // nil if there are no SQL files
-	versions []int64
-	maxConns int
+	fsys       fs.FS // nil if there are no SQL files
+	versions   []int64
+	migrations []SourceMigration // in version order
+	maxConns   int
 }
 
 // loadSource copies the versioned SQL files at the root of fsys into memory, checks the whole set
@@ -48,9 +85,22 @@ func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	var versions []int64
+	var (
+		versions   []int64
+		migrations []SourceMigration
+	)
 	for _, s := range all.ListSources() {
 		versions = append(versions, s.Version)
+		sm := SourceMigration{Version: s.Version, Name: goMigrationName(s.Version), Checksum: GoChecksum}
+		if s.Type == goose.TypeSQL {
+			name := path.Base(s.Path)
+			f, ok := mem[name]
+			if !ok {
+				return nil, fmt.Errorf("load migrations: no file %s for version %d", name, s.Version)
+			}
+			sm = SourceMigration{Version: s.Version, Name: name, Checksum: sqlChecksum(f.Data)}
+		}
+		migrations = append(migrations, sm)
 	}
 
 	if memFS != nil {
@@ -69,7 +119,7 @@ func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 		}
 	}
 
-	return &source{fsys: memFS, versions: versions, maxConns: maxConns}, nil
+	return &source{fsys: memFS, versions: versions, migrations: migrations, maxConns: maxConns}, nil
 }
 
 // copySQLFiles returns the files at the root of fsys that goose treats as SQL migrations.

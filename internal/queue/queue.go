@@ -132,8 +132,12 @@ type Config struct {
 
 	// FleetScan, when set on a Queue with RunWorkers, registers the fleet_scan
 	// job kind and a periodic job that River's elected leader enqueues when it
-	// gains leadership (RunOnStart) and then every FleetRescanInterval. The
-	// job runs FleetScan on whichever instance fetches it. See strategy.Fleet.
+	// gains leadership (RunOnStart) and then every FleetRescanInterval. Start
+	// also enqueues one at once, because the leader's first one comes only
+	// after River's staggered start of its maintenance services (0 to about 6
+	// seconds); fleet_scan jobs are unique per interval, so this adds no scan.
+	// The job runs FleetScan on whichever instance fetches it. See
+	// strategy.Fleet.
 	//
 	// Defaults to nil: no fleet_scan job is scheduled or worked.
 	FleetScan FleetScanFunc
@@ -280,26 +284,50 @@ func New(cfg Config) (*Queue, error) {
 // it gains leadership, then one per FleetRescanInterval (none when that is
 // negative).
 func fleetScanPeriodicJob(cfg Config) *river.PeriodicJob {
-	schedule, window := river.NeverSchedule(), DefaultFleetRescanInterval
+	schedule := river.NeverSchedule()
 	if cfg.FleetRescanInterval > 0 {
-		schedule, window = river.PeriodicInterval(cfg.FleetRescanInterval), max(cfg.FleetRescanInterval, time.Second)
+		schedule = river.PeriodicInterval(cfg.FleetRescanInterval)
 	}
-	opts := fleetScanInsertOpts(window, cfg.MaxAttempts)
+	opts := fleetScanStartOpts(cfg)
 	return river.NewPeriodicJob(schedule,
 		func() (river.JobArgs, *river.InsertOpts) { return FleetScanArgs{}, opts },
 		&river.PeriodicJobOpts{RunOnStart: true},
 	)
 }
 
-// Start starts working jobs. Cancelling ctx stops at once, cancelling running
-// jobs; use Stop for a graceful stop. Start returns ErrInsertOnly when
-// RunWorkers is false.
+// fleetScanStartOpts are the insert options of the fleet_scan jobs of the
+// schedule and of Start: unique per FleetRescanInterval (per 10 minutes when
+// rescans are disabled).
+func fleetScanStartOpts(cfg Config) *river.InsertOpts {
+	window := DefaultFleetRescanInterval
+	if cfg.FleetRescanInterval > 0 {
+		window = max(cfg.FleetRescanInterval, time.Second)
+	}
+	return fleetScanInsertOpts(window, cfg.MaxAttempts)
+}
+
+// Start starts working jobs and, with Config.FleetScan, enqueues the fleet
+// scan of this interval unless it was enqueued already. Cancelling ctx stops
+// at once, cancelling running jobs; use Stop for a graceful stop. Start
+// returns ErrInsertOnly when RunWorkers is false.
 func (q *Queue) Start(ctx context.Context) error {
 	if !q.cfg.RunWorkers {
 		return ErrInsertOnly
 	}
 	if err := q.client.Start(ctx); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
+	}
+	if q.cfg.FleetScan != nil {
+		// The leader's RunOnStart insert comes only after River has started
+		// its maintenance services one after the other, each after a random
+		// sleep of up to a second: 0 to 6 seconds after it takes office.
+		// Insert the scan now instead. The job is unique per window, so
+		// instances starting together insert one between them, and the
+		// leader's insert, when it comes, finds it and adds nothing.
+		if _, err := q.client.Insert(ctx, FleetScanArgs{}, fleetScanStartOpts(q.cfg)); err != nil {
+			// Not fatal: the leader's schedule inserts it anyway.
+			q.cfg.Logger.WarnContext(ctx, "fleet scan not queued at start; the leader's schedule will queue it", slog.String("err", err.Error()))
+		}
 	}
 	return nil
 }
