@@ -284,3 +284,35 @@ func TestFullFleetThreeInstances(t *testing.T) {
 		WHERE kind = 'migrate_tenant'`).Scan(&workers))
 	t.Logf("%d instances ran migrate_tenant jobs", workers)
 }
+
+// A release deployed soon after the previous one scanned must scan at once,
+// not when the previous scan's rescan window ends.
+func TestFullFleetNewReleaseScansAtOnce(t *testing.T) {
+	t.Parallel()
+	cp := pgtest.NewDatabase(t)
+	v2 := migrationSet(
+		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
+		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
+	)
+	admin := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: v2})
+	tenants := addSchemaTenants(t, admin, "rel", 1, 5)
+
+	cfg := tenantmigrate.Config{
+		DatabaseURL:         cp,
+		Migrations:          v2,
+		Strategy:            tenantmigrate.StrategyFullFleet,
+		RunWorkers:          true,
+		FleetRescanInterval: time.Hour,
+	}
+	first := startOrchestrator(t, cfg)
+	waitAllLatest(t, first, tenants, 60*time.Second)
+	require.NoError(t, first.Stop(t.Context()))
+
+	// The next release adds version 3, within the hour of the first scan.
+	cfg.Migrations = fleetMigrations()
+	second := startOrchestrator(t, cfg)
+	require.Equal(t, int64(3), second.Latest())
+	waitAllLatest(t, second, tenants, 60*time.Second)
+	require.Equal(t, 2, countJobs(t, second.Pool(), "fleet_scan"), "one scan per release")
+	requireAppliedOnce(t, tenants, 1, 2, 3)
+}

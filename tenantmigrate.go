@@ -374,22 +374,23 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, err
 	}
 
-	var fleetScan queue.FleetScanFunc
-	if cfg.Strategy == StrategyFullFleet {
-		fleetScan = o.ScheduleFleet
-	}
 	if o.queue, err = queue.New(queue.Config{
-		Pool:                o.pool,
-		Runner:              (*jobRunner)(o),
-		IsRetryable:         migrator.IsRetryable,
-		Workers:             cfg.Workers,
-		MaxAttempts:         cfg.MaxAttempts,
-		RetryBackoff:        cfg.RetryBackoff,
-		JobTimeout:          cfg.JobTimeout,
-		RescueAfter:         cfg.RescueAfter,
-		Logger:              logger,
-		RunWorkers:          cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
-		FleetScan:           fleetScan,
+		Pool:         o.pool,
+		Runner:       (*jobRunner)(o),
+		IsRetryable:  migrator.IsRetryable,
+		Workers:      cfg.Workers,
+		MaxAttempts:  cfg.MaxAttempts,
+		RetryBackoff: cfg.RetryBackoff,
+		JobTimeout:   cfg.JobTimeout,
+		RescueAfter:  cfg.RescueAfter,
+		Logger:       logger,
+		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
+		// Every working instance can run a scan job; full_fleet ones schedule them.
+		FleetScan: func(ctx context.Context, latest int64, includeStale bool) (int, error) {
+			return o.fleet.ScanAt(ctx, cmpOr(latest, o.latest), includeStale)
+		},
+		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
+		Latest:              o.latest,
 		FleetRescanInterval: cfg.FleetRescanInterval,
 	}); err != nil {
 		o.Close()

@@ -56,6 +56,10 @@ func (MigrateTenantArgs) InsertOpts() river.InsertOpts {
 
 // FleetScanArgs are the arguments of a fleet_scan job.
 type FleetScanArgs struct {
+	// Latest is the latest migration version of the release that queued the
+	// scan. It is part of the job's unique key, so a new release scans at
+	// once rather than after the rescan window of the previous one.
+	Latest int64 `json:"latest,omitempty"`
 	// IncludeStale also enqueues tenants whose status is FAILED_STALE.
 	IncludeStale bool `json:"include_stale"`
 }

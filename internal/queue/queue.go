@@ -130,17 +130,28 @@ type Config struct {
 	// Defaults to 1000.
 	EnqueueBatchSize int
 
-	// FleetScan, when set on a Queue with RunWorkers, registers the fleet_scan
-	// job kind and a periodic job that River's elected leader enqueues when it
-	// gains leadership (RunOnStart) and then every FleetRescanInterval. Start
-	// also enqueues one at once, because the leader's first one comes only
-	// after River's staggered start of its maintenance services (0 to about 6
-	// seconds); fleet_scan jobs are unique per interval, so this adds no scan.
-	// The job runs FleetScan on whichever instance fetches it. See
+	// FleetScan, when set on a Queue with RunWorkers, registers the worker of
+	// fleet_scan jobs: the job runs FleetScan on whichever instance fetches
+	// it. Set it on every instance that works jobs, whatever its strategy, so
+	// that no instance fails a scan job as an unknown kind. See
 	// strategy.Fleet.
 	//
-	// Defaults to nil: no fleet_scan job is scheduled or worked.
+	// Defaults to nil: fleet_scan jobs are not worked.
 	FleetScan FleetScanFunc
+
+	// ScheduleFleetScan, with FleetScan, adds a periodic job that River's
+	// elected leader enqueues when it gains leadership (RunOnStart) and then
+	// every FleetRescanInterval. Start also enqueues one at once, because the
+	// leader's first one comes only after River's staggered start of its
+	// maintenance services (0 to about 6 seconds); fleet_scan jobs are unique
+	// per interval and latest version, so this adds no scan.
+	//
+	// Defaults to false: scans run only when asked for.
+	ScheduleFleetScan bool
+
+	// Latest is the latest migration version of this instance's source. It
+	// goes into the fleet_scan jobs this Queue schedules.
+	Latest int64
 
 	// FleetRescanInterval is how often the leader enqueues a fleet_scan job
 	// after the first one. A negative value disables rescans: the fleet is
@@ -257,7 +268,9 @@ func New(cfg Config) (*Queue, error) {
 			if err := river.AddWorkerSafely(workers, &fleetScanWorker{scan: cfg.FleetScan}); err != nil {
 				return nil, fmt.Errorf("queue: register %s worker: %w", KindFleetScan, err)
 			}
-			rcfg.PeriodicJobs = []*river.PeriodicJob{fleetScanPeriodicJob(cfg)}
+			if cfg.ScheduleFleetScan {
+				rcfg.PeriodicJobs = []*river.PeriodicJob{fleetScanPeriodicJob(cfg)}
+			}
 		}
 		rcfg.Workers = workers
 		rcfg.Queues = map[string]river.QueueConfig{
@@ -290,7 +303,7 @@ func fleetScanPeriodicJob(cfg Config) *river.PeriodicJob {
 	}
 	opts := fleetScanStartOpts(cfg)
 	return river.NewPeriodicJob(schedule,
-		func() (river.JobArgs, *river.InsertOpts) { return FleetScanArgs{}, opts },
+		func() (river.JobArgs, *river.InsertOpts) { return FleetScanArgs{Latest: cfg.Latest}, opts },
 		&river.PeriodicJobOpts{RunOnStart: true},
 	)
 }
@@ -306,7 +319,7 @@ func fleetScanStartOpts(cfg Config) *river.InsertOpts {
 	return fleetScanInsertOpts(window, cfg.MaxAttempts)
 }
 
-// Start starts working jobs and, with Config.FleetScan, enqueues the fleet
+// Start starts working jobs and, with Config.ScheduleFleetScan, enqueues the fleet
 // scan of this interval unless it was enqueued already. Cancelling ctx stops
 // at once, cancelling running jobs; use Stop for a graceful stop. Start
 // returns ErrInsertOnly when RunWorkers is false.
@@ -317,14 +330,14 @@ func (q *Queue) Start(ctx context.Context) error {
 	if err := q.client.Start(ctx); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
-	if q.cfg.FleetScan != nil {
+	if q.cfg.FleetScan != nil && q.cfg.ScheduleFleetScan {
 		// The leader's RunOnStart insert comes only after River has started
 		// its maintenance services one after the other, each after a random
 		// sleep of up to a second: 0 to 6 seconds after it takes office.
 		// Insert the scan now instead. The job is unique per window, so
 		// instances starting together insert one between them, and the
 		// leader's insert, when it comes, finds it and adds nothing.
-		if _, err := q.client.Insert(ctx, FleetScanArgs{}, fleetScanStartOpts(q.cfg)); err != nil {
+		if _, err := q.client.Insert(ctx, FleetScanArgs{Latest: q.cfg.Latest}, fleetScanStartOpts(q.cfg)); err != nil {
 			// Not fatal: the leader's schedule inserts it anyway.
 			q.cfg.Logger.WarnContext(ctx, "fleet scan not queued at start; the leader's schedule will queue it", slog.String("err", err.Error()))
 		}

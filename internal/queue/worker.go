@@ -17,9 +17,10 @@ type Runner interface {
 }
 
 // FleetScanFunc runs one fleet scan: it enqueues a migrate_tenant job for
-// every tenant behind the latest version and returns how many it enqueued.
-// strategy.Fleet.ScanNow has this shape.
-type FleetScanFunc func(ctx context.Context, includeStale bool) (scheduled int, err error)
+// every tenant behind latest (the version of the release that queued the
+// scan; 0 when unknown: the running instance's own), FAILED_STALE ones too
+// with includeStale, and returns how many it queued.
+type FleetScanFunc func(ctx context.Context, latest int64, includeStale bool) (scheduled int, err error)
 
 // tenantWorker works migrate_tenant jobs by calling the Runner.
 type tenantWorker struct {
@@ -60,6 +61,6 @@ type fleetScanWorker struct {
 // idempotent (migrate_tenant jobs are unique per tenant), so a retry only
 // adds the tenants the failed attempt did not reach.
 func (w *fleetScanWorker) Work(ctx context.Context, job *river.Job[FleetScanArgs]) error {
-	_, err := w.scan(ctx, job.Args.IncludeStale)
+	_, err := w.scan(ctx, job.Args.Latest, job.Args.IncludeStale)
 	return err
 }

@@ -124,13 +124,20 @@ func NewFleet(cfg FleetConfig) *Fleet {
 // not counted. On error the count covers the pages queued before it, and
 // running ScanNow again is safe.
 func (f *Fleet) ScanNow(ctx context.Context, includeStale bool) (scheduled int, err error) {
+	return f.ScanAt(ctx, f.cfg.Latest, includeStale)
+}
+
+// ScanAt is ScanNow for tenants behind latest rather than FleetConfig.Latest:
+// a fleet_scan job carries the latest version of the release that queued it,
+// and scans for it whichever instance runs it.
+func (f *Fleet) ScanAt(ctx context.Context, latest int64, includeStale bool) (scheduled int, err error) {
 	if f.cfg.Scanner == nil || f.cfg.Enqueue == nil {
 		return 0, errors.New("fleet scan: Scanner and Enqueue are required")
 	}
 	start := time.Now()
 	var cursor int64
 	for pages := 1; ; pages++ {
-		ids, next, err := f.cfg.Scanner.ScanBehind(ctx, f.cfg.Latest, includeStale, cursor, f.cfg.PageSize)
+		ids, next, err := f.cfg.Scanner.ScanBehind(ctx, latest, includeStale, cursor, f.cfg.PageSize)
 		if err != nil {
 			return scheduled, fmt.Errorf("fleet scan: read tenants after cursor %d (%d queued before): %w", cursor, scheduled, err)
 		}
@@ -145,7 +152,7 @@ func (f *Fleet) ScanNow(ctx context.Context, includeStale bool) (scheduled int, 
 		// A cursor that does not move ends the scan rather than loop.
 		if len(ids) == 0 || next <= cursor {
 			f.cfg.Logger.InfoContext(ctx, "fleet scan finished",
-				slog.Int64("version", f.cfg.Latest),
+				slog.Int64("version", latest),
 				slog.Bool("include_stale", includeStale),
 				slog.Int("scheduled", scheduled),
 				slog.Int("pages", pages),

@@ -39,11 +39,13 @@ func TestFleetScansOnceWhenInstancesStartTogether(t *testing.T) {
 		})
 		var err error
 		q, err = queue.New(queue.Config{
-			Pool:         pool,
-			RunWorkers:   true,
-			Runner:       runsRunner{pool: pool},
-			FleetScan:    fleet.ScanNow,
-			PollInterval: 50 * time.Millisecond,
+			Pool:              pool,
+			RunWorkers:        true,
+			Runner:            runsRunner{pool: pool},
+			FleetScan:         fleet.ScanAt,
+			ScheduleFleetScan: true,
+			Latest:            latest,
+			PollInterval:      50 * time.Millisecond,
 		})
 		require.NoError(t, err)
 		queues[i] = q
