@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -77,57 +76,6 @@ func eachTenant(ctx context.Context, orch *tenantmigrate.Orchestrator, fn func(t
 		}
 		cursor = next
 	}
-}
-
-// tenantJSON is a tenant in JSON output, in the shape of the admin API: its
-// URL redacted.
-type tenantJSON struct {
-	ID                string    `json:"id"`
-	DatabaseURL       string    `json:"databaseUrl"`
-	Schema            string    `json:"schema"`
-	MigrationsVersion *int64    `json:"migrationsVersion"`
-	MigrationsStatus  *string   `json:"migrationsStatus"`
-	LastError         string    `json:"lastError"`
-	CreatedAt         time.Time `json:"createdAt"`
-	UpdatedAt         time.Time `json:"updatedAt"`
-}
-
-func tenantToJSON(t tenantmigrate.Tenant) tenantJSON {
-	return tenantJSON{
-		ID:                t.ID,
-		DatabaseURL:       t.RedactedURL(),
-		Schema:            t.Schema,
-		MigrationsVersion: t.MigrationsVersion,
-		MigrationsStatus:  statusJSON(t.MigrationsStatus),
-		LastError:         scrubPassword(t.LastError, t.DatabaseURL),
-		CreatedAt:         t.CreatedAt,
-		UpdatedAt:         t.UpdatedAt,
-	}
-}
-
-// statusJSON is a status for JSON: null for a tenant never migrated.
-func statusJSON(s tenantmigrate.Status) *string {
-	if s == "" {
-		return nil
-	}
-	str := string(s)
-	return &str
-}
-
-// scrubPassword removes the password of databaseURL from msg: a second line
-// of defence, as stored errors are redacted when recorded.
-func scrubPassword(msg, databaseURL string) string {
-	u, err := url.Parse(databaseURL)
-	if err != nil || u.User == nil {
-		return msg
-	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		if esc := url.QueryEscape(pw); esc != pw {
-			msg = strings.ReplaceAll(msg, esc, "xxxxx")
-		}
-	}
-	return msg
 }
 
 // versionText is a version for humans: "-" for never migrated.

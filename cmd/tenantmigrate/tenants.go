@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate"
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
 )
 
 func newTenantsCmd(g *globalOpts) *cobra.Command {
@@ -167,7 +168,7 @@ func listTenantsJSON(ctx context.Context, orch *tenantmigrate.Orchestrator, w io
 	n := 0
 	bw.WriteString("[")
 	err := eachTenant(ctx, orch, func(t tenantmigrate.Tenant) error {
-		b, err := json.Marshal(tenantToJSON(t))
+		b, err := json.Marshal(httpapi.TenantToJSON(t))
 		if err != nil {
 			return err
 		}
@@ -242,7 +243,7 @@ func newTenantsGetCmd(g *globalOpts) *cobra.Command {
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(tenantToJSON(t))
+				return enc.Encode(httpapi.TenantToJSON(t))
 			}
 			return printTenant(g.stdout, t)
 		},
@@ -314,7 +315,7 @@ func printTenant(w io.Writer, t tenantmigrate.Tenant) error {
 	fmt.Fprintf(tw, "version:\t%s\n", versionText(t.MigrationsVersion))
 	fmt.Fprintf(tw, "status:\t%s\n", statusText(t.MigrationsStatus))
 	if t.LastError != "" {
-		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(scrubPassword(t.LastError, t.DatabaseURL), 2000))
+		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(controlplane.ScrubPassword(t.LastError, t.DatabaseURL), 2000))
 	}
 	fmt.Fprintf(tw, "created:\t%s\n", timeText(t.CreatedAt))
 	fmt.Fprintf(tw, "updated:\t%s\n", timeText(t.UpdatedAt))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -47,7 +48,7 @@ func TestTenantsRoundTrip(t *testing.T) {
 	// list --json: an array.
 	r = f.run("tenants", "list", "--json")
 	requireCode(t, 0, r)
-	var list []tenantJSON
+	var list []httpapi.TenantJSON
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &list), r.stdout)
 	require.Len(t, list, 3)
 	require.Equal(t, "acme", list[0].ID)
@@ -64,7 +65,7 @@ func TestTenantsRoundTrip(t *testing.T) {
 	require.Regexp(t, `(?m)^schema:\s+globex$`, r.stdout)
 	r = f.run("tenants", "get", "acme", "--json")
 	requireCode(t, 0, r)
-	var one tenantJSON
+	var one httpapi.TenantJSON
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &one), r.stdout)
 	require.Equal(t, "acme", one.ID)
 	require.NotContains(t, r.stdout, "hunter2secret")
@@ -91,7 +92,7 @@ func TestTenantsListEmpty(t *testing.T) {
 	f := newFleet(t)
 	r := f.run("tenants", "list", "--json")
 	requireCode(t, 0, r)
-	var list []tenantJSON
+	var list []httpapi.TenantJSON
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &list), r.stdout)
 	require.Empty(t, list)
 	require.NotNil(t, list, "an empty fleet is [], not null")

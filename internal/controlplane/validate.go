@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -154,4 +155,20 @@ func quoteShort(s string) string {
 		return fmt.Sprintf("%q...", s[:maxLen])
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// ScrubPassword replaces the password of databaseURL, as written and
+// URL-escaped, in msg: for error texts that may quote a connection string.
+func ScrubPassword(msg, databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil || u.User == nil {
+		return msg
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		if esc := url.QueryEscape(pw); esc != pw {
+			msg = strings.ReplaceAll(msg, esc, "xxxxx")
+		}
+	}
+	return msg
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -114,7 +113,7 @@ func (a *admin) createTenant(w http.ResponseWriter, r *http.Request, id string) 
 		writeServiceError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, tenantToJSON(t))
+	writeJSON(w, http.StatusCreated, TenantToJSON(t))
 }
 
 func (a *admin) upsertTenant(w http.ResponseWriter, r *http.Request, id string) {
@@ -132,7 +131,7 @@ func (a *admin) upsertTenant(w http.ResponseWriter, r *http.Request, id string) 
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, tenantToJSON(t))
+	writeJSON(w, status, TenantToJSON(t))
 }
 
 func (a *admin) patchTenant(w http.ResponseWriter, r *http.Request, id string) {
@@ -146,7 +145,7 @@ func (a *admin) patchTenant(w http.ResponseWriter, r *http.Request, id string) {
 		writeServiceError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, tenantToJSON(t))
+	writeJSON(w, http.StatusOK, TenantToJSON(t))
 }
 
 func (a *admin) deleteTenant(w http.ResponseWriter, r *http.Request, id string) {
@@ -163,7 +162,7 @@ func (a *admin) getTenant(w http.ResponseWriter, r *http.Request, id string) {
 		writeServiceError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, tenantToJSON(t))
+	writeJSON(w, http.StatusOK, TenantToJSON(t))
 }
 
 func (a *admin) listTenants(w http.ResponseWriter, r *http.Request) {
@@ -177,9 +176,9 @@ func (a *admin) listTenants(w http.ResponseWriter, r *http.Request) {
 		writeServiceError(w, r, err)
 		return
 	}
-	out := tenantListJSON{Tenants: make([]tenantJSON, len(tenants)), NextCursor: nextCursor(next)}
+	out := tenantListJSON{Tenants: make([]TenantJSON, len(tenants)), NextCursor: nextCursor(next)}
 	for i, t := range tenants {
-		out.Tenants[i] = tenantToJSON(t)
+		out.Tenants[i] = TenantToJSON(t)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -235,9 +234,9 @@ func (a *admin) migrateTenant(w http.ResponseWriter, r *http.Request, id string)
 		status, msg := serviceErrorStatus(err)
 		if status == http.StatusInternalServerError {
 			// A failed migration: its message is what the operator needs.
-			msg = scrubPassword(err.Error(), t.DatabaseURL)
+			msg = controlplane.ScrubPassword(err.Error(), t.DatabaseURL)
 		}
-		setLogError(r, errors.New(scrubPassword(err.Error(), t.DatabaseURL)))
+		setLogError(r, errors.New(controlplane.ScrubPassword(err.Error(), t.DatabaseURL)))
 		writeJSON(w, status, migrateResultJSON{Migrated: false, Error: msg})
 		return
 	}
@@ -340,24 +339,10 @@ func serviceErrorStatus(err error) (int, string) {
 	}
 }
 
-// scrubPassword replaces the password of databaseURL in msg.
-func scrubPassword(msg, databaseURL string) string {
-	u, err := url.Parse(databaseURL)
-	if err != nil || u.User == nil {
-		return msg
-	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-		if esc := url.QueryEscape(pw); esc != pw {
-			msg = strings.ReplaceAll(msg, esc, "xxxxx")
-		}
-	}
-	return msg
-}
-
 // Response bodies.
 type (
-	tenantJSON struct {
+	// TenantJSON is a tenant as the admin API and the CLI's --json show it.
+	TenantJSON struct {
 		ID                string    `json:"id"`
 		DatabaseURL       string    `json:"databaseUrl"`
 		Schema            string    `json:"schema"`
@@ -368,7 +353,7 @@ type (
 		UpdatedAt         time.Time `json:"updatedAt"`
 	}
 	tenantListJSON struct {
-		Tenants    []tenantJSON `json:"tenants"`
+		Tenants    []TenantJSON `json:"tenants"`
 		NextCursor *int64       `json:"nextCursor"`
 	}
 	tenantStateJSON struct {
@@ -408,16 +393,16 @@ type (
 	}
 )
 
-// tenantToJSON is the API form of a tenant: its URL redacted, and its
+// TenantToJSON is the API form of a tenant: its URL redacted, and its
 // password scrubbed from its last error too.
-func tenantToJSON(t controlplane.Tenant) tenantJSON {
-	return tenantJSON{
+func TenantToJSON(t controlplane.Tenant) TenantJSON {
+	return TenantJSON{
 		ID:                t.ID,
 		DatabaseURL:       t.RedactedURL(),
 		Schema:            t.Schema,
 		MigrationsVersion: t.MigrationsVersion,
 		MigrationsStatus:  statusJSON(t.MigrationsStatus),
-		LastError:         scrubPassword(t.LastError, t.DatabaseURL),
+		LastError:         controlplane.ScrubPassword(t.LastError, t.DatabaseURL),
 		CreatedAt:         t.CreatedAt,
 		UpdatedAt:         t.UpdatedAt,
 	}
