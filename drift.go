@@ -196,7 +196,9 @@ func (o *Orchestrator) checkMigrations(ctx context.Context) error {
 // version per process. A failure is logged: the migration itself succeeded,
 // and a later run records the versions.
 func (o *Orchestrator) recordChecksums(ctx context.Context, applied []int64) {
-	if err := o.recordChecksumsErr(cleanupCtx(ctx), applied); err != nil {
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	if err := o.recordChecksumsErr(ctx, applied); err != nil {
 		o.logger.Warn("record migration checksums", "versions", applied, "err", err)
 	}
 }

@@ -179,7 +179,7 @@ func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint
 	o.runHook(err, res.Duration)
 	if err != nil {
 		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
-		if rerr := o.store.RecordFailure(cleanupCtx(ctx), tenantID, knownVersion(res), failStatus, err.Error()); rerr != nil {
+		if rerr := o.recordFailure(ctx, tenantID, res, failStatus, err); rerr != nil {
 			o.logger.Error("record tenant failure", "tenant_id", tenantID, "err", rerr)
 		}
 		return res.Version, &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
@@ -218,10 +218,15 @@ func knownVersion(res migrator.Result) *int64 {
 
 // cleanupCtx detaches ctx from cancellation for a short write that must
 // happen even when the caller gave up, e.g. recording a failure.
-func cleanupCtx(ctx context.Context) context.Context {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	_ = cancel // released by the timeout; the write is short
-	return ctx
+func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+// recordFailure records a failed run, even when ctx has ended.
+func (o *Orchestrator) recordFailure(ctx context.Context, tenantID string, res migrator.Result, status controlplane.Status, runErr error) error {
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	return o.store.RecordFailure(ctx, tenantID, knownVersion(res), status, runErr.Error())
 }
 
 // jobRunner runs queued migrate_tenant jobs for the queue package.
@@ -260,7 +265,7 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 		status = controlplane.StatusFailedStale
 	}
 	o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "attempt", attempt, "max_attempts", maxAttempts, "status", status, "err", err)
-	if rerr := o.store.RecordFailure(cleanupCtx(ctx), tenantID, knownVersion(res), status, err.Error()); rerr != nil {
+	if rerr := o.recordFailure(ctx, tenantID, res, status, err); rerr != nil {
 		return fmt.Errorf("record failure of tenant %s: %w (migration error: %w)", tenantID, rerr, err)
 	}
 	return &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
