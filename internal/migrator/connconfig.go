@@ -3,9 +3,15 @@ package migrator
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// defaultConnectTimeout bounds connecting to a tenant whose URL sets no
+// connect_timeout: a host that accepts TCP and never answers would otherwise
+// hold a worker for the whole job timeout.
+const defaultConnectTimeout = 10 * time.Second
 
 // defaultApplicationName is the application_name of migration sessions whose URL sets none, so
 // they are recognisable in pg_stat_activity.
@@ -14,7 +20,8 @@ const defaultApplicationName = "tenantmigrate"
 // connConfig parses the target's URL and adds the session parameters of a migration run.
 //
 // Parameters in the URL win over the Migrator's defaults (lock_timeout, statement_timeout,
-// application_name), except search_path for a schema target: the schema is the point of it.
+// application_name, connect_timeout: 10s when the URL sets none or 0), except search_path for a
+// schema target: the schema is the point of it.
 func (m *Migrator) connConfig(t Target) (*pgx.ConnConfig, error) {
 	if t.Schema != "" {
 		if err := ValidateSchemaName(t.Schema); err != nil {
@@ -29,6 +36,10 @@ func (m *Migrator) connConfig(t Target) (*pgx.ConnConfig, error) {
 		// pgx's ParseConfigError masks the password; redactSecrets is a second line of defence
 		// for the forms its best-effort masking might miss.
 		return nil, redactSecrets(fmt.Errorf("parse target database url: %w", err), urlSecrets(t.DatabaseURL))
+	}
+
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
 	}
 
 	// A migration session is short-lived and runs few distinct queries: skip pgx's

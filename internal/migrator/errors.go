@@ -47,6 +47,12 @@ func IsRetryable(err error) bool {
 	if errors.As(err, &pgErr) {
 		return retryableSQLState(pgErr)
 	}
+	// A connect that timed out (connect_timeout) is a connection failure like
+	// any other; a cancelled context is the caller giving up.
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) && !errors.Is(err, context.Canceled) {
+		return true
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
