@@ -150,6 +150,12 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.inlineTimeout())
 		defer cancel()
+		select {
+		case o.inline <- struct{}{}:
+			defer func() { <-o.inline }()
+		case <-runCtx.Done():
+			return int64(0), runCtx.Err()
+		}
 		return o.migrateNow(runCtx, tenantID, gen, controlplane.StatusFailed)
 	})
 	select {

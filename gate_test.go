@@ -256,3 +256,46 @@ func TestCacheInvalidatedAcrossInstances(t *testing.T) {
 		return errors.Is(other.EnsureMigrated(f.ctx, "shared"), tenantmigrate.ErrTenantNotFound)
 	}, 10*time.Second, 10*time.Millisecond)
 }
+
+// Inline migrations of many cold tenants run at most InlineConcurrency at a
+// time. Each run records when it started and ended (clock_timestamp, in the
+// shared database's public schema), and no moment sees more than two.
+func TestInlineMigrationsBounded(t *testing.T) {
+	t.Parallel()
+	shared := pgtest.NewDatabase(t)
+	conn, err := pgx.Connect(context.Background(), shared)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), `CREATE TABLE public.runs (tenant text PRIMARY KEY, started timestamptz, ended timestamptz)`)
+	require.NoError(t, err)
+
+	migs := fstest.MapFS{"00001_slow.sql": {Data: []byte(`-- +goose Up
+INSERT INTO public.runs (tenant, started) VALUES (current_schema(), clock_timestamp());
+SELECT pg_sleep(0.2);
+UPDATE public.runs SET ended = clock_timestamp() WHERE tenant = current_schema();
+`)}}
+	f := newFixture(t, tenantmigrate.Config{Migrations: migs, InlineConcurrency: 2})
+	for i := range 6 {
+		_, err := f.orch.CreateTenant(f.ctx, tenantmigrate.Tenant{ID: fmt.Sprintf("cold%d", i), DatabaseURL: shared, Schema: fmt.Sprintf("cold_%d", i)})
+		require.NoError(t, err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := range 6 {
+		wg.Go(func() { errs <- f.orch.EnsureMigrated(f.ctx, fmt.Sprintf("cold%d", i)) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	var overlap int
+	require.NoError(t, conn.QueryRow(context.Background(), `
+		SELECT max(n) FROM (
+			SELECT (SELECT count(*) FROM public.runs o WHERE o.started <= r.started AND o.ended > r.started) AS n
+			FROM public.runs r) s`).Scan(&overlap))
+	require.Equal(t, 2, overlap, "at most InlineConcurrency runs at once, and that many used")
+	var done int
+	require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM public.runs WHERE ended IS NOT NULL`).Scan(&done))
+	require.Equal(t, 6, done)
+}

@@ -148,6 +148,13 @@ type Config struct {
 	// Defaults to false: invalid indexes are repaired.
 	KeepInvalidIndexes bool
 
+	// InlineConcurrency bounds the migrations one instance runs during
+	// requests (on_request, never-migrated tenants, MigrateTenant): a cold
+	// start of many tenants waits in line instead of opening a tenant
+	// connection per tenant and sharing the database host's cores among all
+	// of them. Defaults to 4.
+	InlineConcurrency int
+
 	// Workers is how many migration jobs one instance runs at once.
 	// Defaults to queue's default (see internal/queue).
 	Workers int
@@ -278,6 +285,7 @@ type Orchestrator struct {
 
 	cache  latestCache
 	flight singleflight.Group
+	inline chan struct{} // a slot per inline migration allowed at once
 
 	drift *driftState // see drift.go
 
@@ -347,6 +355,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		hostRE:   hostRE,
 	}
 	o.cache.init()
+	o.inline = make(chan struct{}, cmpOr(cfg.InlineConcurrency, 4))
 	if o.pool == nil {
 		if cfg.DatabaseURL == "" {
 			return nil, errors.New("no control-plane database: set DatabaseURL (DATABASE_URL)")

@@ -25,6 +25,7 @@ type serveOpts struct {
 	tenantHostRegexp     string
 	upstream             string
 	workers              int
+	inlineConcurrency    int
 	maxAttempts          int
 	retryBackoff         time.Duration
 	jobTimeout           time.Duration
@@ -69,6 +70,8 @@ share one control plane: they coordinate through it.`,
 	bindEnv(f, "upstream", "UPSTREAM_URL")
 	f.IntVar(&o.workers, "workers", 0, "migration jobs run at once by this instance (0: the default, 4)")
 	bindEnv(f, "workers", "WORKERS")
+	f.IntVar(&o.inlineConcurrency, "inline-concurrency", 4, "migrations this instance runs during requests at once (on_request, never-migrated tenants); more cold tenants wait in line")
+	bindEnv(f, "inline-concurrency", "INLINE_CONCURRENCY")
 	f.IntVar(&o.maxAttempts, "max-attempts", 3, "attempts per queued tenant migration before FAILED_STALE")
 	bindEnv(f, "max-attempts", "MAX_ATTEMPTS")
 	f.DurationVar(&o.retryBackoff, "retry-backoff", 5*time.Second, "wait before the second attempt, doubling after")
@@ -100,6 +103,8 @@ func (o *serveOpts) validate() error {
 		return usageErr("--max-attempts must be at least 1")
 	case o.workers < 0:
 		return usageErr("--workers must not be negative")
+	case o.inlineConcurrency < 1:
+		return usageErr("--inline-concurrency must be at least 1")
 	case o.progressiveBatchSize < 1:
 		return usageErr("--progressive-batch-size must be at least 1")
 	case o.progressiveInterval <= 0:
@@ -133,6 +138,7 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	}
 	cfg.TenantHostRegexp = o.tenantHostRegexp
 	cfg.Workers = o.workers
+	cfg.InlineConcurrency = o.inlineConcurrency
 	cfg.MaxAttempts = o.maxAttempts
 	cfg.RetryBackoff = o.retryBackoff
 	cfg.JobTimeout = o.jobTimeout
