@@ -147,6 +147,7 @@ func runDemo(cmd *cobra.Command, g *globalOpts, o *demoOpts) (retErr error) {
 	dg.encryptionKey = randomHex(24)
 	orch, err := openOrchestrator(ctx, &dg, logger, func(cfg *tenantmigrate.Config) {
 		cfg.Workers = o.concurrency
+		cfg.InlineConcurrency = o.concurrency
 	})
 	if err != nil {
 		return err

@@ -160,7 +160,8 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 		return usageErr("%v", errNoKey)
 	}
 	orch, err := openOrchestrator(ctx, g, logger, func(cfg *tenantmigrate.Config) {
-		cfg.Workers = o.concurrency // sizes the control-plane pool
+		cfg.Workers = o.concurrency           // sizes the control-plane pool
+		cfg.InlineConcurrency = o.concurrency // MigrateTenant runs inline
 	})
 	if err != nil {
 		return err
