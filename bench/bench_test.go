@@ -41,6 +41,7 @@ func TestBenchSmoke(t *testing.T) {
 		"-queue-samples", "3",
 		"-profile-tenants", "1",
 		"-settle", "0",
+		"-warmup=false",
 	}, &stdout, &stderr)
 	t.Logf("bench log:\n%s", stderr.String())
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 )
 
@@ -138,8 +139,22 @@ func (b *bench) fleet(ctx context.Context) error {
 	if b.wants("naive") {
 		steps = append(steps, step{"naive", false, e.runNaive, e.verifyGoose})
 	}
+	// A warm-up run, not recorded: the first run on a fresh server is
+	// slower (cold caches), and would penalize whichever method comes first.
+	if b.o.warmup && len(steps) > 0 {
+		if err := e.reset(ctx, steps[0].control); err != nil {
+			return err
+		}
+		if _, err := steps[0].run(ctx); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		b.logf("fleet: warm-up run done")
+	}
 	for round := 1; round <= b.o.repeat; round++ {
-		for _, st := range steps {
+		// Each round starts one step later, so that no method always runs
+		// right after the same one (or first, on a fresh server).
+		order := append(slices.Clone(steps[(round-1)%len(steps):]), steps[:(round-1)%len(steps)]...)
+		for _, st := range order {
 			if err := e.reset(ctx, st.control); err != nil {
 				return err
 			}
@@ -215,6 +230,42 @@ func (f *fleetResult) summarize() {
 	}
 	cpuRatio("b/a CPU", "migrate", "raw")
 	cpuRatio("c/a CPU", "serve", "raw")
+
+	// Paired: per round, against the fastest raw run of the same round;
+	// the median over rounds. Drifts of the machine between rounds cancel.
+	paired := func(name, key string) {
+		var rs []float64
+		for round := 1; ; round++ {
+			var raw, x float64
+			found := false
+			for _, r := range f.Runs {
+				if r.Round != round {
+					continue
+				}
+				found = true
+				switch r.Key {
+				case "raw":
+					if raw == 0 || r.Seconds < raw {
+						raw = r.Seconds
+					}
+				case key:
+					x = r.Seconds
+				}
+			}
+			if !found {
+				break
+			}
+			if raw > 0 && x > 0 {
+				rs = append(rs, x/raw)
+			}
+		}
+		if len(rs) > 0 {
+			slices.Sort(rs)
+			f.Ratios[name] = rs[len(rs)/2]
+		}
+	}
+	paired("b/a paired median", "migrate")
+	paired("c/a paired median", "serve")
 }
 
 func (b *bench) wants(method string) bool {
@@ -625,7 +676,10 @@ func (e *fleetEnv) runServeInProcess(ctx context.Context) (runResult, error) {
 	return r, err
 }
 
-// poller watches the control plane until every tenant is COMPLETED.
+// poller watches the control plane until every tenant is COMPLETED. It
+// LISTENs to the control plane's tenant-change notifications and counts
+// only when one arrives (or every second), so that watching adds no load to
+// the run it times.
 type poller struct {
 	e    *fleetEnv
 	conn *pgx.Conn
@@ -636,13 +690,18 @@ func (e *fleetEnv) newPoller(ctx context.Context) (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{controlplane.NotifyChannel}.Sanitize()); err != nil {
+		_ = conn.Close(ctx)
+		return nil, err
+	}
 	return &poller{e: e, conn: conn}, nil
 }
 
 func (p *poller) close() { _ = p.conn.Close(context.Background()) }
 
-// pollInterval is how often the control plane is read while waiting.
-const pollInterval = 20 * time.Millisecond
+// pollInterval is how often the control plane is read without a
+// notification.
+const pollInterval = time.Second
 
 // waitAll returns when every tenant is COMPLETED at the latest version, or
 // with an error when one is FAILED_STALE, exited fires, or after an hour.
@@ -667,9 +726,22 @@ func (p *poller) waitAll(ctx context.Context, exited <-chan error) error {
 		select {
 		case err := <-exited:
 			return fmt.Errorf("the server exited (%v) with %d of %d tenants COMPLETED", err, done, len(p.e.tenants))
-		case <-ctx.Done():
+		default:
+		}
+		// Wait for a change, then take the ones that arrived meanwhile.
+		wctx, cancel := context.WithTimeout(ctx, pollInterval)
+		_, err := p.conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-time.After(pollInterval):
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		for err == nil {
+			dctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+			_, err = p.conn.WaitForNotification(dctx)
+			cancel()
 		}
 	}
 }

@@ -59,6 +59,7 @@ type options struct {
 	repeat         int
 	profileTenants int
 	concurrency    int
+	warmup         bool
 	verbose        bool
 }
 
@@ -165,6 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keepServer, "keep-server", false, "keep the throwaway cluster (and print its URL)")
 	fs.StringVar(&pg, "pg-settings", "", "throwaway cluster: extra settings, name=value,...")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU profiles of in-process runs to this directory")
+	fs.BoolVar(&o.warmup, "warmup", true, "fleet: one unrecorded run first (the first run on a fresh server is slower)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "fleet: migrate --all --concurrency and serve --workers (0: their defaults)")
 	fs.IntVar(&o.profileTenants, "profile-tenants", 5, "profile: tenants migrated one at a time per client")
 	fs.IntVar(&o.repeat, "repeat", 1, "fleet: rounds of every method; figures and ratios use each method's best round")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 )
 
 // profileResult counts what migrating one tenant costs on the wire, per
@@ -26,8 +27,10 @@ type profileResult struct {
 }
 
 type profileRow struct {
-	What         string  `json:"what"`
-	MSPerTenant  float64 `json:"ms_per_tenant"`
+	What        string  `json:"what"`
+	MSPerTenant float64 `json:"ms_per_tenant"`
+	// ServerCPUMS is the cluster's CPU time per tenant (own cluster only).
+	ServerCPUMS  float64 `json:"server_cpu_ms_per_tenant"`
 	TenantConns  float64 `json:"tenant_conns"`
 	TenantRTs    float64 `json:"tenant_round_trips"`
 	TenantKB     float64 `json:"tenant_kb"`
@@ -167,21 +170,20 @@ func (b *bench) profile(ctx context.Context) error {
 			return err
 		}
 		t0, c0 := tenantWire.snapshot(), controlWire.snapshot()
-		start := time.Now()
+		start, cpu0 := time.Now(), b.srv.cpuTime()
 		for _, name := range e.tenants {
 			if err := fn(ctx, name); err != nil {
 				return fmt.Errorf("%s: %s: %w", what, name, err)
 			}
 		}
-		elapsed := time.Since(start)
+		elapsed, cpu := time.Since(start), b.srv.cpuTime()-cpu0
 		t1, c1 := tenantWire.snapshot(), controlWire.snapshot()
 		per := func(a, b int64) float64 { return float64(b-a) / float64(tenants) }
-		row := profileRow{What: what, MSPerTenant: ms(elapsed) / float64(tenants),
+		row := profileRow{What: what, MSPerTenant: ms(elapsed) / float64(tenants), ServerCPUMS: ms(cpu) / float64(tenants),
 			TenantConns: per(t0[0], t1[0]), TenantRTs: per(t0[1], t1[1]), TenantKB: per(t0[2], t1[2]) / 1024,
 			ControlConns: per(c0[0], c1[0]), ControlRTs: per(c0[1], c1[1])}
 		res.Rows = append(res.Rows, row)
-		b.logf("profile: %-44s %7.1f ms/tenant  tenant: %4.1f conns %6.1f round trips %7.1f KB  control plane: %4.1f conns %5.1f round trips",
-			what, row.MSPerTenant, row.TenantConns, row.TenantRTs, row.TenantKB, row.ControlConns, row.ControlRTs)
+		b.logRow(row)
 		return nil
 	}
 
@@ -195,6 +197,18 @@ func (b *bench) profile(ctx context.Context) error {
 	// (d) goose's provider, as the naive loop runs it.
 	if err := measure("goose provider (naive loop)", false, func(ctx context.Context, name string) error {
 		return gooseUp(ctx, tenantWire.url(e.srv.dbURL(name)))
+	}); err != nil {
+		return err
+	}
+	// The migrator alone, as the root package configures it by default:
+	// what tenantmigrate adds to goose on the tenant side.
+	mig, err := migrator.New(migrator.Config{FS: migrationsFS()})
+	if err != nil {
+		return err
+	}
+	if err := measure("migrator.Migrate (no control plane)", false, func(ctx context.Context, name string) error {
+		_, err := mig.Migrate(ctx, migrator.Target{DatabaseURL: tenantWire.url(e.srv.dbURL(name))})
+		return err
 	}); err != nil {
 		return err
 	}
@@ -252,20 +266,24 @@ func (b *bench) profile(ctx context.Context) error {
 		return err
 	}
 	t0, c0 := tenantWire.snapshot(), controlWire.snapshot()
-	start := time.Now()
+	start, cpu0 := time.Now(), b.srv.cpuTime()
 	for _, name := range e.tenants {
 		if err := migrateOne(ctx, name); err != nil {
 			return err
 		}
 	}
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), b.srv.cpuTime()-cpu0
 	t1, c1 := tenantWire.snapshot(), controlWire.snapshot()
 	per := func(a, b int64) float64 { return float64(b-a) / float64(tenants) }
-	row := profileRow{What: "tenantmigrate, nothing pending", MSPerTenant: ms(elapsed) / float64(tenants),
+	row := profileRow{What: "tenantmigrate, nothing pending", MSPerTenant: ms(elapsed) / float64(tenants), ServerCPUMS: ms(cpu) / float64(tenants),
 		TenantConns: per(t0[0], t1[0]), TenantRTs: per(t0[1], t1[1]), TenantKB: per(t0[2], t1[2]) / 1024,
 		ControlConns: per(c0[0], c1[0]), ControlRTs: per(c0[1], c1[1])}
 	res.Rows = append(res.Rows, row)
-	b.logf("profile: %-44s %7.1f ms/tenant  tenant: %4.1f conns %6.1f round trips %7.1f KB  control plane: %4.1f conns %5.1f round trips",
-		row.What, row.MSPerTenant, row.TenantConns, row.TenantRTs, row.TenantKB, row.ControlConns, row.ControlRTs)
+	b.logRow(row)
 	return nil
+}
+
+func (b *bench) logRow(row profileRow) {
+	b.logf("profile: %-44s %7.1f ms/tenant (server CPU %6.1f ms)  tenant: %4.1f conns %6.1f round trips %7.1f KB  control plane: %4.1f conns %5.1f round trips",
+		row.What, row.MSPerTenant, row.ServerCPUMS, row.TenantConns, row.TenantRTs, row.TenantKB, row.ControlConns, row.ControlRTs)
 }

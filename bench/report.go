@@ -60,7 +60,7 @@ func (r *report) write(w io.Writer) {
 		if f.RawBest != nil {
 			fmt.Fprintf(w, "Raw limit (a): %.2fs (psql, concurrency %d).\n", f.RawBest.Best, f.RawBest.Concurrency)
 		}
-		for _, k := range []string{"b/a", "c/a", "d/b", "b/a CPU", "c/a CPU"} {
+		for _, k := range []string{"b/a", "c/a", "d/b", "b/a paired median", "c/a paired median", "b/a CPU", "c/a CPU"} {
 			if v, ok := f.Ratios[k]; ok {
 				fmt.Fprintf(w, "- %s = %.3f\n", k, v)
 			}
@@ -89,11 +89,11 @@ func (r *report) write(w io.Writer) {
 	}
 	if p := r.Profile; p != nil {
 		fmt.Fprintf(w, "## Profile: one tenant at a time, %d tenants, averages per tenant\n\n", p.Tenants)
-		fmt.Fprintln(w, "| client | ms | tenant conns | tenant round trips | tenant KB | control-plane conns | control-plane round trips |")
-		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Fprintln(w, "| client | ms | server CPU ms | tenant conns | tenant round trips | tenant KB | control-plane conns | control-plane round trips |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, row := range p.Rows {
-			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
-				row.What, row.MSPerTenant, row.TenantConns, row.TenantRTs, row.TenantKB, row.ControlConns, row.ControlRTs)
+			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+				row.What, row.MSPerTenant, row.ServerCPUMS, row.TenantConns, row.TenantRTs, row.TenantKB, row.ControlConns, row.ControlRTs)
 		}
 		fmt.Fprintln(w)
 	}

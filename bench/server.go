@@ -218,7 +218,7 @@ func machineInfo(ctx context.Context, s *server) (machine, error) {
 	// Settings from the configuration file or the command line, less the
 	// locale and logging ones initdb writes.
 	rows, err := conn.Query(ctx, `
-		SELECT name, setting || coalesce(unit, '') FROM pg_settings
+		SELECT name, current_setting(name) FROM pg_settings
 		WHERE source NOT IN ('default', 'override', 'client', 'session')
 		  AND name !~ '^(lc_|log_|datestyle|timezone|default_text_search_config|dynamic_shared_memory_type|unix_socket|listen_addresses|port$)'
 		ORDER BY name`)
