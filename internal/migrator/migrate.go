@@ -122,8 +122,10 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 
 	switch {
 	case upErr == nil:
+		// Debug, not info: the caller (the Orchestrator) logs the outcome per tenant at info,
+		// with the tenant's id, and one info line per tenant is enough at fleet scale.
 		if len(res.Applied) > 0 {
-			m.logger.InfoContext(ctx, "tenant migrated",
+			m.logger.DebugContext(ctx, "tenant migrated",
 				target,
 				slog.Int64("version", res.Version),
 				slog.Int("applied", len(res.Applied)),

@@ -74,8 +74,8 @@ type Config struct {
 	// Defaults to false: invalid indexes are repaired.
 	KeepInvalidIndexes bool
 
-	// Logger receives a debug record per applied migration, an info record per tenant that
-	// had migrations applied and a warn record per invalid index dropped. Errors are returned,
+	// Logger receives a debug record per applied migration and per tenant that had migrations
+	// applied, and a warn record per invalid index dropped. Errors are returned,
 	// not logged. Database URLs are never logged. Defaults to discarding all records.
 	Logger *slog.Logger
 }
