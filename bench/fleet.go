@@ -517,6 +517,7 @@ func (e *fleetEnv) runMigrate(ctx context.Context, res *fleetResult) (runResult,
 	r.ClientCPUSeconds = childCPU(cmd).Seconds()
 	r.MaxRSSMB = mb(peak)
 	r.Retries = strings.Count(stderr.String(), `"tenant migration failed"`)
+	e.keepLog("migrate", stderr.Bytes())
 	if err != nil {
 		return r, fmt.Errorf("tenantmigrate migrate --all: %w\nstdout: %s\nstderr: %s", err, stdout.String(), tail(stderr.String(), 20))
 	}
@@ -630,6 +631,7 @@ func (e *fleetEnv) runServe(ctx context.Context, res *fleetResult) (runResult, e
 	r.ClientCPUSeconds = childCPU(cmd).Seconds()
 	r.MaxRSSMB = mb(rss.max())
 	r.Retries = strings.Count(stderr.String(), `"tenant migration failed"`)
+	e.keepLog("serve", stderr.Bytes())
 	if pollErr != nil {
 		return r, fmt.Errorf("serve: %w\nserver log: %s", pollErr, tail(stderr.String(), 30))
 	}
@@ -674,6 +676,23 @@ func (e *fleetEnv) runServeInProcess(ctx context.Context) (runResult, error) {
 	r.ClientCPUSeconds = (selfCPU() - cpu0).Seconds()
 	r.Retries = int(retries.Load())
 	return r, err
+}
+
+// keepLog writes a run's log to -logs DIR as METHOD-UNIXNANO.log, when asked:
+// the JSON lines of serve and migrate --all show each tenant's duration, from
+// which workers' busy time (and the gaps between jobs) can be read.
+func (e *fleetEnv) keepLog(method string, log []byte) {
+	if e.o.logDir == "" {
+		return
+	}
+	name := filepath.Join(e.o.logDir, fmt.Sprintf("%s-%d.log", method, time.Now().UnixNano()))
+	err := os.MkdirAll(e.o.logDir, 0o755)
+	if err == nil {
+		err = os.WriteFile(name, log, 0o644)
+	}
+	if err != nil {
+		e.logf("keep log: %v", err)
+	}
 }
 
 // poller watches the control plane until every tenant is COMPLETED. It

@@ -60,6 +60,7 @@ type options struct {
 	profileTenants int
 	concurrency    int
 	warmup         bool
+	logDir         string
 	verbose        bool
 }
 
@@ -166,6 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keepServer, "keep-server", false, "keep the throwaway cluster (and print its URL)")
 	fs.StringVar(&pg, "pg-settings", "", "throwaway cluster: extra settings, name=value,...")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU profiles of in-process runs to this directory")
+	fs.StringVar(&o.logDir, "logs", "", "fleet: keep the log of every migrate --all and serve run in this directory")
 	fs.BoolVar(&o.warmup, "warmup", true, "fleet: one unrecorded run first (the first run on a fresh server is slower)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "fleet: migrate --all --concurrency and serve --workers (0: their defaults)")
 	fs.IntVar(&o.profileTenants, "profile-tenants", 5, "profile: tenants migrated one at a time per client")
