@@ -2,7 +2,9 @@ package strategy_test
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,4 +117,75 @@ func TestFleetScanNow(t *testing.T) {
 	remaining, err := q.Remaining(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(115), remaining)
+}
+
+// Pages are enqueued EnqueueConcurrency at a time: the first two Enqueue calls
+// are both in flight before either returns.
+func TestFleetScanEnqueuesPagesConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, newControlPlane(t))
+	behind := insertTenants(t, pool, "new", 90, nil, "")
+	q, err := queue.New(queue.Config{Pool: pool})
+	require.NoError(t, err)
+
+	var inFlight, maxInFlight atomic.Int32
+	bothIn := make(chan struct{})
+	var once sync.Once
+	enqueue := func(ctx context.Context, ids []string) (int, error) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			m := maxInFlight.Load()
+			if n <= m || maxInFlight.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		if n == 2 {
+			once.Do(func() { close(bothIn) })
+		}
+		// The first call waits (with a deadline) for a second one to start.
+		select {
+		case <-bothIn:
+		case <-time.After(10 * time.Second):
+			return 0, errors.New("no second Enqueue call started while the first was in flight")
+		}
+		return q.Enqueue(ctx, ids)
+	}
+	fleet := strategy.NewFleet(strategy.FleetConfig{Scanner: controlplane.NewStore(pool, nil), Enqueue: enqueue, Latest: latest, PageSize: 30})
+	n, err := fleet.ScanNow(ctx, false)
+	require.NoError(t, err)
+	require.Equal(t, len(behind), n)
+	require.Equal(t, int32(strategy.DefaultEnqueueConcurrency), maxInFlight.Load())
+	require.Equal(t, behind, queuedTenants(t, pool))
+}
+
+// A page that fails to enqueue stops the scan; the count it returns is what
+// was really queued, and a second scan queues the rest, once each.
+func TestFleetScanEnqueueErrorCountsWhatWasQueued(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, newControlPlane(t))
+	behind := insertTenants(t, pool, "new", 200, nil, "")
+	q, err := queue.New(queue.Config{Pool: pool})
+	require.NoError(t, err)
+
+	var calls atomic.Int32
+	failing := func(ctx context.Context, ids []string) (int, error) {
+		if calls.Add(1) == 3 {
+			return 0, errors.New("control plane went away")
+		}
+		return q.Enqueue(ctx, ids)
+	}
+	fleet := strategy.NewFleet(strategy.FleetConfig{Scanner: controlplane.NewStore(pool, nil), Enqueue: failing, Latest: latest, PageSize: 20})
+	n, err := fleet.ScanNow(ctx, false)
+	require.ErrorContains(t, err, "control plane went away")
+	require.Len(t, queuedTenants(t, pool), n, "the count is what is in the queue")
+	require.Less(t, n, len(behind))
+
+	fleet = strategy.NewFleet(strategy.FleetConfig{Scanner: controlplane.NewStore(pool, nil), Enqueue: q.Enqueue, Latest: latest, PageSize: 20})
+	rest, err := fleet.ScanNow(ctx, false)
+	require.NoError(t, err)
+	require.Equal(t, len(behind), n+rest)
+	require.Equal(t, behind, queuedTenants(t, pool))
 }
