@@ -1,14 +1,12 @@
 package tenantmigrate_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"log/slog"
 	"maps"
-	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -55,22 +54,7 @@ func sha256Of(data []byte) string {
 }
 
 // logBuffer collects JSON logs for a test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ fleettest.SyncBuffer }
 
 func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }
 
@@ -207,7 +191,7 @@ func TestDriftAllowChangedMigrationsStartsAndWarns(t *testing.T) {
 	v, err := o.MigrateTenant(t.Context(), "acme")
 	require.NoError(t, err)
 	require.EqualValues(t, 4, v)
-	require.Equal(t, []int64{1, 2, 3, 4}, appliedVersions(t, tenantURL, ""))
+	require.Equal(t, []int64{1, 2, 3, 4}, fleettest.AppliedVersions(t, tenantURL, ""))
 	sums := recordedChecksums(t, cpURL)
 	require.Len(t, sums, 4)
 	require.Equal(t, sha256Of(testMigrations()["00001_users.sql"].Data), sums[0].Checksum)
@@ -220,7 +204,7 @@ func TestDriftAllowChangedMigrationsStartsAndWarns(t *testing.T) {
 func TestDriftBackfillsControlPlanesWithoutChecksums(t *testing.T) {
 	t.Parallel()
 	cpURL := pgtest.NewDatabase(t)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: testKey, Migrations: migrationSet("CREATE TABLE a (id int);", "CREATE TABLE b (id int);")})
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: testKey, Migrations: fleettest.Migrations("CREATE TABLE a (id int);", "CREATE TABLE b (id int);")})
 	_, err := o.CreateTenant(t.Context(), tenantmigrate.Tenant{ID: "acme", DatabaseURL: pgtest.NewDatabase(t)})
 	require.NoError(t, err)
 	_, err = o.MigrateTenant(t.Context(), "acme")
@@ -228,7 +212,7 @@ func TestDriftBackfillsControlPlanesWithoutChecksums(t *testing.T) {
 	driftExec(t, cpURL, `TRUNCATE tenantmigrate.migration_checksums`)
 
 	// The next build adds version 3; the tenants are at 2.
-	src := migrationSet("CREATE TABLE a (id int);", "CREATE TABLE b (id int);", "CREATE TABLE c (id int);")
+	src := fleettest.Migrations("CREATE TABLE a (id int);", "CREATE TABLE b (id int);", "CREATE TABLE c (id int);")
 	newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cpURL, Migrations: src})
 	sums := recordedChecksums(t, cpURL)
 	require.Equal(t, []recordedChecksum{

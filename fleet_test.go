@@ -1,49 +1,31 @@
 package tenantmigrate_test
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
 // This file tests the background strategies (full_fleet here, progressive
 // and retries in progressive_test.go and retry_test.go) and holds the helpers
-// those files share. Tenants are schemas in a few shared databases: a
+// those files share beyond internal/fleettest. Tenants are schemas in a few shared databases: a
 // hundred schema tenants cost far less than a hundred databases.
 
 const bgKey = "background-test-key-0123456789"
 
-// migrationSet builds a goose source whose version i+1 runs ups[i]. An entry
-// that starts with "-- +goose" is used as the whole file; any other is the
-// body of "-- +goose Up". goose ends a statement at a line ending in ";", so
-// a DO block must sit on one line.
-func migrationSet(ups ...string) fstest.MapFS {
-	fsys := fstest.MapFS{}
-	for i, up := range ups {
-		if !strings.HasPrefix(up, "-- +goose") {
-			up = "-- +goose Up\n" + up + "\n"
-		}
-		fsys[fmt.Sprintf("%05d_v%d.sql", i+1, i+1)] = &fstest.MapFile{Data: []byte(up)}
-	}
-	return fsys
-}
-
 // fleetMigrations are three transactional migrations, none of which can run
 // twice in one schema: a second run would fail, not pass unnoticed.
 func fleetMigrations() fstest.MapFS {
-	return migrationSet(
+	return fleettest.Migrations(
 		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
 		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
 		"CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id));",
@@ -71,143 +53,37 @@ func startOrchestrator(t *testing.T, cfg tenantmigrate.Config) *tenantmigrate.Or
 	return o
 }
 
-// schemaTenant is a tenant that owns one schema of a shared database.
-type schemaTenant struct {
-	ID, URL, Schema string
-}
-
 // addSchemaTenants creates dbs databases with perDB tenant schemas each
 // (the schemas themselves are created by the first migration run) and
 // registers them as tenants prefix-000, prefix-001, ...
-func addSchemaTenants(t *testing.T, o *tenantmigrate.Orchestrator, prefix string, dbs, perDB int) []schemaTenant {
+func addSchemaTenants(t *testing.T, o *tenantmigrate.Orchestrator, prefix string, dbs, perDB int) []fleettest.SchemaTenant {
 	t.Helper()
-	var tenants []schemaTenant
-	for range dbs {
-		url := pgtest.NewDatabase(t)
-		for range perDB {
-			n := len(tenants)
-			tenants = append(tenants, addTenantAt(t, o, fmt.Sprintf("%s-%03d", prefix, n), url, fmt.Sprintf("s_%03d", n)))
-		}
-	}
-	return tenants
+	return fleettest.NewSchemaTenants(t, prefix, dbs, perDB, func(tn fleettest.SchemaTenant) {
+		addTenantAt(t, o, tn.ID, tn.URL, tn.Schema)
+	})
 }
 
-func addTenantAt(t *testing.T, o *tenantmigrate.Orchestrator, id, url, schema string) schemaTenant {
+func addTenantAt(t *testing.T, o *tenantmigrate.Orchestrator, id, url, schema string) fleettest.SchemaTenant {
 	t.Helper()
 	_, err := o.CreateTenant(t.Context(), tenantmigrate.Tenant{ID: id, DatabaseURL: url, Schema: schema})
 	require.NoError(t, err)
-	return schemaTenant{ID: id, URL: url, Schema: schema}
+	return fleettest.SchemaTenant{ID: id, URL: url, Schema: schema}
 }
+
+// pollEvery is how often waitFor checks its condition.
+const pollEvery = 20 * time.Millisecond
 
 // waitFor polls cond until it holds, failing the test after timeout. cond
 // runs on the test goroutine and may use require.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	fleettest.Poll(t, pollEvery, timeout, what, cond)
 }
 
-func tenantIDs(tenants []schemaTenant) []string {
-	ids := make([]string, len(tenants))
-	for i, tn := range tenants {
-		ids[i] = tn.ID
-	}
-	return ids
-}
-
-// tenantsAtLatest counts the tenants among ids that the control plane lists
-// as COMPLETED at version latest.
-func tenantsAtLatest(t *testing.T, pool *pgxpool.Pool, ids []string, latest int64) int {
+// waitAllLatest waits until every tenant is COMPLETED at o's latest version.
+func waitAllLatest(t *testing.T, o *tenantmigrate.Orchestrator, tenants []fleettest.SchemaTenant, timeout time.Duration) {
 	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(t.Context(), `
-		SELECT count(*) FROM tenantmigrate.tenants
-		WHERE id = ANY($1) AND migrations_status = 'COMPLETED' AND migrations_version = $2`,
-		ids, latest).Scan(&n))
-	return n
-}
-
-// waitAllLatest waits until every tenant is COMPLETED at latest.
-func waitAllLatest(t *testing.T, o *tenantmigrate.Orchestrator, tenants []schemaTenant, timeout time.Duration) {
-	t.Helper()
-	ids := tenantIDs(tenants)
-	waitFor(t, timeout, fmt.Sprintf("%d tenants COMPLETED at version %d", len(ids), o.Latest()), func() bool {
-		return tenantsAtLatest(t, o.Pool(), ids, o.Latest()) == len(ids)
-	})
-}
-
-// requireAppliedOnce checks each tenant's goose_db_version: every version of
-// want, once each and in order, and nothing else.
-func requireAppliedOnce(t *testing.T, tenants []schemaTenant, want ...int64) {
-	t.Helper()
-	conns := map[string]*pgx.Conn{}
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close(context.Background())
-		}
-	}()
-	for _, tn := range tenants {
-		conn := conns[tn.URL]
-		if conn == nil {
-			var err error
-			conn, err = pgx.Connect(t.Context(), tn.URL)
-			require.NoError(t, err)
-			conns[tn.URL] = conn
-		}
-		rows, err := conn.Query(t.Context(), "SELECT version_id FROM "+
-			pgx.Identifier{tn.Schema, "goose_db_version"}.Sanitize()+" WHERE version_id > 0 ORDER BY id")
-		require.NoError(t, err)
-		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		require.NoError(t, err)
-		require.Equal(t, want, got, "versions applied to tenant %s", tn.ID)
-	}
-}
-
-// jobsPerTenant counts the jobs of kind migrate_tenant per tenant id.
-func jobsPerTenant(t *testing.T, pool *pgxpool.Pool) map[string]int {
-	t.Helper()
-	rows, err := pool.Query(t.Context(), `
-		SELECT args->>'tenant_id', count(*)::int FROM tenantmigrate.river_job
-		WHERE kind = 'migrate_tenant' GROUP BY 1`)
-	require.NoError(t, err)
-	out := map[string]int{}
-	var id string
-	var n int
-	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
-		out[id] = n
-		return nil
-	})
-	require.NoError(t, err)
-	return out
-}
-
-// tenantJob is the newest migrate_tenant job of one tenant.
-type tenantJob struct {
-	State   string
-	Attempt int
-	Errors  []string
-}
-
-func lastJob(t *testing.T, pool *pgxpool.Pool, tenantID string) tenantJob {
-	t.Helper()
-	var j tenantJob
-	err := pool.QueryRow(t.Context(), `
-		SELECT state::text, attempt, coalesce(ARRAY(SELECT e->>'error' FROM unnest(errors) AS e), '{}')
-		FROM tenantmigrate.river_job
-		WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1
-		ORDER BY id DESC LIMIT 1`, tenantID).Scan(&j.State, &j.Attempt, &j.Errors)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return tenantJob{}
-	}
-	require.NoError(t, err)
-	return j
+	fleettest.WaitAllCompleted(t, o.Pool(), fleettest.IDs(tenants), o.Latest(), pollEvery, timeout)
 }
 
 func countJobs(t *testing.T, pool *pgxpool.Pool, kind string) int {
@@ -265,12 +141,12 @@ func TestFullFleetThreeInstances(t *testing.T) {
 	// One scan, so one job per tenant.
 	pool := admin.Pool()
 	require.Equal(t, 1, countJobs(t, pool, "fleet_scan"), "fleet_scan jobs")
-	perTenant := jobsPerTenant(t, pool)
+	perTenant := fleettest.JobsPerTenant(t, pool)
 	require.Len(t, perTenant, len(tenants))
 	for _, tn := range tenants {
 		require.Equal(t, 1, perTenant[tn.ID], "migrate_tenant jobs of %s", tn.ID)
 	}
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 
 	stats, err := admin.Stats(ctx)
 	require.NoError(t, err)
@@ -290,7 +166,7 @@ func TestFullFleetThreeInstances(t *testing.T) {
 func TestFullFleetNewReleaseScansAtOnce(t *testing.T) {
 	t.Parallel()
 	cp := pgtest.NewDatabase(t)
-	v2 := migrationSet(
+	v2 := fleettest.Migrations(
 		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
 		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
 	)
@@ -314,5 +190,5 @@ func TestFullFleetNewReleaseScansAtOnce(t *testing.T) {
 	require.Equal(t, int64(3), second.Latest())
 	waitAllLatest(t, second, tenants, 60*time.Second)
 	require.Equal(t, 2, countJobs(t, second.Pool(), "fleet_scan"), "one scan per release")
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -86,29 +87,13 @@ func (f *fixture) addTenant(id, schema string) string {
 	return url
 }
 
-func appliedVersions(t *testing.T, url, schema string) []int64 {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	table := "goose_db_version"
-	if schema != "" {
-		table = pgx.Identifier{schema, "goose_db_version"}.Sanitize()
-	}
-	rows, err := conn.Query(context.Background(), "SELECT version_id FROM "+table+" WHERE version_id > 0 ORDER BY id")
-	require.NoError(t, err)
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	require.NoError(t, err)
-	return versions
-}
-
 func TestFreshTenantMigratedOnRequest(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, tenantmigrate.Config{})
 	url := f.addTenant("fresh", "")
 
 	require.NoError(t, f.orch.EnsureMigrated(f.ctx, "fresh"))
-	require.Equal(t, []int64{1, 2, 3}, appliedVersions(t, url, ""))
+	require.Equal(t, []int64{1, 2, 3}, fleettest.AppliedVersions(t, url, ""))
 
 	st, err := f.orch.TenantState(f.ctx, "fresh")
 	require.NoError(t, err)
@@ -172,7 +157,7 @@ func TestConcurrentRequestsRunOneMigration(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, int64(1), f.runs.Load(), "exactly one migration run")
-	require.Equal(t, []int64{1, 2, 3}, appliedVersions(t, url, ""))
+	require.Equal(t, []int64{1, 2, 3}, fleettest.AppliedVersions(t, url, ""))
 }
 
 func TestFailingMigrationRecordsFailed(t *testing.T) {
@@ -196,7 +181,7 @@ SELECT no_such_function();
 	require.Equal(t, tenantmigrate.StatusFailed, st.MigrationsStatus)
 	require.Equal(t, int64(2), *st.MigrationsVersion, "version stays at the last good one")
 	require.Contains(t, st.LastError, "no_such_function")
-	require.Equal(t, []int64{1, 2}, appliedVersions(t, url, ""))
+	require.Equal(t, []int64{1, 2}, fleettest.AppliedVersions(t, url, ""))
 
 	// v3 ran in a transaction: nothing of it is left.
 	conn, err := pgx.Connect(f.ctx, url)
@@ -227,7 +212,7 @@ func TestSchemaPerTenantParallel(t *testing.T) {
 	}
 	for i := range 20 {
 		schema := fmt.Sprintf("tenant_%02d", i)
-		require.Equal(t, []int64{1, 2, 3}, appliedVersions(t, shared, schema), schema)
+		require.Equal(t, []int64{1, 2, 3}, fleettest.AppliedVersions(t, shared, schema), schema)
 	}
 	// The tables live in the tenant schemas, not in public.
 	conn, err := pgx.Connect(f.ctx, shared)

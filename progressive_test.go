@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -31,11 +32,11 @@ func gatedMigrations(withV2 bool) fstest.MapFS {
 	if withV2 {
 		ups = append(ups, fmt.Sprintf("SELECT pg_advisory_xact_lock_shared(%d);\nCREATE TABLE projects (id bigserial PRIMARY KEY);", gateLockKey))
 	}
-	return migrationSet(ups...)
+	return fleettest.Migrations(ups...)
 }
 
 // migrateAll brings every tenant to o's latest version now.
-func migrateAll(t *testing.T, o *tenantmigrate.Orchestrator, tenants []schemaTenant) {
+func migrateAll(t *testing.T, o *tenantmigrate.Orchestrator, tenants []fleettest.SchemaTenant) {
 	t.Helper()
 	var g errgroup.Group
 	g.SetLimit(4)
@@ -125,16 +126,16 @@ func TestProgressiveRequestsDoNotWait(t *testing.T) {
 
 	// The collector queued them, and workers are migrating them (held at
 	// the gate); the tenants are still behind.
-	ids := tenantIDs(tenants)
+	ids := fleettest.IDs(tenants)
 	pool := o.Pool()
-	waitFor(t, 10*time.Second, "a job per tenant seen", func() bool { return len(jobsPerTenant(t, pool)) == len(ids) })
+	waitFor(t, 10*time.Second, "a job per tenant seen", func() bool { return len(fleettest.JobsPerTenant(t, pool)) == len(ids) })
 	waitFor(t, 10*time.Second, "migrations running", func() bool {
 		var running int
 		require.NoError(t, pool.QueryRow(ctx,
 			"SELECT count(*) FROM tenantmigrate.river_job WHERE kind = 'migrate_tenant' AND state = 'running'").Scan(&running))
 		return running > 0
 	})
-	require.Zero(t, tenantsAtLatest(t, pool, ids, 2))
+	require.Zero(t, fleettest.CountCompleted(t, pool, ids, 2))
 
 	// A tenant never migrated has no schema to serve from: its request
 	// migrates it, so it is at the latest version when the response comes.
@@ -142,13 +143,13 @@ func TestProgressiveRequestsDoNotWait(t *testing.T) {
 	st, err := o.TenantState(ctx, "fresh")
 	require.NoError(t, err)
 	require.True(t, o.IsLatest(st), "fresh tenant migrated during its request: %+v", st)
-	requireAppliedOnce(t, []schemaTenant{fresh}, 1, 2)
+	fleettest.RequireAppliedOnce(t, []fleettest.SchemaTenant{fresh}, 1, 2)
 
 	// Open the gate: the queued migrations finish.
 	_, err = gate.Exec(ctx, "SELECT pg_advisory_unlock($1)", gateLockKey)
 	require.NoError(t, err)
 	waitAllLatest(t, o, tenants, 30*time.Second)
-	requireAppliedOnce(t, tenants, 1, 2)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2)
 	waitFor(t, 10*time.Second, "no remaining jobs", func() bool {
 		n, err := o.Remaining(ctx)
 		require.NoError(t, err)
@@ -187,18 +188,18 @@ func TestProgressiveStopFlushes(t *testing.T) {
 	stopCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	require.NoError(t, first.Stop(stopCtx))
-	perTenant := jobsPerTenant(t, first.Pool())
+	perTenant := fleettest.JobsPerTenant(t, first.Pool())
 	require.Len(t, perTenant, len(tenants))
 	for _, tn := range tenants {
 		require.Equal(t, 1, perTenant[tn.ID], "job of %s", tn.ID)
-		require.Equal(t, "available", lastJob(t, first.Pool(), tn.ID).State)
+		require.Equal(t, "available", fleettest.LastJob(t, first.Pool(), tn.ID).State)
 	}
 
 	// Another instance works the queue.
 	cfg.RunWorkers = true
 	second := startOrchestrator(t, cfg)
 	waitAllLatest(t, second, tenants, 30*time.Second)
-	requireAppliedOnce(t, tenants, 1, 2)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2)
 }
 
 // TestProgressiveStaleTenantRetriedOncePerInterval: requests for a
@@ -213,14 +214,14 @@ func TestProgressiveStaleTenantRetriedOncePerInterval(t *testing.T) {
 	// Version 1 creates a sequence that counts the attempts at version 2:
 	// nextval is not rolled back with the failed migration.
 	v1 := "CREATE TABLE accounts (id bigserial PRIMARY KEY);\nCREATE SEQUENCE attempts;"
-	old := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: migrationSet(v1)})
+	old := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1)})
 	tenants := addSchemaTenants(t, old, "st", 1, 1)
 	migrateAll(t, old, tenants)
 	id := tenants[0].ID
 
 	o := startOrchestrator(t, tenantmigrate.Config{
 		DatabaseURL:         cp,
-		Migrations:          migrationSet(v1, "SELECT nextval('attempts');\nSELECT no_such_function();"),
+		Migrations:          fleettest.Migrations(v1, "SELECT nextval('attempts');\nSELECT no_such_function();"),
 		Strategy:            tenantmigrate.StrategyProgressive,
 		RunWorkers:          true,
 		ProgressiveInterval: 20 * time.Millisecond,
@@ -263,12 +264,12 @@ func TestProgressiveStaleTenantRetriedOncePerInterval(t *testing.T) {
 	require.Equal(t, tenantmigrate.StatusFailedStale, st.MigrationsStatus)
 	require.Equal(t, int64(1), *st.MigrationsVersion)
 	require.Contains(t, st.LastError, "no_such_function")
-	require.Equal(t, map[string]int{id: 1}, jobsPerTenant(t, o.Pool()), "the tenant was queued once")
+	require.Equal(t, map[string]int{id: 1}, fleettest.JobsPerTenant(t, o.Pool()), "the tenant was queued once")
 }
 
 // attemptsSeq reads the tenant's attempts sequence: how many times a
 // migration called nextval on it.
-func attemptsSeq(t *testing.T, tn schemaTenant) int64 {
+func attemptsSeq(t *testing.T, tn fleettest.SchemaTenant) int64 {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), tn.URL)
 	require.NoError(t, err)

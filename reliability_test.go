@@ -2,7 +2,6 @@ package tenantmigrate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
@@ -30,19 +29,10 @@ import (
 // bounded lock waits, migrations that give way to busy tenant tables,
 // constant memory in progressive mode, and the tenant-host parser. It is an
 // internal test so that the fuzz target can build an Orchestrator without a
-// database; its helpers are its own (rel...), apart from those of the
-// external tests.
+// database; its helpers are its own (rel...) or internal/fleettest's, apart
+// from those of the external tests.
 
 const relKey = "reliability-test-key-0123456789"
-
-// relMigrations builds a goose source whose version i+1 runs ups[i].
-func relMigrations(ups ...string) fstest.MapFS {
-	fsys := fstest.MapFS{}
-	for i, up := range ups {
-		fsys[fmt.Sprintf("%05d_v%d.sql", i+1, i+1)] = &fstest.MapFile{Data: []byte("-- +goose Up\n" + up + "\n")}
-	}
-	return fsys
-}
 
 // relOrchestrator builds an Orchestrator, closed when the test ends.
 func relOrchestrator(t *testing.T, cfg Config) *Orchestrator {
@@ -61,65 +51,11 @@ func relAddTenant(t *testing.T, o *Orchestrator, id, url, schema string) {
 	require.NoError(t, err)
 }
 
-// relWaitFor polls cond until it holds, failing the test after timeout.
+// relWaitFor polls cond every 20ms until it holds, failing the test after
+// timeout.
 func relWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
-// relApplied returns the versions in the tenant schema's goose_db_version,
-// in the order applied.
-func relApplied(t *testing.T, url, schema string) []int64 {
-	t.Helper()
-	conn, err := pgx.Connect(t.Context(), url)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	rows, err := conn.Query(t.Context(), "SELECT version_id FROM "+
-		pgx.Identifier{schema, "goose_db_version"}.Sanitize()+" WHERE version_id > 0 ORDER BY id")
-	require.NoError(t, err)
-	versions, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	require.NoError(t, err)
-	return versions
-}
-
-// relAtLatest counts the tenants among ids COMPLETED at version latest.
-func relAtLatest(t *testing.T, pool *pgxpool.Pool, ids []string, latest int64) int {
-	t.Helper()
-	var n int
-	require.NoError(t, pool.QueryRow(t.Context(), `
-		SELECT count(*) FROM tenantmigrate.tenants
-		WHERE id = ANY($1) AND migrations_status = 'COMPLETED' AND migrations_version = $2`,
-		ids, latest).Scan(&n))
-	return n
-}
-
-// relJob is the newest migrate_tenant job of a tenant.
-type relJob struct {
-	State  string
-	Errors []string
-}
-
-func relLastJob(t *testing.T, pool *pgxpool.Pool, tenantID string) relJob {
-	t.Helper()
-	var j relJob
-	err := pool.QueryRow(t.Context(), `
-		SELECT state::text, coalesce(ARRAY(SELECT e->>'error' FROM unnest(errors) AS e), '{}')
-		FROM tenantmigrate.river_job
-		WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1
-		ORDER BY id DESC LIMIT 1`, tenantID).Scan(&j.State, &j.Errors)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return relJob{}
-	}
-	require.NoError(t, err)
-	return j
+	fleettest.Poll(t, 20*time.Millisecond, timeout, what, cond)
 }
 
 // thisDatabase restricts a query of pg_locks, which lists the locks of the
@@ -161,7 +97,7 @@ func TestTenantLockWaitBoundedByLockTimeout(t *testing.T) {
 	v1 := "CREATE TABLE accounts (id bigserial PRIMARY KEY);"
 	v2 := "SELECT pg_advisory_xact_lock(4242);"
 	v3 := "CREATE TABLE invoices (id bigserial PRIMARY KEY);"
-	holder := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: relMigrations(v1, v2), TenantLockTimeout: -1})
+	holder := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), TenantLockTimeout: -1})
 	relAddTenant(t, holder, "locked", url, "locked")
 	held := make(chan error, 1)
 	go func() {
@@ -180,7 +116,7 @@ func TestTenantLockWaitBoundedByLockTimeout(t *testing.T) {
 
 	// A second run gives up after LockTimeout with a retryable error.
 	const lockTimeout = time.Second
-	second := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: relMigrations(v1, v2), LockTimeout: lockTimeout})
+	second := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), LockTimeout: lockTimeout})
 	start := time.Now()
 	_, err = second.MigrateTenant(ctx, "locked")
 	waited := time.Since(start)
@@ -208,21 +144,21 @@ func TestTenantLockWaitBoundedByLockTimeout(t *testing.T) {
 	// version 3 to apply.
 	_, err = gate.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
 	require.NoError(t, err)
-	third := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: relMigrations(v1, v2, v3), LockTimeout: lockTimeout})
+	third := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2, v3), LockTimeout: lockTimeout})
 	start = time.Now()
 	_, err = third.MigrateTenant(ctx, "locked")
 	waited = time.Since(start)
 	require.ErrorIs(t, err, migrator.ErrLockTimeout)
 	require.Less(t, waited, lockTimeout+3*time.Second)
 	t.Logf("lock held by a plain session: gave up after %s", waited.Round(10*time.Millisecond))
-	require.Equal(t, []int64{1, 2}, relApplied(t, url, "locked"), "nothing applied without the lock")
+	require.Equal(t, []int64{1, 2}, fleettest.AppliedVersions(t, url, "locked"), "nothing applied without the lock")
 
 	_, err = gate.Exec(ctx, "SELECT pg_advisory_unlock($1)", key)
 	require.NoError(t, err)
 	v, err := third.MigrateTenant(ctx, "locked")
 	require.NoError(t, err)
 	require.Equal(t, int64(3), v)
-	require.Equal(t, []int64{1, 2, 3}, relApplied(t, url, "locked"))
+	require.Equal(t, []int64{1, 2, 3}, fleettest.AppliedVersions(t, url, "locked"))
 }
 
 // TestBusyTenantTableLockTimeout: a migration that ALTERs a table an
@@ -240,7 +176,7 @@ func TestBusyTenantTableLockTimeout(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	v1 := "CREATE TABLE accounts (id bigserial PRIMARY KEY);\nINSERT INTO accounts DEFAULT VALUES;"
 	v2 := "ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';"
-	setup := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: relMigrations(v1)})
+	setup := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1)})
 	relAddTenant(t, setup, "busy", url, "busy")
 	_, err := setup.MigrateTenant(ctx, "busy")
 	require.NoError(t, err)
@@ -255,7 +191,7 @@ func TestBusyTenantTableLockTimeout(t *testing.T) {
 	require.NoError(t, err)
 
 	const lockTimeout = 500 * time.Millisecond
-	inline := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: relMigrations(v1, v2), TenantLockTimeout: lockTimeout})
+	inline := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), TenantLockTimeout: lockTimeout})
 
 	// Another application request arrives while the migration waits.
 	observer, err := pgx.Connect(ctx, url)
@@ -311,7 +247,7 @@ func TestBusyTenantTableLockTimeout(t *testing.T) {
 	var runsMu sync.Mutex
 	var runs []string
 	queued2 := relOrchestrator(t, Config{
-		DatabaseURL: cp, Migrations: relMigrations(v1, v2), TenantLockTimeout: lockTimeout,
+		DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), TenantLockTimeout: lockTimeout,
 		Strategy: StrategyFullFleet, RunWorkers: true, RetryBackoff: 100 * time.Millisecond, MaxAttempts: 10,
 		Hooks: Hooks{OnMigrationRun: func(_ Strategy, result string, d time.Duration) {
 			runsMu.Lock()
@@ -321,21 +257,21 @@ func TestBusyTenantTableLockTimeout(t *testing.T) {
 	})
 	require.NoError(t, queued2.Start(ctx))
 	relWaitFor(t, 30*time.Second, "a failed queued attempt", func() bool {
-		j := relLastJob(t, queued2.Pool(), "busy")
+		j := fleettest.LastJob(t, queued2.Pool(), "busy")
 		return len(j.Errors) > 0
 	})
-	j := relLastJob(t, queued2.Pool(), "busy")
+	j := fleettest.LastJob(t, queued2.Pool(), "busy")
 	require.Contains(t, j.Errors[0], "55P03")
 	require.NotContains(t, []string{"discarded", "cancelled"}, j.State, "a lock timeout must not end the job")
 	require.NoError(t, appTx.Commit(ctx))
 	released := time.Now()
 	relWaitFor(t, 60*time.Second, "busy COMPLETED at version 2", func() bool {
-		return relAtLatest(t, queued2.Pool(), []string{"busy"}, 2) == 1
+		return fleettest.CountCompleted(t, queued2.Pool(), []string{"busy"}, 2) == 1
 	})
 	runsMu.Lock()
 	t.Logf("queued runs: %v; COMPLETED %s after the table was free", runs, time.Since(released).Round(100*time.Millisecond))
 	runsMu.Unlock()
-	require.Equal(t, []int64{1, 2}, relApplied(t, url, "busy"))
+	require.Equal(t, []int64{1, 2}, fleettest.AppliedVersions(t, url, "busy"))
 }
 
 // TestProgressiveMemoryFlat: 10,000 tenant ids pass through the progressive

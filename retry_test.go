@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -51,11 +52,11 @@ func closedPortURL(t *testing.T) string {
 
 // waitJobState waits until the newest migrate_tenant job of the tenant is in
 // state (River records a job's end shortly after the tenant's status).
-func waitJobState(t *testing.T, pool *pgxpool.Pool, id, state string) tenantJob {
+func waitJobState(t *testing.T, pool *pgxpool.Pool, id, state string) fleettest.Job {
 	t.Helper()
-	var j tenantJob
+	var j fleettest.Job
 	waitFor(t, 10*time.Second, "job of "+id+" "+state, func() bool {
-		j = lastJob(t, pool, id)
+		j = fleettest.LastJob(t, pool, id)
 		return j.State == state
 	})
 	return j
@@ -73,7 +74,7 @@ func TestRetriesByErrorKind(t *testing.T) {
 	// Version 1 creates a sequence; version 2 draws from it on every run, so
 	// it counts the runs of version 2 (nextval is not rolled back with the
 	// failed transaction), and decides by schema name and count.
-	migrations := migrationSet(
+	migrations := fleettest.Migrations(
 		"CREATE TABLE accounts (id bigserial PRIMARY KEY);\nCREATE SEQUENCE attempts;",
 		`SELECT nextval('attempts');
 DO $$ BEGIN IF current_schema() = 'flaky' AND currval('attempts') = 1 THEN RAISE EXCEPTION 'first run fails' USING ERRCODE = 'serialization_failure'; END IF; END $$;
@@ -97,7 +98,7 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint REFERENCES ac
 	})
 
 	waitAllLatest(t, admin, append(good, flaky), 30*time.Second)
-	requireAppliedOnce(t, append(good, flaky), 1, 2)
+	fleettest.RequireAppliedOnce(t, append(good, flaky), 1, 2)
 	for _, tn := range good {
 		require.Equal(t, []string{"COMPLETED"}, statusHistory(t, pool, tn.ID), tn.ID)
 		require.Equal(t, int64(1), attemptsSeq(t, tn), tn.ID)
@@ -125,7 +126,7 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint REFERENCES ac
 	require.NoError(t, err)
 	require.Equal(t, int64(1), *st.MigrationsVersion, "version 1 applied before the failure")
 	require.Contains(t, st.LastError, "no_such_function")
-	requireAppliedOnce(t, []schemaTenant{broken}, 1)
+	fleettest.RequireAppliedOnce(t, []fleettest.SchemaTenant{broken}, 1)
 }
 
 // TestUnreachableTenantStaleThenRescheduled: a tenant whose database cannot
@@ -177,8 +178,8 @@ func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
 	require.Equal(t, 1, n)
 
 	lost.URL = fixedURL
-	waitAllLatest(t, o, []schemaTenant{lost}, 30*time.Second)
-	requireAppliedOnce(t, append(good, lost), 1, 2, 3)
+	waitAllLatest(t, o, []fleettest.SchemaTenant{lost}, 30*time.Second)
+	fleettest.RequireAppliedOnce(t, append(good, lost), 1, 2, 3)
 	require.Equal(t, []string{"FAILED", "FAILED", "FAILED_STALE", "COMPLETED"}, statusHistory(t, pool, lost.ID))
 	waitFor(t, 10*time.Second, "no remaining jobs", func() bool {
 		n, err := o.Remaining(ctx)

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 )
 
 // This file holds the helpers of the reliability tests (RELIABILITY.md):
@@ -29,7 +31,7 @@ import (
 type cmdProc struct {
 	name    string
 	cmd     *exec.Cmd
-	out     lockedBuffer
+	out     fleettest.SyncBuffer
 	exited  chan struct{} // closed once the process has exited
 	waitErr error         // set before exited is closed
 }
@@ -83,7 +85,7 @@ func (p *cmdProc) kill9(t *testing.T) {
 
 // databaseNames returns the names of the databases the tenants live in,
 // without repeats.
-func databaseNames(t *testing.T, tenants []schemaTenant) []string {
+func databaseNames(t *testing.T, tenants []fleettest.SchemaTenant) []string {
 	t.Helper()
 	var names []string
 	for _, tn := range tenants {
@@ -107,23 +109,10 @@ type tenantContent struct {
 
 // readTenants reads each tenant's schema: its highest applied version and
 // whether each of tables exists in it.
-func readTenants(t *testing.T, tenants []schemaTenant, tables ...string) map[string]tenantContent {
+func readTenants(t *testing.T, tenants []fleettest.SchemaTenant, tables ...string) map[string]tenantContent {
 	t.Helper()
-	conns := map[string]*pgx.Conn{}
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close(context.Background())
-		}
-	}()
 	out := make(map[string]tenantContent, len(tenants))
-	for _, tn := range tenants {
-		conn := conns[tn.URL]
-		if conn == nil {
-			var err error
-			conn, err = pgx.Connect(t.Context(), tn.URL)
-			require.NoError(t, err)
-			conns[tn.URL] = conn
-		}
+	fleettest.ForEachTenant(t, tenants, func(tn fleettest.SchemaTenant, conn *pgx.Conn) {
 		c := tenantContent{tables: map[string]bool{}}
 		var hasVersions bool
 		require.NoError(t, conn.QueryRow(t.Context(), "SELECT to_regclass($1) IS NOT NULL",
@@ -139,7 +128,7 @@ func readTenants(t *testing.T, tenants []schemaTenant, tables ...string) map[str
 			c.tables[table] = exists
 		}
 		out[tn.ID] = c
-	}
+	})
 	return out
 }
 
@@ -178,7 +167,7 @@ func controlPlaneTenants(t *testing.T, cp *pgxpool.Pool) map[string]cpTenant {
 
 // requireControlPlaneTruthful checks that the control plane records no
 // tenant at a version its database does not have.
-func requireControlPlaneTruthful(t *testing.T, cp *pgxpool.Pool, tenants []schemaTenant) {
+func requireControlPlaneTruthful(t *testing.T, cp *pgxpool.Pool, tenants []fleettest.SchemaTenant) {
 	t.Helper()
 	states := controlPlaneTenants(t, cp)
 	contents := readTenants(t, tenants)
@@ -424,15 +413,5 @@ func logStatuses(t *testing.T, cp *pgxpool.Pool) {
 // statusesWritten counts the status writes per status in public.status_log.
 func statusesWritten(t *testing.T, cp *pgxpool.Pool) map[string]int {
 	t.Helper()
-	rows, err := cp.Query(t.Context(), "SELECT coalesce(status, 'NULL'), count(*)::int FROM public.status_log GROUP BY 1")
-	require.NoError(t, err)
-	out := map[string]int{}
-	var st string
-	var n int
-	_, err = pgx.ForEachRow(rows, []any{&st, &n}, func() error {
-		out[st] = n
-		return nil
-	})
-	require.NoError(t, err)
-	return out
+	return fleettest.Counts(t, cp, "SELECT coalesce(status, 'NULL'), count(*)::int FROM public.status_log GROUP BY 1")
 }

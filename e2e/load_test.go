@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -181,7 +182,7 @@ func testGatewayLoad(t *testing.T, dbs, perDB int, baseline time.Duration, rate,
 	during := runLoad(t, after.URL, ids, rate, 64, 60*time.Second, allDone)
 	waitAllLatest(t, cp, tenants, 3, 60*time.Second)
 	t.Logf("during the fleet run (%d tenants to version 3 in %s): %s", len(ids), runTook.Round(100*time.Millisecond), during)
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 
 	for name, r := range map[string]loadResult{"baseline": base, "during the run": during} {
 		require.Empty(t, r.failed, "failed requests, %s", name)

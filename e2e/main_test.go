@@ -5,8 +5,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,17 +15,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
-	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 )
 
 const (
@@ -72,28 +68,10 @@ type server struct {
 	// URL is http://ADDR, from the process's "listening" log line.
 	URL string
 
-	logs    lockedBuffer
+	logs    fleettest.SyncBuffer
 	addr    chan string
 	exited  chan struct{} // closed once the process has exited
 	waitErr error         // set before exited is closed
-}
-
-// lockedBuffer collects a process's output for the test log.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startServer starts `tenantmigrate serve --listen 127.0.0.1:0` with only
@@ -238,37 +216,24 @@ func serveEnv(controlPlane, migrationsDir, strategy string, extra ...string) []s
 func writeMigrations(t *testing.T, ups ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for i, up := range ups {
-		name := filepath.Join(dir, fmt.Sprintf("%05d_v%d.sql", i+1, i+1))
-		require.NoError(t, os.WriteFile(name, []byte("-- +goose Up\n"+up+"\n"), 0o600))
+	for name, f := range fleettest.Migrations(ups...) {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), f.Data, 0o600))
 	}
 	return dir
-}
-
-// schemaTenant is a tenant that owns one schema of a shared database.
-type schemaTenant struct {
-	ID, URL, Schema string
 }
 
 // registerTenants creates dbs databases and registers perDB schema tenants
 // in each, prefix-000, prefix-001, ..., through the library (which also
 // creates the control plane's schema).
-func registerTenants(t *testing.T, controlPlane, prefix string, dbs, perDB int) []schemaTenant {
+func registerTenants(t *testing.T, controlPlane, prefix string, dbs, perDB int) []fleettest.SchemaTenant {
 	t.Helper()
 	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: controlPlane, EncryptionKey: encryptionKey})
 	require.NoError(t, err)
 	defer o.Close()
-	var tenants []schemaTenant
-	for range dbs {
-		url := pgtest.NewDatabase(t)
-		for range perDB {
-			tn := schemaTenant{ID: fmt.Sprintf("%s-%03d", prefix, len(tenants)), URL: url, Schema: fmt.Sprintf("s_%03d", len(tenants))}
-			_, err := o.CreateTenant(t.Context(), tenantmigrate.Tenant{ID: tn.ID, DatabaseURL: tn.URL, Schema: tn.Schema})
-			require.NoError(t, err)
-			tenants = append(tenants, tn)
-		}
-	}
-	return tenants
+	return fleettest.NewSchemaTenants(t, prefix, dbs, perDB, func(tn fleettest.SchemaTenant) {
+		_, err := o.CreateTenant(t.Context(), tenantmigrate.Tenant{ID: tn.ID, DatabaseURL: tn.URL, Schema: tn.Schema})
+		require.NoError(t, err)
+	})
 }
 
 func newPool(t *testing.T, url string) *pgxpool.Pool {
@@ -279,81 +244,20 @@ func newPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
+// pollEvery is how often waitFor checks its condition.
+const pollEvery = 50 * time.Millisecond
+
 // waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	fleettest.Poll(t, pollEvery, timeout, what, cond)
 }
 
 // waitAllLatest waits until the control plane lists every tenant as
 // COMPLETED at version latest.
-func waitAllLatest(t *testing.T, cp *pgxpool.Pool, tenants []schemaTenant, latest int64, timeout time.Duration) {
+func waitAllLatest(t *testing.T, cp *pgxpool.Pool, tenants []fleettest.SchemaTenant, latest int64, timeout time.Duration) {
 	t.Helper()
-	ids := make([]string, len(tenants))
-	for i, tn := range tenants {
-		ids[i] = tn.ID
-	}
-	waitFor(t, timeout, fmt.Sprintf("%d tenants COMPLETED at version %d", len(ids), latest), func() bool {
-		var n int
-		require.NoError(t, cp.QueryRow(t.Context(), `
-			SELECT count(*) FROM tenantmigrate.tenants
-			WHERE id = ANY($1) AND migrations_status = 'COMPLETED' AND migrations_version = $2`,
-			ids, latest).Scan(&n))
-		return n == len(ids)
-	})
-}
-
-// requireAppliedOnce checks each tenant's goose_db_version: the versions of
-// want, once each, in order.
-func requireAppliedOnce(t *testing.T, tenants []schemaTenant, want ...int64) {
-	t.Helper()
-	conns := map[string]*pgx.Conn{}
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close(context.Background())
-		}
-	}()
-	for _, tn := range tenants {
-		conn := conns[tn.URL]
-		if conn == nil {
-			var err error
-			conn, err = pgx.Connect(t.Context(), tn.URL)
-			require.NoError(t, err)
-			conns[tn.URL] = conn
-		}
-		rows, err := conn.Query(t.Context(), "SELECT version_id FROM "+
-			pgx.Identifier{tn.Schema, "goose_db_version"}.Sanitize()+" WHERE version_id > 0 ORDER BY id")
-		require.NoError(t, err)
-		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		require.NoError(t, err)
-		require.Equal(t, want, got, "versions applied to tenant %s", tn.ID)
-	}
-}
-
-// jobsPerTenant counts migrate_tenant jobs per tenant.
-func jobsPerTenant(t *testing.T, cp *pgxpool.Pool) map[string]int {
-	t.Helper()
-	rows, err := cp.Query(t.Context(), `
-		SELECT args->>'tenant_id', count(*)::int FROM tenantmigrate.river_job
-		WHERE kind = 'migrate_tenant' GROUP BY 1`)
-	require.NoError(t, err)
-	out := map[string]int{}
-	var id string
-	var n int
-	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
-		out[id] = n
-		return nil
-	})
-	require.NoError(t, err)
-	return out
+	fleettest.WaitAllCompleted(t, cp, fleettest.IDs(tenants), latest, pollEvery, timeout)
 }
 
 // waitNoneRemaining polls GET /admin/migrations on s until no job remains.

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -125,7 +126,7 @@ func testMigrateAllKill9(t *testing.T, dbCount, rounds int) {
 	t.Logf("rerun completed the fleet of %d in %s", len(tenants), time.Since(rerunStart).Round(100*time.Millisecond))
 
 	waitAllLatest(t, cp, tenants, 3, 10*time.Second)
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 	for id, c := range readTenants(t, tenants, "pair_a", "pair_b") {
 		require.True(t, c.tables["pair_a"] && c.tables["pair_b"], "tenant %s lacks a table of migration 2", id)
 	}
@@ -215,7 +216,7 @@ func testControlPlaneRestart(t *testing.T, outage time.Duration) {
 	}
 	waitAllLatest(t, cp, tenants, 3, 120*time.Second)
 	t.Logf("control plane down for %s; fleet COMPLETED %s after it returned", down.Round(100*time.Millisecond), time.Since(restartedAt).Round(100*time.Millisecond))
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 	requireControlPlaneTruthful(t, cp, tenants)
 	for _, s := range servers {
 		waitNoneRemaining(t, s, 3)
@@ -333,7 +334,7 @@ func TestTenantDatabaseOutage(t *testing.T) {
 	require.NoError(t, lostCluster.Stop(t.Context()))
 	// hung: a host that never answers.
 	hole := newBlackhole(t)
-	registerExtra(t, cpURL, map[string]schemaTenant{
+	registerExtra(t, cpURL, map[string]fleettest.SchemaTenant{
 		"lost": {ID: "lost", URL: lostCluster.URL("lost"), Schema: "lost"},
 		"hung": {ID: "hung", URL: "postgres://nobody@" + hole.ln.Addr().String() + "/hung?sslmode=disable", Schema: "hung"},
 	})
@@ -399,16 +400,16 @@ func TestTenantDatabaseOutage(t *testing.T) {
 	}
 	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{"includeStale": true}`, &sched))
 	require.Equal(t, 2, sched.Scheduled)
-	lost := schemaTenant{ID: "lost", URL: lostCluster.URL("lost"), Schema: "lost"}
-	waitAllLatest(t, cp, []schemaTenant{lost}, 3, 30*time.Second)
-	requireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
+	lost := fleettest.SchemaTenant{ID: "lost", URL: lostCluster.URL("lost"), Schema: "lost"}
+	waitAllLatest(t, cp, []fleettest.SchemaTenant{lost}, 3, 30*time.Second)
+	fleettest.RequireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
 	requireControlPlaneTruthful(t, cp, append(tenants, lost))
 	// hung is queued again too; its attempts now fail at once (refused),
 	// and it goes back to FAILED_STALE, which this test does not wait for.
 }
 
 // registerExtra registers more tenants through the library.
-func registerExtra(t *testing.T, cpURL string, tenants map[string]schemaTenant) {
+func registerExtra(t *testing.T, cpURL string, tenants map[string]fleettest.SchemaTenant) {
 	t.Helper()
 	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: encryptionKey})
 	require.NoError(t, err)
@@ -465,7 +466,7 @@ func TestConcurrentOperators(t *testing.T) {
 	}
 	sampler.finish(t)
 
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 	requireControlPlaneTruthful(t, cp, tenants)
 	written := statusesWritten(t, cp)
 	require.Zero(t, written["FAILED_STALE"], "FAILED_STALE written")

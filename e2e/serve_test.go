@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -64,12 +65,12 @@ func TestServeFullFleetThreeProcesses(t *testing.T) {
 	require.NoError(t, cp.QueryRow(t.Context(),
 		"SELECT count(*) FROM tenantmigrate.river_job WHERE kind = 'fleet_scan'").Scan(&scans))
 	require.Equal(t, 1, scans, "fleet_scan jobs")
-	perTenant := jobsPerTenant(t, cp)
+	perTenant := fleettest.JobsPerTenant(t, cp)
 	require.Len(t, perTenant, len(tenants))
 	for _, tn := range tenants {
 		require.Equal(t, 1, perTenant[tn.ID], "migrate_tenant jobs of %s", tn.ID)
 	}
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 
 	for _, s := range servers {
 		require.Zero(t, s.stop(t, 30*time.Second), "exit code of %s after SIGTERM", s.name)
@@ -137,7 +138,7 @@ func TestServeKill9DuringMigration(t *testing.T) {
 
 	waitAllLatest(t, cp, tenants, 3, 90*time.Second)
 	t.Logf("%d jobs interrupted; all tenants at latest %s after the kill", len(interrupted), time.Since(killedAt).Round(time.Second))
-	requireAppliedOnce(t, tenants, 1, 2, 3)
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 	for _, s := range survivors {
 		waitNoneRemaining(t, s, 3) // River records the jobs' ends after the tenants'
 	}
@@ -211,9 +212,9 @@ func TestServeStaleTenantFixedThroughAdminAPI(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{"includeStale": true}`, &sched))
 	require.Equal(t, 1, sched.Scheduled)
 
-	lost := schemaTenant{ID: "lost", URL: tenants[0].URL, Schema: "lost"}
-	waitAllLatest(t, cp, []schemaTenant{lost}, 3, 30*time.Second)
-	requireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
+	lost := fleettest.SchemaTenant{ID: "lost", URL: tenants[0].URL, Schema: "lost"}
+	waitAllLatest(t, cp, []fleettest.SchemaTenant{lost}, 3, 30*time.Second)
+	fleettest.RequireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
 	waitNoneRemaining(t, s, 3)
 	var st state
 	require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/tenants/lost/migrations", "", &st))

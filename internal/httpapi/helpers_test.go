@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
@@ -21,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
@@ -65,14 +64,14 @@ type env struct {
 	orch *tenantmigrate.Orchestrator
 	srv  *httptest.Server
 	// logs holds the request log lines, as JSON.
-	logs *syncBuffer
+	logs *fleettest.SyncBuffer
 	// runs counts migration runs (Hooks.OnMigrationRun).
 	runs atomic.Int64
 }
 
 func newEnv(t *testing.T, opts options) *env {
 	t.Helper()
-	e := &env{t: t, logs: &syncBuffer{}}
+	e := &env{t: t, logs: &fleettest.SyncBuffer{}}
 	migrations := opts.migrations
 	if migrations == nil {
 		migrations = goodMigrations
@@ -213,24 +212,6 @@ func jsonBody(v any) string {
 // tenantHost is the host of tenant id's traffic under the default
 // TenantHostRegexp.
 func tenantHost(id string) string { return id + ".local.dev" }
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // requestLogs returns the request log lines, decoded.
 func (e *env) requestLogs() []map[string]any {

@@ -9,8 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 )
 
 // newControlPlane returns the URL of a fresh database holding the control
@@ -18,15 +17,7 @@ import (
 // table that the test Runner writes to. The database is dropped at cleanup.
 func newControlPlane(tb testing.TB) string {
 	tb.Helper()
-	dbURL := pgtest.NewDatabase(tb)
-	pool := newPool(tb, dbURL, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	require.NoError(tb, controlplane.Migrate(ctx, pool))
-	_, err := pool.Exec(ctx, "CREATE TABLE runs (tenant_id text NOT NULL, attempt int NOT NULL, max_attempts int NOT NULL)")
-	require.NoError(tb, err)
-	pool.Close()
-	return dbURL
+	return fleettest.NewControlPlane(tb, "CREATE TABLE runs (tenant_id text NOT NULL, attempt int NOT NULL, max_attempts int NOT NULL)")
 }
 
 // newPool opens a pool on dbURL, closed at cleanup. tracer may be nil.
@@ -46,13 +37,5 @@ func newPool(tb testing.TB, dbURL string, tracer pgx.QueryTracer) *pgxpool.Pool 
 // timeout.
 func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	fleettest.Poll(tb, 10*time.Millisecond, timeout, what, cond)
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 )
@@ -25,15 +25,7 @@ var _ strategy.EnqueueFunc = (*queue.Queue)(nil).Enqueue
 // table, River's tables) with a runs table the test Runner writes to.
 func newControlPlane(tb testing.TB) string {
 	tb.Helper()
-	dbURL := pgtest.NewDatabase(tb)
-	pool := newPool(tb, dbURL)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	require.NoError(tb, controlplane.Migrate(ctx, pool))
-	_, err := pool.Exec(ctx, "CREATE TABLE runs (tenant_id text NOT NULL, attempt int NOT NULL)")
-	require.NoError(tb, err)
-	pool.Close()
-	return dbURL
+	return fleettest.NewControlPlane(tb, "CREATE TABLE runs (tenant_id text NOT NULL, attempt int NOT NULL)")
 }
 
 func newPool(tb testing.TB, dbURL string) *pgxpool.Pool {
@@ -120,15 +112,7 @@ func (s *countingScanner) counts() (calls, firstPages int) {
 // timeout.
 func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	fleettest.Poll(tb, 10*time.Millisecond, timeout, what, cond)
 }
 
 func ptr[T any](v T) *T { return &v }
