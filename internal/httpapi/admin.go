@@ -33,8 +33,9 @@ type admin struct {
 	maxBody int64
 }
 
-// newAdminHandler returns the admin API behind the API key check.
-func newAdminHandler(cfg Config) (http.Handler, error) {
+// newAdminHandler returns the admin API behind the API key check, whose
+// failures count in failures.
+func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	a := &admin{svc: cfg.Service, maxBody: cfg.MaxBodyBytes}
 	rt := newRouter()
 	rt.handle("GET /admin/tenants", http.HandlerFunc(a.listTenants))
@@ -63,7 +64,7 @@ func newAdminHandler(cfg Config) (http.Handler, error) {
 	if _, taken := cfg.AdminExtra["/admin/"]; !taken {
 		rt.mux.Handle("/admin/", notFound)
 	}
-	return requireKey(newKeyChecker(cfg.AdminAPIKeys), rt.mux), nil
+	return requireKey(newKeyChecker(cfg.AdminAPIKeys), failures, rt.mux), nil
 }
 
 // mountExtra registers one Config.AdminExtra handler, turning the panic of

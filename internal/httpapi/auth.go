@@ -63,9 +63,11 @@ func adminKey(h http.Header) string {
 // session.go); it answers the others 401 (403 for a cross-origin request
 // with a session), in JSON, except that a browser asking for a page without
 // a key is redirected (303) to the login page. A key, when presented, is
-// what counts: a wrong key is 401 whatever the cookie. The key is never
-// logged.
-func requireKey(kc keyChecker, next http.Handler) http.Handler {
+// what counts: a wrong key is 401 whatever the cookie, and counts against
+// the client's address in failures; an address with too many failures gets
+// 429 with Retry-After for any key, right or wrong (see ratelimit.go). The
+// key is never logged.
+func requireKey(kc keyChecker, failures *failLimiter, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status, msg := http.StatusUnauthorized, ""
 		key := adminKey(r.Header)
@@ -73,10 +75,19 @@ func requireKey(kc keyChecker, next http.Handler) http.Handler {
 		case len(kc.digests) == 0:
 			msg = "the admin API is disabled: no admin API keys are configured"
 		case key != "":
+			// Refused before the key is compared: a right key does not
+			// tell a guesser anything until the wait is over.
+			if wait := failures.refused(r); wait > 0 {
+				setLogError(r, errTooManyFailures)
+				secs := setRetryAfter(w, wait)
+				writeError(w, http.StatusTooManyRequests, tooManyFailures(secs))
+				return
+			}
 			if kc.valid(key) {
 				next.ServeHTTP(w, r)
 				return
 			}
+			failures.fail(r)
 			msg = "invalid API key"
 		default:
 			err := kc.checkSession(r, time.Now())

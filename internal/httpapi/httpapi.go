@@ -114,6 +114,14 @@ type Config struct {
 	// MaxBodyBytes bounds the body of admin API requests; a larger one gets
 	// 413. Tenant traffic is not bounded here. Defaults to 1 MiB.
 	MaxBodyBytes int64
+
+	// AuthFailureLimit limits failed admin authentications (a wrong key in
+	// the apikey or Authorization header or in the login form) per client
+	// address, the IP of the connection: past the limit, requests with a
+	// key and login attempts get 429 with Retry-After, even with a right
+	// key. Defaults to a burst of 10 failures, then one more per second,
+	// for at most 10,000 tracked addresses (see AuthFailureLimit).
+	AuthFailureLimit AuthFailureLimit
 }
 
 // DefaultMaxBodyBytes is the default of Config.MaxBodyBytes.
@@ -142,6 +150,12 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	authLimit, err := cfg.AuthFailureLimit.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	// One count of failures for the admin API and the login form.
+	failures := newFailLimiter(authLimit)
 
 	// The browser pages sit behind the key like the rest of the admin API.
 	adminCfg := cfg
@@ -157,14 +171,14 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		}
 		adminCfg.AdminExtra[pattern] = h
 	}
-	admin, err := newAdminHandler(adminCfg)
+	admin, err := newAdminHandler(adminCfg, failures)
 	if err != nil {
 		return nil, err
 	}
 	control := newRouter()
 	control.mux.Handle("/admin", admin)
 	control.mux.Handle("/admin/", admin)
-	lg := &login{kc: newKeyChecker(cfg.AdminAPIKeys)}
+	lg := &login{kc: newKeyChecker(cfg.AdminAPIKeys), failures: failures}
 	control.handle("GET "+loginPath, http.HandlerFunc(lg.form))
 	control.handle("POST "+loginPath, http.HandlerFunc(lg.submit))
 	control.handle("POST "+logoutPath, http.HandlerFunc(lg.logout))

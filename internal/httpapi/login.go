@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -12,7 +13,9 @@ import (
 //	GET  /admin/login    the login form
 //	POST /admin/login    form field "key": a valid admin API key sets the
 //	                     session cookie (see session.go) and redirects (303)
-//	                     to /admin/; a wrong one is 401 with the form again
+//	                     to /admin/; a wrong one is 401 with the form again;
+//	                     too many wrong ones from the client's address, 429
+//	                     with Retry-After and the form (see ratelimit.go)
 //	POST /admin/logout   clears the cookie and redirects (303) to the form
 //
 // These routes need no key. The key travels in the POST body, never in a
@@ -29,6 +32,8 @@ const (
 // login serves the login routes.
 type login struct {
 	kc keyChecker
+	// failures counts wrong keys, shared with the admin API.
+	failures *failLimiter
 }
 
 // loginPage is the data of the "login" template.
@@ -71,10 +76,24 @@ func (l *login) submit(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, r, http.StatusUnauthorized, "login", l.page(""))
 		return
 	}
+	// Too many wrong keys from this address: refused before the key is
+	// compared, so a right key tells a guesser nothing until the wait is
+	// over.
+	if wait := l.failures.refused(r); wait > 0 {
+		setLogError(r, errTooManyFailures)
+		secs := setRetryAfter(w, wait)
+		renderPage(w, r, http.StatusTooManyRequests, "login",
+			l.page(fmt.Sprintf("Too many failed attempts from your address. Try again in %s.", plural(secs, "second"))))
+		return
+	}
 	// valid takes the same time for every key, right or wrong (see
 	// keyChecker).
 	key := strings.TrimSpace(r.PostForm.Get("key"))
 	if !l.kc.valid(key) {
+		// An empty form guesses nothing; it does not count.
+		if key != "" {
+			l.failures.fail(r)
+		}
 		setLogError(r, errors.New("admin login: invalid key"))
 		renderPage(w, r, http.StatusUnauthorized, "login", l.page("Invalid key."))
 		return
@@ -95,4 +114,12 @@ func (l *login) logout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, sessionCookie(r, ""))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, loginPath, http.StatusSeeOther)
+}
+
+// plural returns "1 second", "2 seconds" and so on.
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
 }
