@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,9 +152,15 @@ func (b *bench) fleet(ctx context.Context) error {
 		b.logf("fleet: warm-up run done")
 	}
 	for round := 1; round <= b.o.repeat; round++ {
-		// Each round starts one step later, so that no method always runs
-		// right after the same one (or first, on a fresh server).
-		order := append(slices.Clone(steps[(round-1)%len(steps):]), steps[:(round-1)%len(steps)]...)
+		// Round 1 runs the steps in order, later rounds in a shuffled order
+		// (seeded by the round, so reruns repeat it): a run leaves the server
+		// warm or busy (autovacuum, checkpoints, shared-catalog bloat) for the
+		// next one, and a fixed order, or a rotation of it, would always hand
+		// that to the same method.
+		order := slices.Clone(steps)
+		if round > 1 {
+			rand.New(rand.NewPCG(uint64(round), 0)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		}
 		for _, st := range order {
 			if err := e.reset(ctx, st.control); err != nil {
 				return err
