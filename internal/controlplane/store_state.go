@@ -70,15 +70,24 @@ func (s *Store) RecordFailure(ctx context.Context, id string, version *int64, st
 
 // The filter "migrations_version < $1 OR migrations_version IS NULL" is
 // answered with tenants_migrations_version_idx (a BitmapOr of two index
-// scans), so an up-to-date fleet costs two empty index probes.
+// scans), so an up-to-date fleet costs two empty index probes. ScanBehind
+// also takes tenants whose last run failed after every version was applied
+// (FAILED at exactly $1, e.g. a connection lost after the last commit): they
+// are at the latest version but not COMPLETED, and nothing else would ever
+// run them again. That arm states the predicate of the partial index
+// tenants_failed_cursor_idx, a third, small index scan in the BitmapOr.
+// Tenants FAILED above $1 are left alone: an instance of an older release
+// must not overwrite what a newer one recorded.
 const (
+	scanBehindWhere = `
+		WHERE (migrations_version < $1 OR migrations_version IS NULL
+			OR (migrations_status IN ('FAILED', 'FAILED_STALE') AND migrations_version = $1))
+		AND cursor_id > $2`
 	scanBehindSQL = `
-		SELECT id, cursor_id FROM tenantmigrate.tenants
-		WHERE (migrations_version < $1 OR migrations_version IS NULL) AND cursor_id > $2
+		SELECT id, cursor_id FROM tenantmigrate.tenants` + scanBehindWhere + `
 		ORDER BY cursor_id LIMIT $3`
 	scanBehindNotStaleSQL = `
-		SELECT id, cursor_id FROM tenantmigrate.tenants
-		WHERE (migrations_version < $1 OR migrations_version IS NULL) AND cursor_id > $2
+		SELECT id, cursor_id FROM tenantmigrate.tenants` + scanBehindWhere + `
 			AND migrations_status IS DISTINCT FROM 'FAILED_STALE'
 		ORDER BY cursor_id LIMIT $3`
 	countBehindSQL = `
@@ -87,7 +96,8 @@ const (
 )
 
 // ScanBehind returns the ids of up to limit tenants (see DefaultPageSize,
-// MaxPageSize) whose version is nil or below latest, with cursor_id above
+// MaxPageSize) whose version is nil or below latest, or equal to latest with
+// a failed last run (FAILED or FAILED_STALE), with cursor_id above
 // afterCursor, in cursor_id order. Tenants with status FAILED_STALE are left
 // out unless includeStale. nextCursor is the afterCursor of the next page, 0
 // when there is none, so a caller walks the fleet in constant memory.

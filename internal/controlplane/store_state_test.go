@@ -110,11 +110,12 @@ func TestScanBehindStatsListFailed(t *testing.T) {
 		require.Equal(t, 3, pages)
 
 		// Everyone is behind a newer version; nobody is behind version 1
-		// except those never migrated.
+		// except those never migrated, and the scan also takes those that
+		// failed at version 1.
 		ids, _ = scanAll(t, s, 4, true, 500)
 		require.Equal(t, f.all, ids)
 		ids, _ = scanAll(t, s, 1, true, 500)
-		require.Len(t, ids, 210)
+		require.Len(t, ids, 420)
 	})
 
 	t.Run("CountBehind", func(t *testing.T) {
@@ -166,6 +167,43 @@ func TestScanBehindStatsListFailed(t *testing.T) {
 		}
 		require.Equal(t, f.failed, ids)
 	})
+}
+
+// A tenant whose last run failed after every version was applied is at the
+// latest version but not COMPLETED: the scan takes it (FAILED_STALE only with
+// includeStale), so that a job records it COMPLETED. One FAILED above the
+// scanning release's version belongs to a newer release and is left alone.
+func TestScanBehindTakesFailedAtLatest(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t)
+	ctx := testContext(t)
+	for _, tc := range []struct {
+		id      string
+		version int64
+		status  Status
+	}{
+		{"a-failed-at-latest", 3, StatusFailed},
+		{"b-stale-at-latest", 3, StatusFailedStale},
+		{"c-failed-above", 4, StatusFailed},
+		{"d-completed", 3, StatusCompleted},
+		{"e-behind", 2, StatusCompleted},
+	} {
+		_, err := s.Create(ctx, Tenant{ID: tc.id, DatabaseURL: testURL})
+		require.NoError(t, err)
+		if tc.status == StatusCompleted {
+			require.NoError(t, s.RecordSuccess(ctx, tc.id, tc.version))
+		} else {
+			require.NoError(t, s.RecordFailure(ctx, tc.id, &tc.version, tc.status, "lost the connection after the last commit"))
+		}
+	}
+	ids, _ := scanAll(t, s, 3, false, 2)
+	require.Equal(t, []string{"a-failed-at-latest", "e-behind"}, ids)
+	ids, _ = scanAll(t, s, 3, true, 2)
+	require.Equal(t, []string{"a-failed-at-latest", "b-stale-at-latest", "e-behind"}, ids)
+
+	n, err := s.CountBehind(ctx, 3)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "CountBehind counts versions only")
 }
 
 func TestEmptyFleet(t *testing.T) {
