@@ -82,9 +82,6 @@ func New(cfg Config) *Metrics {
 	return m
 }
 
-// Registry is the registry holding every metric.
-func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
-
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
