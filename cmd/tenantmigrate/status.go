@@ -42,11 +42,7 @@ no encryption key.`,
 			if failedLimit < 0 {
 				return usageErr("--failed-limit must not be negative")
 			}
-			logger, err := cliLogger(cmd, g, g.stderr)
-			if err != nil {
-				return err
-			}
-			orch, err := openOrchestrator(cmd.Context(), g, logger, inspectOnly)
+			orch, err := openInspectOrchestrator(cmd, g, nil)
 			if err != nil {
 				return err
 			}

@@ -88,14 +88,7 @@ func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) 
 			return failedErr(err)
 		}
 	}
-	logger, err := cliLogger(cmd, g, g.stderr)
-	if err != nil {
-		return err
-	}
-	if g.databaseURL != "" && g.encryptionKey == "" {
-		return failedErr(errNoKey)
-	}
-	orch, err := openOrchestrator(cmd.Context(), g, logger, inspectOnly)
+	orch, err := openKeyedOrchestrator(cmd, g)
 	if err != nil {
 		return err
 	}
@@ -152,12 +145,27 @@ func runTenantsList(cmd *cobra.Command, g *globalOpts, asJSON bool) error {
 // openKeyedOrchestrator opens the Orchestrator of a command that reads
 // tenant URLs: without the key it fails (exit 1) naming ENCRYPTION_KEY.
 func openKeyedOrchestrator(cmd *cobra.Command, g *globalOpts) (*tenantmigrate.Orchestrator, error) {
+	return openInspectOrchestrator(cmd, g, func() error {
+		if g.databaseURL != "" && g.encryptionKey == "" {
+			return failedErr(errNoKey)
+		}
+		return nil
+	})
+}
+
+// openInspectOrchestrator opens the Orchestrator of a command that only
+// inspects or edits the control plane (no migrations, no queue workers),
+// logging as the global flags say. check, if not nil, runs once the logger
+// is set up, before the control plane is opened.
+func openInspectOrchestrator(cmd *cobra.Command, g *globalOpts, check func() error) (*tenantmigrate.Orchestrator, error) {
 	logger, err := cliLogger(cmd, g, g.stderr)
 	if err != nil {
 		return nil, err
 	}
-	if g.databaseURL != "" && g.encryptionKey == "" {
-		return nil, failedErr(errNoKey)
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
 	}
 	return openOrchestrator(cmd.Context(), g, logger, inspectOnly)
 }
@@ -262,11 +270,7 @@ touched: drop it yourself if you mean to. It needs no encryption key.`,
 		Example: `  tenantmigrate tenants rm acme`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			logger, err := cliLogger(cmd, g, g.stderr)
-			if err != nil {
-				return err
-			}
-			orch, err := openOrchestrator(cmd.Context(), g, logger, inspectOnly)
+			orch, err := openInspectOrchestrator(cmd, g, nil)
 			if err != nil {
 				return err
 			}
