@@ -244,7 +244,7 @@ func (o *Orchestrator) ChangedMigrations() []ChangedMigration {
 }
 
 // AppliedVersions returns the versions recorded in the tenant database's
-// goose_db_version, ascending and without goose's version 0, reading them in
+// version table (see Config.VersionTable), ascending and without goose's version 0, reading them in
 // a read-only session without taking the tenant's lock.
 func (o *Orchestrator) AppliedVersions(ctx context.Context, id string) ([]int64, error) {
 	t, err := o.store.Get(ctx, id)
@@ -270,6 +270,14 @@ type TenantVerification struct {
 	// Gaps are versions of the source below DatabaseVersion that the tenant
 	// database lacks (goose refuses to migrate such a database).
 	Gaps []int64
+	// Duplicates are versions recorded more than once in the tenant's
+	// version table: the trace of a migration applied twice.
+	Duplicates []int64
+	// VersionTables lists the tenant database's version tables when it has
+	// more than one (a run recorded its versions in a second table, and
+	// migrations may have run twice); the tenant is then not migrated and
+	// nothing else is compared. Empty otherwise.
+	VersionTables []string
 	// Err is why the tenant database could not be read.
 	Err error
 }
@@ -283,7 +291,7 @@ func (v TenantVerification) IsAhead() bool { return len(v.Ahead) > 0 }
 // VersionMismatch reports whether the control plane's version differs from
 // the tenant database's (a tenant never migrated counts as 0).
 func (v TenantVerification) VersionMismatch() bool {
-	if v.Err != nil {
+	if v.Err != nil || len(v.VersionTables) > 0 {
 		return false
 	}
 	var cp int64
@@ -293,8 +301,11 @@ func (v TenantVerification) VersionMismatch() bool {
 	return cp != v.DatabaseVersion
 }
 
-// Inconsistent reports a version mismatch or gaps.
-func (v TenantVerification) Inconsistent() bool { return v.VersionMismatch() || len(v.Gaps) > 0 }
+// Inconsistent reports a version mismatch, gaps, versions recorded twice or
+// more than one version table.
+func (v TenantVerification) Inconsistent() bool {
+	return v.VersionMismatch() || len(v.Gaps) > 0 || len(v.Duplicates) > 0 || len(v.VersionTables) > 0
+}
 
 // OK reports whether nothing is wrong with the tenant.
 func (v TenantVerification) OK() bool { return !v.Unreachable() && !v.IsAhead() && !v.Inconsistent() }
@@ -304,6 +315,10 @@ func (v TenantVerification) OK() bool { return !v.Unreachable() && !v.IsAhead() 
 func (v TenantVerification) Problems() []string {
 	if v.Err != nil {
 		return []string{"unreachable: " + v.Err.Error()}
+	}
+	if len(v.VersionTables) > 0 {
+		return []string{"inconsistent: more than one version table, " + strings.Join(v.VersionTables, " and ") +
+			" (migrations may have run twice; tenantmigrate applies nothing to it until one is dropped)"}
 	}
 	var out []string
 	if v.IsAhead() {
@@ -319,6 +334,9 @@ func (v TenantVerification) Problems() []string {
 	if len(v.Gaps) > 0 {
 		out = append(out, fmt.Sprintf("inconsistent: its database lacks versions %s below its version %d", formatVersions(v.Gaps), v.DatabaseVersion))
 	}
+	if len(v.Duplicates) > 0 {
+		out = append(out, fmt.Sprintf("inconsistent: versions %s are recorded more than once in its version table (applied twice)", formatVersions(v.Duplicates)))
+	}
 	return out
 }
 
@@ -330,12 +348,20 @@ func (v TenantVerification) Problems() []string {
 // be.
 func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerification {
 	v := TenantVerification{TenantID: t.ID, ControlPlaneVersion: t.MigrationsVersion, DatabaseVersion: -1}
-	applied, err := o.migrator.Applied(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+	in, err := o.migrator.Inspect(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 	if err != nil {
 		v.Err = err
 		return v
 	}
 	v.DatabaseVersion = 0
+	if in.Conflict != nil {
+		for _, vt := range in.Conflict.Found {
+			v.VersionTables = append(v.VersionTables, vt.String())
+		}
+		return v
+	}
+	applied := in.Applied
+	v.Duplicates = in.Duplicates
 	if n := len(applied); n > 0 {
 		v.DatabaseVersion = applied[n-1]
 	}

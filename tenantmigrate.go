@@ -130,6 +130,21 @@ type Config struct {
 	// refused. Defaults to false.
 	AllowChangedMigrations bool
 
+	// VersionTable is the schema-qualified name ("schema.table") of the goose
+	// version table in database-per-tenant tenants, for fleets that keep it
+	// somewhere goose would not look. Schema-per-tenant tenants keep the
+	// table in their own schema, under VersionTable's table name.
+	//
+	// Defaults to "": the one goose_db_version table found in any schema of
+	// the tenant's database (fleets already on goose keep theirs), else
+	// public.goose_db_version, created by the first run. The location never
+	// follows search_path, which can change between runs (a migration that
+	// creates the schema search_path names first). A tenant whose database
+	// has two version tables, or none at the configured place but one
+	// elsewhere, is not migrated: its run fails with an error wrapping
+	// ErrVersionTableConflict that names the tables.
+	VersionTable string
+
 	// KeepInvalidIndexes turns off the repair of invalid indexes before a
 	// tenant's pending migrations are applied. A CREATE INDEX CONCURRENTLY
 	// (or REINDEX CONCURRENTLY) that failed or was interrupted leaves an
@@ -139,7 +154,7 @@ type Config struct {
 	//
 	// By default, while holding the tenant's migration lock and only when
 	// migrations are pending, the migrator drops (DROP INDEX CONCURRENTLY)
-	// each invalid index of the tenant's schema (or search_path) that no
+	// each invalid index of the tenant's schema (or of its whole database) that no
 	// session is building, logs it at warn level, and applies the
 	// migrations, which build it again. An index that another session is
 	// building is left alone. Partitioned indexes are never touched. With
@@ -256,6 +271,12 @@ var (
 	// ErrNoEncryptionKey is returned when storing or migrating a tenant
 	// without Config.EncryptionKey.
 	ErrNoEncryptionKey = controlplane.ErrNoEncryptionKey
+	// ErrVersionTableConflict is wrapped by the error of a tenant's run (in
+	// a *MigrationError) when its version table is ambiguous: more than one
+	// exists, or Config.VersionTable names one that does not while another
+	// does. Nothing was applied, and it is not retried: an operator keeps
+	// the right table and drops the other. See Config.VersionTable.
+	ErrVersionTableConflict = migrator.ErrVersionTableConflict
 )
 
 // MigrationError is returned by EnsureMigrated and MigrateTenant when a
@@ -326,6 +347,14 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if migrationsFS == nil && len(cfg.GoMigrations) == 0 {
 		migrationsFS = examplemigrations.FS
 	}
+	var versionTable *migrator.VersionTable
+	if cfg.VersionTable != "" {
+		vt, err := migrator.ParseVersionTable(cfg.VersionTable)
+		if err != nil {
+			return nil, err
+		}
+		versionTable = &vt
+	}
 	mig, err := migrator.New(migrator.Config{
 		FS:                 migrationsFS,
 		GoMigrations:       cfg.GoMigrations,
@@ -333,6 +362,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		TenantLockTimeout:  cfg.TenantLockTimeout,
 		StatementTimeout:   cfg.StatementTimeout,
 		KeepInvalidIndexes: cfg.KeepInvalidIndexes,
+		VersionTable:       versionTable,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -419,6 +449,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	})
 	o.stale = strategy.NewStaleLimiter(cfg.StaleRetryInterval)
 	return o, nil
+}
+
+// ValidateVersionTable reports whether s is a valid Config.VersionTable: a
+// schema-qualified name, "schema.table".
+func ValidateVersionTable(s string) error {
+	_, err := migrator.ParseVersionTable(s)
+	return err
 }
 
 // Latest is the highest migration version in the source.

@@ -25,6 +25,7 @@ type globalOpts struct {
 
 	allowChangedMigrations bool
 	keepInvalidIndexes     bool
+	versionTable           string
 
 	stdout, stderr io.Writer
 }
@@ -41,7 +42,10 @@ lists the tenants and records each one's migrations_version and status.`,
   tenantmigrate demo
 
   # Run the gateway and admin API
-  DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations`,
+  DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations
+
+  # A goose fleet whose version table lives in schema app
+  tenantmigrate migrate --all --migrations ./migrations --version-table app.goose_db_version`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -71,6 +75,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "allow-changed-migrations", "ALLOW_CHANGED_MIGRATIONS")
 	pf.BoolVar(&g.keepInvalidIndexes, "keep-invalid-indexes", false, "do not drop the invalid indexes an interrupted CREATE INDEX CONCURRENTLY leaves; fail the tenant's run, naming them")
 	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
+	pf.StringVar(&g.versionTable, "version-table", "", "schema-qualified goose version table of database-per-tenant tenants, e.g. app.goose_db_version (default: the one found in the tenant's database, else public.goose_db_version)")
+	bindEnv(pf, "version-table", "VERSION_TABLE")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
 	root.AddCommand(newVerifyCmd(g))
@@ -101,6 +107,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 
 		AllowChangedMigrations: g.allowChangedMigrations,
 		KeepInvalidIndexes:     g.keepInvalidIndexes,
+		VersionTable:           g.versionTable,
 		Logger:                 logger,
 	}
 	if cfg.TenantLockTimeout == 0 {
@@ -108,6 +115,11 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 	}
 	if g.encryptionKey != "" && len(g.encryptionKey) < 16 {
 		return cfg, usageErr("--encryption-key (ENCRYPTION_KEY) must be at least 16 characters")
+	}
+	if g.versionTable != "" {
+		if err := tenantmigrate.ValidateVersionTable(g.versionTable); err != nil {
+			return cfg, usageErr("--version-table (VERSION_TABLE): %v", err)
+		}
 	}
 	if g.migrationsDir != "" {
 		st, err := os.Stat(g.migrationsDir)

@@ -310,7 +310,11 @@ type verifyTenantJSON struct {
 	DatabaseVersion *int64   `json:"databaseVersion"`
 	Ahead           []int64  `json:"ahead"`
 	Gaps            []int64  `json:"gaps"`
-	Error           string   `json:"error,omitempty"`
+	// Duplicates are versions recorded more than once (applied twice).
+	Duplicates []int64 `json:"duplicates"`
+	// VersionTables lists the version tables when there are several.
+	VersionTables []string `json:"versionTables"`
+	Error         string   `json:"error,omitempty"`
 	Details         []string `json:"details"`
 }
 
@@ -354,7 +358,12 @@ func (out *verifyOutput) tenant(v tenantmigrate.TenantVerification) error {
 		ControlPlaneVersion: v.ControlPlaneVersion,
 		Ahead:               nonNil(v.Ahead),
 		Gaps:                nonNil(v.Gaps),
+		Duplicates:          nonNil(v.Duplicates),
+		VersionTables:       v.VersionTables,
 		Details:             v.Problems(),
+	}
+	if j.VersionTables == nil {
+		j.VersionTables = []string{}
 	}
 	if v.Unreachable() {
 		j.Problems = append(j.Problems, "unreachable")

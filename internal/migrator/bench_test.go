@@ -20,7 +20,7 @@ func BenchmarkRunSetup(b *testing.B) {
 			b.Fatal(err)
 		}
 		db := m.openDB(connCfg)
-		if _, err := m.newProvider(db, target.Schema, nil); err != nil {
+		if _, err := m.newProvider(db, target.Schema, VersionTable{Schema: target.Schema, Name: "goose_db_version"}, nil); err != nil {
 			b.Fatal(err)
 		}
 		_ = db.Close()

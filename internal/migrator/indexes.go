@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pressly/goose/v3"
 )
 
 // ErrInvalidIndexes is wrapped by the *InvalidIndexesError that [Migrator.Migrate] returns when
@@ -81,9 +80,9 @@ func (e *lockedCheckError) Unwrap() error { return e.err }
 // which IsRetryable reports as retryable, and nothing is dropped. Partitioned indexes (relkind
 // 'I') are never touched: one created ON ONLY a partitioned table stays invalid, by design,
 // until its partitions' indexes are attached.
-func (m *Migrator) invalidIndexCheck(schema string, target slog.Attr) func(context.Context, *sql.Conn) error {
+func (m *Migrator) invalidIndexCheck(schema string, table VersionTable, target slog.Attr) func(context.Context, *sql.Conn) error {
 	return func(ctx context.Context, conn *sql.Conn) error {
-		pending, err := hasPendingOn(ctx, conn, schema, m.versions)
+		pending, err := hasPendingOn(ctx, conn, table, m.versions)
 		if err != nil || !pending {
 			return err
 		}
@@ -128,16 +127,12 @@ func (m *Migrator) invalidIndexCheck(schema string, target slog.Attr) func(conte
 // version table on conn. Without a version table everything is pending. When the target misses
 // versions below its current one, it reports false: goose refuses to run such a target anyway,
 // with its own error.
-func hasPendingOn(ctx context.Context, conn *sql.Conn, schema string, source []int64) (bool, error) {
-	exists, err := versionTableExists(ctx, conn.QueryRowContext, schema)
+func hasPendingOn(ctx context.Context, conn *sql.Conn, table VersionTable, source []int64) (bool, error) {
+	exists, err := versionTableExists(ctx, conn.QueryRowContext, table)
 	if err != nil || !exists {
 		return !exists, err
 	}
-	table := goose.DefaultTablename
-	if schema != "" {
-		table = pgx.Identifier{schema, goose.DefaultTablename}.Sanitize()
-	}
-	rows, err := conn.QueryContext(ctx, "SELECT version_id FROM "+table)
+	rows, err := conn.QueryContext(ctx, "SELECT version_id FROM "+table.String())
 	if err != nil {
 		return false, fmt.Errorf("list applied versions: %w", err)
 	}
@@ -166,7 +161,9 @@ type invalidIndexCandidate struct {
 }
 
 // listInvalidIndexes returns the invalid (non-partitioned) indexes in schema, or, for a
-// database target (schema ""), in the schemas of the session's search_path.
+// database target (schema ""), in every schema of the database but the system's: the tenant
+// owns the whole database, and the session's search_path may name other schemas than the run
+// that built an index (a migration can create the schema search_path names first).
 func listInvalidIndexes(ctx context.Context, conn *sql.Conn, schema string) ([]invalidIndexCandidate, error) {
 	rows, err := conn.QueryContext(ctx, `
 		SELECT n.nspname, ic.relname, tc.relname, ic.oid::bigint,
@@ -182,7 +179,7 @@ func listInvalidIndexes(ctx context.Context, conn *sql.Conn, schema string) ([]i
 		JOIN pg_catalog.pg_namespace n ON n.oid = ic.relnamespace
 		WHERE NOT i.indisvalid
 			AND ic.relkind = 'i'
-			AND CASE WHEN $1 = '' THEN n.nspname = ANY (current_schemas(false)) ELSE n.nspname = $1 END
+			AND CASE WHEN $1 = '' THEN n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema' ELSE n.nspname = $1 END
 		ORDER BY n.nspname, ic.relname`, schema)
 	if err != nil {
 		return nil, fmt.Errorf("list invalid indexes: %w", err)

@@ -255,3 +255,33 @@ func TestInvalidIndexBeingBuiltIsLeftAlone(t *testing.T) {
 	require.True(t, exists)
 	require.True(t, valid)
 }
+
+// TestInvalidIndexOutsideSearchPathIsRepaired: for a database-per-tenant target the repair
+// covers every schema of the tenant's database, not only those its session's search_path names
+// now (a run with another search_path, or one before the schema existed, built the index).
+func TestInvalidIndexOutsideSearchPathIsRepaired(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	conn := connect(t, dbURL)
+	v1 := "-- +goose Up\nCREATE SCHEMA app;\nCREATE TABLE app.users (id bigint PRIMARY KEY, email text NOT NULL);\n" +
+		"INSERT INTO app.users VALUES (1, 'a@example.com'), (2, 'a@example.com');\n"
+	v2 := "-- +goose NO TRANSACTION\n-- +goose Up\n" +
+		"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON app.users (email);\n"
+	files := map[string]string{"00001_users.sql": v1, "00002_users_email_key.sql": v2}
+	target := Target{DatabaseURL: withQuery(t, dbURL, map[string]string{"search_path": "public"})}
+
+	_, err := newMigrator(t, Config{FS: sqlFS(files)}).Migrate(ctx, target)
+	require.ErrorContains(t, err, "apply migration 2")
+	exists, valid := indexValid(t, conn, "app.users_email_key")
+	require.True(t, exists)
+	require.False(t, valid)
+	exec(t, conn, `DELETE FROM app.users WHERE id = 2`)
+
+	res, err := newMigrator(t, Config{FS: sqlFS(files)}).Migrate(ctx, target)
+	require.NoError(t, err)
+	require.Equal(t, []int64{2}, res.Applied)
+	exists, valid = indexValid(t, conn, "app.users_email_key")
+	require.True(t, exists)
+	require.True(t, valid, "dropped and built again")
+}

@@ -39,11 +39,15 @@ const versionQueryTimeout = 10 * time.Second
 // runs on one tenant, in any process, therefore apply each migration once: the later run finds
 // nothing left to do.
 //
-// Under the lock, before applying, it looks for INVALID indexes in the target's schema (or
-// search_path) that no session is building, the remains of a CREATE INDEX CONCURRENTLY that
-// failed or was interrupted, and drops them so that the pending migrations build them again; or,
-// with Config.KeepInvalidIndexes, returns an *InvalidIndexesError naming them and applies
-// nothing. See Config.KeepInvalidIndexes.
+// Under the lock, before applying, it looks for INVALID indexes in the target's schema (or in
+// every schema of its database, for a database-per-tenant target) that no session is
+// building, the remains of a CREATE INDEX CONCURRENTLY that failed or was interrupted, and
+// drops them so that the pending migrations build them again; or, with
+// Config.KeepInvalidIndexes, returns an *InvalidIndexesError naming them and applies nothing.
+// See Config.KeepInvalidIndexes.
+//
+// The version table is resolved first (see Config.VersionTable); an ambiguous one is a
+// *VersionTableConflictError and nothing is applied.
 //
 // A migration that fails stops the run: its transaction is rolled back (a NO TRANSACTION
 // migration keeps the statements that completed before the failing one, so such files should be
@@ -79,7 +83,11 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 		}
 	}
 
-	p, err := m.newProvider(db, t.Schema, m.invalidIndexCheck(t.Schema, target))
+	table, _, err := resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable)
+	if err != nil {
+		return res, err
+	}
+	p, err := m.newProvider(db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target))
 	if err != nil {
 		return res, err
 	}
@@ -160,28 +168,23 @@ func (m *Migrator) openDB(connCfg *pgx.ConnConfig) *sql.DB {
 	return db
 }
 
-// newProvider returns a goose provider for one run on db. afterLock runs under the tenant lock,
-// before anything is applied (see newTenantLocker).
-func (m *Migrator) newProvider(db *sql.DB, schema string, afterLock func(context.Context, *sql.Conn) error) (*goose.Provider, error) {
+// newProvider returns a goose provider for one run on db, with its version table at table.
+// afterLock runs under the tenant lock, before anything is applied (see newTenantLocker).
+func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, afterLock func(context.Context, *sql.Conn) error) (*goose.Provider, error) {
 	locker, err := m.newTenantLocker(schema, afterLock)
 	if err != nil {
 		return nil, err
 	}
-	opts := []goose.ProviderOption{
+	store, err := newTableStore(table)
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectCustom, db, m.fsys,
+		goose.WithStore(store),
 		goose.WithSessionLocker(locker),
 		goose.WithGoMigrations(m.goMigrations...),
 		goose.WithDisableGlobalRegistry(true),
-	}
-	dialect := goose.DialectPostgres
-	if schema != "" {
-		store, err := newSchemaStore(schema)
-		if err != nil {
-			return nil, err
-		}
-		dialect = goose.DialectCustom
-		opts = append(opts, goose.WithStore(store))
-	}
-	p, err := goose.NewProvider(dialect, db, m.fsys, opts...)
+	)
 	if err != nil {
 		return nil, fmt.Errorf("create goose provider: %w", err)
 	}

@@ -274,10 +274,11 @@ func TestMigrateSessionParameters(t *testing.T) {
 			StatementTimeout: "2s",
 		}, readSessionInfo(t, dbURL, "app"))
 
-		// Like plain goose with this URL, the version table follows search_path.
+		// The migrations follow search_path; the version table of a new tenant is pinned to
+		// public, whatever search_path says (see resolveVersionTable).
 		conn := connect(t, dbURL)
-		require.True(t, tableExists(t, conn, "app", "goose_db_version"))
-		require.False(t, tableExists(t, conn, "public", "goose_db_version"))
+		require.True(t, tableExists(t, conn, "public", "goose_db_version"))
+		require.False(t, tableExists(t, conn, "app", "goose_db_version"))
 		require.False(t, tableExists(t, conn, "public", "session_info"))
 
 		current, pending, err := m.Pending(t.Context(), Target{DatabaseURL: tenantURL})

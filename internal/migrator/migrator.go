@@ -5,7 +5,8 @@
 // then opens a short-lived connection to the tenant, takes a per-tenant session advisory lock,
 // applies the pending migrations with a goose [goose.Provider] and closes the connection. The
 // version table is goose's default goose_db_version, so databases already managed by goose are
-// adopted as they are.
+// adopted as they are. Where that table lives is pinned, never left to search_path: see
+// Config.VersionTable.
 package migrator
 
 import (
@@ -57,6 +58,17 @@ type Config struct {
 	// default). A statement_timeout given in the tenant's URL takes precedence. Defaults to 0.
 	StatementTimeout time.Duration
 
+	// VersionTable is the schema-qualified goose version table of database-per-tenant targets,
+	// for fleets that keep it outside the default location (see ParseVersionTable). A target
+	// whose database has a table of that name in another schema, and not this one, is refused
+	// with a *VersionTableConflictError rather than given a second table. Schema-per-tenant
+	// targets keep the table inside their schema, under VersionTable's table name.
+	//
+	// Defaults to nil: the one table named goose_db_version found in any schema of the
+	// target's database, else public.goose_db_version, created by the first run. Never the
+	// schema search_path resolves to at run time (see resolveVersionTable).
+	VersionTable *VersionTable
+
 	// KeepInvalidIndexes turns off the repair of invalid indexes; see [Migrator.Migrate].
 	//
 	// A CREATE INDEX CONCURRENTLY (or REINDEX CONCURRENTLY) that fails or is interrupted leaves
@@ -67,7 +79,8 @@ type Config struct {
 	// on every run with "relation already exists").
 	//
 	// By default, when migrations are pending, Migrate drops (DROP INDEX CONCURRENTLY) every
-	// invalid index of the target's namespace that no session is building, logs each one at
+	// invalid index of the target (its schema, or every schema of its database for a
+	// database-per-tenant target) that no session is building, logs each one at
 	// warn level, and then applies the migrations, which build them again. With
 	// KeepInvalidIndexes, it drops nothing and fails instead with an *InvalidIndexesError
 	// (wrapping ErrInvalidIndexes, not retryable) that names the indexes and the fix.
@@ -94,6 +107,7 @@ type Migrator struct {
 	stmtTimeoutParam string        // value of the statement_timeout runtime parameter
 	dbLockKey        int64         // advisory lock key for database-per-tenant targets
 	repairIndexes    bool          // drop invalid indexes before applying (!KeepInvalidIndexes)
+	versionTable     *VersionTable // Config.VersionTable; nil: found or the default
 
 	logger *slog.Logger
 }
@@ -106,6 +120,12 @@ func New(cfg Config) (*Migrator, error) {
 	src, err := loadSource(cfg.FS, cfg.GoMigrations)
 	if err != nil {
 		return nil, err
+	}
+
+	if vt := cfg.VersionTable; vt != nil {
+		if _, err := ParseVersionTable(vt.Schema + "." + vt.Name); err != nil {
+			return nil, err
+		}
 	}
 
 	lockWait := cfg.LockTimeout
@@ -139,6 +159,7 @@ func New(cfg Config) (*Migrator, error) {
 		stmtTimeoutParam: durationParam(cfg.StatementTimeout),
 		dbLockKey:        lockKey(""),
 		repairIndexes:    !cfg.KeepInvalidIndexes,
+		versionTable:     cfg.VersionTable,
 		logger:           logger,
 	}, nil
 }
@@ -170,8 +191,8 @@ type Target struct {
 	// Schema is the tenant's schema for schema-per-tenant layouts; see ValidateSchemaName for the
 	// names allowed. Migrate creates it if needed and runs the migrations with search_path set to
 	// it alone (overriding a search_path in DatabaseURL), so unqualified names and goose's
-	// goose_db_version table land in it. Empty means database-per-tenant: the migrations and the
-	// version table use the session's own search_path.
+	// goose_db_version table land in it. Empty means database-per-tenant: the migrations use the
+	// session's own search_path, and the version table is the one Config.VersionTable pins.
 	Schema string
 }
 

@@ -2,17 +2,17 @@ package migrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pressly/goose/v3"
 )
 
-// Pending reports the target's current version (the highest recorded in goose_db_version) and
-// the versions Migrate would apply, without changing anything: it creates neither the schema nor
+// Pending reports the target's current version and
+// the versions Migrate would apply (the current version is the highest recorded in its version table, see Config.VersionTable), without changing anything: it creates neither the schema nor
 // the version table and takes no lock, and its session is read-only
 // (default_transaction_read_only). A target without a version table (or without its schema) is
 // at version 0 with every migration pending.
@@ -28,7 +28,7 @@ func (m *Migrator) Pending(ctx context.Context, t Target) (current int64, pendin
 }
 
 func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error) {
-	applied, err := m.readApplied(ctx, t)
+	applied, _, err := m.readApplied(ctx, t)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -38,65 +38,110 @@ func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error
 	return upVersions(m.versions, applied)
 }
 
-// Applied returns the versions recorded in the target's goose_db_version, sorted ascending,
-// each once, without goose's initial version 0: the versions goose considers applied. A target
+// Applied returns the versions recorded in the target's version table, sorted ascending, each
+// once, without goose's initial version 0: the versions goose considers applied. A target
 // without a version table (or without its schema) has none. Like Pending, it changes nothing,
 // takes no lock and reads in a read-only session. Unlike Pending, it does not compare the
-// versions with the source: versions the source lacks and gaps are the caller's to judge.
+// versions with the source: versions the source lacks and gaps are the caller's to judge. An
+// ambiguous version table is a *VersionTableConflictError.
 func (m *Migrator) Applied(ctx context.Context, t Target) ([]int64, error) {
-	applied, err := m.readApplied(ctx, t)
+	in, err := m.Inspect(ctx, t)
 	if err != nil {
-		return nil, redactSecrets(err, urlSecrets(t.DatabaseURL))
+		return nil, err
 	}
-	out := make([]int64, 0, len(applied))
-	for _, v := range applied {
-		if v > 0 {
-			out = append(out, v)
+	if in.Conflict != nil {
+		return nil, in.Conflict
+	}
+	return in.Applied, nil
+}
+
+// Inspection is what Inspect read of a target's version table.
+type Inspection struct {
+	// Table is the target's version table (see Config.VersionTable); zero when Conflict is set.
+	Table VersionTable
+	// Exists reports whether Table exists.
+	Exists bool
+	// Applied are the versions recorded in Table, ascending, each once, without goose's 0.
+	Applied []int64
+	// Duplicates are the versions recorded more than once: the trace of a migration that ran
+	// twice. goose records a version once per run that applies it.
+	Duplicates []int64
+	// Conflict is set when the version table is ambiguous (more than one table); nothing else
+	// is then read.
+	Conflict *VersionTableConflictError
+}
+
+// Inspect reads the target's version table as it is, in a read-only session, without taking
+// the tenant's lock: which table it is, the versions recorded and the ones recorded more than
+// once. An ambiguous version table is reported in Inspection.Conflict, not as an error: the
+// target could be read. The error is for a target that could not be read.
+func (m *Migrator) Inspect(ctx context.Context, t Target) (Inspection, error) {
+	in, err := m.inspect(ctx, t)
+	if err != nil {
+		return Inspection{}, redactSecrets(err, urlSecrets(t.DatabaseURL))
+	}
+	return in, nil
+}
+
+func (m *Migrator) inspect(ctx context.Context, t Target) (Inspection, error) {
+	rows, table, err := m.readApplied(ctx, t)
+	var conflict *VersionTableConflictError
+	if errors.As(err, &conflict) {
+		return Inspection{Conflict: conflict}, nil
+	}
+	if err != nil {
+		return Inspection{}, err
+	}
+	in := Inspection{Table: table, Exists: rows != nil, Applied: []int64{}}
+	seen := make(map[int64]int, len(rows))
+	for _, v := range rows {
+		if v <= 0 {
+			continue
+		}
+		if seen[v]++; seen[v] == 2 {
+			in.Duplicates = append(in.Duplicates, v)
+		}
+		if seen[v] == 1 {
+			in.Applied = append(in.Applied, v)
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
+	slices.Sort(in.Applied)
+	slices.Sort(in.Duplicates)
+	return in, nil
 }
 
 // readApplied returns the rows of the target's version table, as they are (version 0
-// included), or nil when there is no version table. It connects in a read-only session.
-func (m *Migrator) readApplied(ctx context.Context, t Target) ([]int64, error) {
+// included), or nil when there is no version table, and the table. It connects in a read-only
+// session.
+func (m *Migrator) readApplied(ctx context.Context, t Target) ([]int64, VersionTable, error) {
 	connCfg, err := m.connConfig(t)
 	if err != nil {
-		return nil, err
+		return nil, VersionTable{}, err
 	}
 	connCfg.RuntimeParams["default_transaction_read_only"] = "on"
 
 	conn, err := pgx.ConnectConfig(ctx, connCfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, VersionTable{}, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	exists, err := versionTableExists(ctx, conn.QueryRow, t.Schema)
+	table, exists, err := resolveVersionTable(ctx, conn.QueryRow, t.Schema, m.versionTable)
+	if err != nil || !exists {
+		return nil, table, err
+	}
+	rows, err := conn.Query(ctx, "SELECT version_id FROM "+table.String())
 	if err != nil {
-		return nil, err
-	}
-	if !exists {
-		return nil, nil
-	}
-
-	table := goose.DefaultTablename // found through search_path, as goose does
-	if t.Schema != "" {
-		table = pgx.Identifier{t.Schema, goose.DefaultTablename}.Sanitize()
-	}
-	rows, err := conn.Query(ctx, "SELECT version_id FROM "+table)
-	if err != nil {
-		return nil, fmt.Errorf("list applied versions: %w", err)
+		return nil, table, fmt.Errorf("list applied versions: %w", err)
 	}
 	applied, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("list applied versions: %w", err)
+		return nil, table, fmt.Errorf("list applied versions: %w", err)
 	}
 	if applied == nil {
 		applied = []int64{} // a version table without rows still exists
 	}
-	return applied, nil
+	return applied, table, nil
 }
 
 // upVersions mirrors goose's choice of versions to apply: every row of the version table counts

@@ -8,8 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/database"
 )
 
 // maxIdentifierLength is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated.
@@ -78,55 +76,4 @@ func ensureSchema(ctx context.Context, db *sql.DB, schema string) error {
 		return fmt.Errorf("create schema %s: %w", schema, err)
 	}
 	return nil
-}
-
-// schemaStore is goose's PostgreSQL store with the version table qualified by the tenant schema
-// ("tenant"."goose_db_version"), so goose never depends on search_path to find it.
-//
-// goose's own PostgreSQL store does find an unqualified table through search_path, but its
-// existence check looks only in current_schema() and would misread a schema name with quotes in
-// a qualified table name; this store checks pg_tables with parameters instead.
-type schemaStore struct {
-	database.Store
-	schema string
-}
-
-var _ database.StoreExtender = (*schemaStore)(nil)
-
-func newSchemaStore(schema string) (*schemaStore, error) {
-	table := pgx.Identifier{schema, goose.DefaultTablename}.Sanitize()
-	store, err := database.NewStore(database.DialectPostgres, table)
-	if err != nil {
-		return nil, fmt.Errorf("create version store: %w", err)
-	}
-	return &schemaStore{Store: store, schema: schema}, nil
-}
-
-// TableExists implements database.StoreExtender.
-func (s *schemaStore) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
-	return versionTableExists(ctx, db.QueryRowContext, s.schema)
-}
-
-// versionTableExists reports whether goose_db_version exists in schema, or, for an empty schema,
-// in current_schema() (what goose's PostgreSQL store checks for an unqualified table).
-func versionTableExists[R interface{ Scan(...any) error }](
-	ctx context.Context,
-	queryRow func(ctx context.Context, sql string, args ...any) R,
-	schema string,
-) (bool, error) {
-	var exists bool
-	var err error
-	if schema == "" {
-		err = queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
-			WHERE schemaname = current_schema() AND tablename = $1)`,
-			goose.DefaultTablename).Scan(&exists)
-	} else {
-		err = queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
-			WHERE schemaname = $1 AND tablename = $2)`,
-			schema, goose.DefaultTablename).Scan(&exists)
-	}
-	if err != nil {
-		return false, fmt.Errorf("check version table: %w", err)
-	}
-	return exists, nil
 }
