@@ -307,15 +307,15 @@ type verifyTenantJSON struct {
 	Problems            []string `json:"problems"`
 	ControlPlaneVersion *int64   `json:"controlPlaneVersion"`
 	// DatabaseVersion is null when the database could not be read.
-	DatabaseVersion *int64   `json:"databaseVersion"`
-	Ahead           []int64  `json:"ahead"`
-	Gaps            []int64  `json:"gaps"`
+	DatabaseVersion *int64  `json:"databaseVersion"`
+	Ahead           []int64 `json:"ahead"`
+	Gaps            []int64 `json:"gaps"`
 	// Duplicates are versions recorded more than once (applied twice).
 	Duplicates []int64 `json:"duplicates"`
 	// VersionTables lists the version tables when there are several.
 	VersionTables []string `json:"versionTables"`
 	Error         string   `json:"error,omitempty"`
-	Details         []string `json:"details"`
+	Details       []string `json:"details"`
 }
 
 type changedMigrationJSON struct {
