@@ -71,6 +71,23 @@ func (o *Orchestrator) atLatest(version *int64, status controlplane.Status) bool
 	return version != nil && *version >= o.latest && status == controlplane.StatusCompleted
 }
 
+// servable reports whether this instance has nothing to do for a tenant with
+// this state: COMPLETED at its latest version, or recorded above it in any
+// status. A tenant above this release's latest belongs to a newer release
+// (a rolling deploy runs both): this instance's migrations are all applied
+// to it, so it can be served, and this instance must neither run it (its
+// source lacks the newer versions) nor record over the newer release's
+// state.
+func (o *Orchestrator) servable(version *int64, status controlplane.Status) bool {
+	return o.atLatest(version, status) || o.newerRelease(version)
+}
+
+// newerRelease reports whether a tenant recorded at version belongs to a
+// newer release than this instance's (see servable).
+func (o *Orchestrator) newerRelease(version *int64) bool {
+	return version != nil && *version > o.latest
+}
+
 func (o *Orchestrator) decide(d GateDecision) {
 	if h := o.cfg.Hooks.OnGateDecision; h != nil {
 		h(d)
@@ -104,7 +121,7 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 		}
 		return fmt.Errorf("read tenant %s: %w", tenantID, err)
 	}
-	if o.atLatest(st.MigrationsVersion, st.MigrationsStatus) {
+	if o.servable(st.MigrationsVersion, st.MigrationsStatus) {
 		o.cache.addIf(tenantID, gen)
 		o.decide(GateUpToDate)
 		return nil
@@ -173,31 +190,54 @@ func (o *Orchestrator) inlineTimeout() time.Duration {
 	return cmpOr(o.cfg.JobTimeout, 15*time.Minute)
 }
 
+// maxStaleReruns bounds how often one call runs a tenant again after its
+// result could not be recorded because the tenant changed meanwhile (see
+// controlplane.ErrStaleResult).
+const maxStaleReruns = 3
+
 // migrateNow migrates one tenant in this goroutine and records the result in
 // the control plane. A failure is recorded with failStatus.
 func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status) (int64, error) {
-	t, err := o.store.Get(ctx, tenantID)
-	if err != nil {
-		return 0, fmt.Errorf("read tenant %s: %w", tenantID, err)
-	}
-	res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
-	o.recordChecksums(ctx, res.Applied)
-	o.runHook(err, res.Duration)
-	if err != nil {
-		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
-		if rerr := o.recordFailure(ctx, tenantID, res, failStatus, err); rerr != nil {
-			o.logger.Error("record tenant failure", "tenant_id", tenantID, "err", rerr)
+	for rerun := 0; ; rerun++ {
+		t, err := o.store.Get(ctx, tenantID)
+		if err != nil {
+			return 0, fmt.Errorf("read tenant %s: %w", tenantID, err)
 		}
-		return res.Version, &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
+		// A newer release owns it; or, on a rerun, another run completed it
+		// meanwhile. A first run of a tenant at the latest version goes on: an
+		// explicit MigrateTenant checks the tenant database itself.
+		if o.newerRelease(t.MigrationsVersion) || (rerun > 0 && o.atLatest(t.MigrationsVersion, t.MigrationsStatus)) {
+			o.cache.addIf(tenantID, gen)
+			return *t.MigrationsVersion, nil
+		}
+		res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+		o.recordChecksums(ctx, res.Applied)
+		o.runHook(err, res.Duration)
+		if err != nil {
+			o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
+			rerr := o.recordFailure(ctx, t, res, failStatus, err)
+			if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < maxStaleReruns {
+				o.logger.Info("tenant changed during its run; failure not recorded, running it again", "tenant_id", tenantID)
+				continue
+			}
+			if rerr != nil && !errors.Is(rerr, controlplane.ErrStaleResult) {
+				o.logger.Error("record tenant failure", "tenant_id", tenantID, "err", rerr)
+			}
+			return res.Version, &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
+		}
+		if err := o.store.RecordSuccess(ctx, tenantID, t.Origin(), res.Version); err != nil {
+			if errors.Is(err, controlplane.ErrStaleResult) && rerun < maxStaleReruns {
+				o.logger.Info("tenant changed during its run; result not recorded, running it again", "tenant_id", tenantID, "version", res.Version)
+				continue
+			}
+			return res.Version, fmt.Errorf("record tenant %s at version %d: %w", tenantID, res.Version, err)
+		}
+		o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())
+		if res.Version >= o.latest {
+			o.cache.addIf(tenantID, gen)
+		}
+		return res.Version, nil
 	}
-	if err := o.store.RecordSuccess(ctx, tenantID, res.Version); err != nil {
-		return res.Version, fmt.Errorf("record tenant %s at version %d: %w", tenantID, res.Version, err)
-	}
-	o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())
-	if res.Version >= o.latest {
-		o.cache.addIf(tenantID, gen)
-	}
-	return res.Version, nil
 }
 
 func (o *Orchestrator) runHook(err error, d time.Duration) {
@@ -228,11 +268,12 @@ func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
-// recordFailure records a failed run, even when ctx has ended.
-func (o *Orchestrator) recordFailure(ctx context.Context, tenantID string, res migrator.Result, status controlplane.Status, runErr error) error {
+// recordFailure records a failed run of t (as it was read before the run),
+// even when ctx has ended.
+func (o *Orchestrator) recordFailure(ctx context.Context, t controlplane.Tenant, res migrator.Result, status controlplane.Status, runErr error) error {
 	ctx, cancel := cleanupCtx(ctx)
 	defer cancel()
-	return o.store.RecordFailure(ctx, tenantID, knownVersion(res), status, runErr.Error())
+	return o.store.RecordFailure(ctx, t.ID, t.Origin(), knownVersion(res), status, runErr.Error())
 }
 
 // jobRunner runs queued migrate_tenant jobs for the queue package.
@@ -244,35 +285,47 @@ type jobRunner Orchestrator
 // FAILED_STALE after the last attempt or a non-retryable error.
 func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, maxAttempts int) error {
 	o := (*Orchestrator)(r)
-	t, err := o.store.Get(ctx, tenantID)
-	if errors.Is(err, controlplane.ErrTenantNotFound) {
-		o.logger.Info("queued tenant was deleted; nothing to do", "tenant_id", tenantID)
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read tenant %s: %w", tenantID, err)
-	}
-	if o.atLatest(t.MigrationsVersion, t.MigrationsStatus) {
-		return nil
-	}
-	res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
-	o.recordChecksums(ctx, res.Applied)
-	o.runHook(err, res.Duration)
-	if err == nil {
-		if err := o.store.RecordSuccess(ctx, tenantID, res.Version); err != nil {
-			return fmt.Errorf("record tenant %s at version %d: %w", tenantID, res.Version, err)
+	for rerun := 0; ; rerun++ {
+		t, err := o.store.Get(ctx, tenantID)
+		if errors.Is(err, controlplane.ErrTenantNotFound) {
+			o.logger.Info("queued tenant was deleted; nothing to do", "tenant_id", tenantID)
+			return nil
 		}
-		o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "attempt", attempt, "duration_ms", res.Duration.Milliseconds())
-		return nil
+		if err != nil {
+			return fmt.Errorf("read tenant %s: %w", tenantID, err)
+		}
+		if o.servable(t.MigrationsVersion, t.MigrationsStatus) {
+			return nil
+		}
+		res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+		o.recordChecksums(ctx, res.Applied)
+		o.runHook(err, res.Duration)
+		if err == nil {
+			if err := o.store.RecordSuccess(ctx, tenantID, t.Origin(), res.Version); err != nil {
+				if errors.Is(err, controlplane.ErrStaleResult) && rerun < maxStaleReruns {
+					o.logger.Info("tenant changed during its run; result not recorded, running it again", "tenant_id", tenantID, "version", res.Version)
+					continue
+				}
+				return fmt.Errorf("record tenant %s at version %d: %w", tenantID, res.Version, err)
+			}
+			o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "attempt", attempt, "duration_ms", res.Duration.Milliseconds())
+			return nil
+		}
+		status := controlplane.StatusFailed
+		interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+		if attempt >= maxAttempts || (!interrupted && !migrator.IsRetryable(err)) {
+			status = controlplane.StatusFailedStale
+		}
+		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "attempt", attempt, "max_attempts", maxAttempts, "status", status, "err", err)
+		if rerr := o.recordFailure(ctx, t, res, status, err); rerr != nil {
+			if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < maxStaleReruns && ctx.Err() == nil {
+				o.logger.Info("tenant changed during its run; failure not recorded, running it again", "tenant_id", tenantID)
+				continue
+			}
+			if !errors.Is(rerr, controlplane.ErrStaleResult) {
+				return fmt.Errorf("record failure of tenant %s: %w (migration error: %w)", tenantID, rerr, err)
+			}
+		}
+		return &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
 	}
-	status := controlplane.StatusFailed
-	interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-	if attempt >= maxAttempts || (!interrupted && !migrator.IsRetryable(err)) {
-		status = controlplane.StatusFailedStale
-	}
-	o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "attempt", attempt, "max_attempts", maxAttempts, "status", status, "err", err)
-	if rerr := o.recordFailure(ctx, tenantID, res, status, err); rerr != nil {
-		return fmt.Errorf("record failure of tenant %s: %w (migration error: %w)", tenantID, rerr, err)
-	}
-	return &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
 }

@@ -23,7 +23,7 @@ func logStatuses(t *testing.T, pool *pgxpool.Pool) {
 		CREATE TABLE public.status_log (seq bigserial PRIMARY KEY, tenant_id text NOT NULL, status text NOT NULL);
 		CREATE FUNCTION public.log_status() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
-			INSERT INTO public.status_log (tenant_id, status) VALUES (NEW.id, NEW.migrations_status);
+			INSERT INTO public.status_log (tenant_id, status) VALUES (NEW.id, coalesce(NEW.migrations_status, 'unknown'));
 			RETURN NULL;
 		END $$;
 		CREATE TRIGGER log_status AFTER UPDATE OF migrations_status ON tenantmigrate.tenants
@@ -165,22 +165,24 @@ func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
 	require.Nil(t, st.MigrationsVersion, "never reached: no version known")
 	require.NotEmpty(t, st.LastError)
 
-	// Fix the URL. A plain scan skips stale tenants; one with includeStale
-	// queues it, and it completes.
-	fixedURL := good[0].URL
-	_, err = o.PatchTenant(ctx, lost.ID, tenantmigrate.TenantPatch{DatabaseURL: &fixedURL})
-	require.NoError(t, err)
+	// A plain scan skips stale tenants.
 	n, err := o.ScheduleFleet(ctx, false)
 	require.NoError(t, err)
 	require.Zero(t, n, "a scan without includeStale skips the stale tenant")
-	n, err = o.ScheduleFleet(ctx, true)
+
+	// Fix the URL: another target, whose state is unknown, so even a plain
+	// scan queues it, and it completes.
+	fixedURL := good[0].URL
+	_, err = o.PatchTenant(ctx, lost.ID, tenantmigrate.TenantPatch{DatabaseURL: &fixedURL})
+	require.NoError(t, err)
+	n, err = o.ScheduleFleet(ctx, false)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 
 	lost.URL = fixedURL
 	waitAllLatest(t, o, []fleettest.SchemaTenant{lost}, 30*time.Second)
 	fleettest.RequireAppliedOnce(t, append(good, lost), 1, 2, 3)
-	require.Equal(t, []string{"FAILED", "FAILED", "FAILED_STALE", "COMPLETED"}, statusHistory(t, pool, lost.ID))
+	require.Equal(t, []string{"FAILED", "FAILED", "FAILED_STALE", "unknown", "COMPLETED"}, statusHistory(t, pool, lost.ID))
 	waitFor(t, 10*time.Second, "no remaining jobs", func() bool {
 		n, err := o.Remaining(ctx)
 		require.NoError(t, err)

@@ -68,9 +68,9 @@ func TestChecksumMaxMigrationsVersion(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, v, "never migrated")
 
-	require.NoError(t, s.RecordSuccess(ctx, "a", 3))
-	require.NoError(t, s.RecordSuccess(ctx, "b", 7))
-	require.NoError(t, s.RecordFailure(ctx, "c", ptr(int64(5)), StatusFailed, "boom"))
+	require.NoError(t, s.RecordSuccess(ctx, "a", currentOrigin(t, s, "a"), 3))
+	require.NoError(t, s.RecordSuccess(ctx, "b", currentOrigin(t, s, "b"), 7))
+	require.NoError(t, s.RecordFailure(ctx, "c", currentOrigin(t, s, "c"), ptr(int64(5)), StatusFailed, "boom"))
 	v, err = s.MaxMigrationsVersion(ctx)
 	require.NoError(t, err)
 	require.EqualValues(t, 7, v)

@@ -46,6 +46,13 @@ var (
 	// was encrypted with another key.
 	ErrDecrypt = errors.New("cannot decrypt tenant database URL (was it stored with another encryption key?)")
 
+	// ErrStaleResult is returned by RecordSuccess and RecordFailure when the
+	// tenant changed since the run read it (RunOrigin): another URL or
+	// schema, removed and registered again, or, for a failure, another run
+	// recorded a result meanwhile. Nothing was written: the result describes
+	// a target or a moment that is gone.
+	ErrStaleResult = errors.New("tenant changed since the run began; result not recorded")
+
 	// ErrInvalid is wrapped by the errors of ValidateTenantID,
 	// ValidateSchemaName, ValidateDatabaseURL and of the Store methods that
 	// validate their input, so callers can answer "bad request".

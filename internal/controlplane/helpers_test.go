@@ -2,9 +2,11 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -54,3 +56,24 @@ func testContext(t testing.TB) context.Context {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// currentOrigin returns the RunOrigin of a run that starts now on tenant id
+// (the zero RunOrigin when there is no such tenant).
+func currentOrigin(t testing.TB, s *Store, id string) RunOrigin {
+	t.Helper()
+	var (
+		o      RunOrigin
+		status *string
+	)
+	err := s.Pool().QueryRow(context.Background(),
+		`SELECT target_seq, migrations_version, migrations_status FROM tenantmigrate.tenants WHERE id = $1`, id).
+		Scan(&o.TargetSeq, &o.Version, &status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return RunOrigin{}
+	}
+	require.NoError(t, err)
+	if status != nil {
+		o.Status = Status(*status)
+	}
+	return o
+}

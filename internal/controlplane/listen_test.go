@@ -85,20 +85,20 @@ func TestListen(t *testing.T) {
 	l.requireChange(t, "beta")
 
 	// Version changes, up and down.
-	require.NoError(t, writer.RecordSuccess(ctx, "acme", 2))
+	require.NoError(t, writer.RecordSuccess(ctx, "acme", currentOrigin(t, writer, "acme"), 2))
 	l.requireChange(t, "acme")
-	require.NoError(t, writer.RecordSuccess(ctx, "acme", 1))
+	require.NoError(t, writer.RecordSuccess(ctx, "acme", currentOrigin(t, writer, "acme"), 1))
 	l.requireChange(t, "acme")
 
 	// Writes that change neither version, status, URL nor schema notify
 	// nothing: the next notification is beta's. Notifications arrive in
 	// commit order, so acme's would come first.
-	require.NoError(t, writer.RecordSuccess(ctx, "acme", 1))
+	require.NoError(t, writer.RecordSuccess(ctx, "acme", currentOrigin(t, writer, "acme"), 1))
 	_, _, err = writer.Upsert(ctx, Tenant{ID: "acme", DatabaseURL: testURL})
 	require.NoError(t, err)
-	require.NoError(t, writer.RecordFailure(ctx, "beta", nil, StatusFailed, "first"))
+	require.NoError(t, writer.RecordFailure(ctx, "beta", currentOrigin(t, writer, "beta"), nil, StatusFailed, "first"))
 	l.requireChange(t, "beta") // status transition
-	require.NoError(t, writer.RecordFailure(ctx, "beta", nil, StatusFailed, "second"))
+	require.NoError(t, writer.RecordFailure(ctx, "beta", currentOrigin(t, writer, "beta"), nil, StatusFailed, "second"))
 	_, err = writer.Patch(ctx, "acme", TenantPatch{Schema: ptr("acme_schema")})
 	require.NoError(t, err)
 	l.requireChange(t, "acme") // schema change

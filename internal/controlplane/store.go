@@ -20,7 +20,7 @@ const (
 
 // tenantColumns are the columns scanTenant reads, in its order.
 const tenantColumns = `id, database_url, coalesce(schema_name, ''), migrations_version,
-	coalesce(migrations_status, ''), coalesce(last_error, ''), cursor_id, created_at, updated_at`
+	coalesce(migrations_status, ''), coalesce(last_error, ''), cursor_id, target_seq, created_at, updated_at`
 
 // Store reads and writes the tenants table. It is safe for concurrent use.
 type Store struct {
@@ -67,9 +67,10 @@ func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
 }
 
 // Upsert creates the tenant t (as Create) or, when it exists, sets its
-// database URL and schema to t's, keeping its migration state. It reports
-// whether the tenant was created. Setting the values the tenant already has
-// writes nothing (and so notifies no listener).
+// database URL and schema to t's. It reports whether the tenant was created.
+// Setting the values the tenant already has writes nothing (and so notifies
+// no listener) and keeps the migration state; changing either clears it, as
+// Patch does.
 func (s *Store) Upsert(ctx context.Context, t Tenant) (Tenant, bool, error) {
 	if err := validateTenant(t); err != nil {
 		return Tenant{}, false, fmt.Errorf("upsert tenant: %w", err)
@@ -132,8 +133,12 @@ func (s *Store) insertIfAbsent(ctx context.Context, tx pgx.Tx, t Tenant) (Tenant
 	return out, true, nil
 }
 
-// Patch changes the database URL and/or the schema of tenant id, keeping its
-// migration state, and returns the tenant. An empty patch returns the tenant
+// Patch changes the database URL and/or the schema of tenant id and returns
+// the tenant. A change of either makes its migration state unknown: version,
+// status and last error are cleared (the tenant reads as never migrated, so
+// the next gate check or scan runs the migrator on the new target, a no-op
+// when it is migrated already) and TargetSeq changes. A patch that changes
+// nothing keeps the state. An empty patch returns the tenant
 // unchanged. It returns ErrTenantNotFound when there is no such tenant.
 func (s *Store) Patch(ctx context.Context, id string, p TenantPatch) (Tenant, error) {
 	if p.DatabaseURL != nil {
@@ -202,7 +207,11 @@ func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc []b
 	}
 	out, _, err := scanTenant(tx.QueryRow(ctx, `
 		UPDATE tenantmigrate.tenants
-		SET database_url = $2, schema_name = NULLIF($3, ''), updated_at = now()
+		SET database_url = $2, schema_name = NULLIF($3, ''), updated_at = now(),
+			-- Another target: what was known of the old one says nothing of
+			-- it, and a run still under way on the old one must not record.
+			target_seq = nextval('tenantmigrate.tenant_target_seq'),
+			migrations_version = NULL, migrations_status = NULL, last_error = NULL
 		WHERE id = $1
 		RETURNING `+tenantColumns,
 		cur.ID, enc, schema))
@@ -316,7 +325,7 @@ func scanTenant(row pgx.Row) (Tenant, []byte, error) {
 		status string
 	)
 	err := row.Scan(&t.ID, &enc, &t.Schema, &t.MigrationsVersion, &status, &t.LastError,
-		&t.CursorID, &t.CreatedAt, &t.UpdatedAt)
+		&t.CursorID, &t.TargetSeq, &t.CreatedAt, &t.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Tenant{}, nil, ErrTenantNotFound
 	}

@@ -27,29 +27,37 @@ func (s *Store) GetState(ctx context.Context, id string) (TenantState, error) {
 	return st, nil
 }
 
-// RecordSuccess records that tenant id is at version after a successful run:
-// status COMPLETED, no last error. It returns ErrTenantNotFound when there is
-// no such tenant.
-func (s *Store) RecordSuccess(ctx context.Context, id string, version int64) error {
+// RecordSuccess records that tenant id is at version after a successful run
+// that started from origin: status COMPLETED, no last error. It writes only
+// while the tenant's TargetSeq is origin's: the version was read from that
+// target. It returns ErrTenantNotFound when there is no such tenant, and
+// ErrStaleResult when its target changed (nothing written).
+func (s *Store) RecordSuccess(ctx context.Context, id string, origin RunOrigin, version int64) error {
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE tenantmigrate.tenants
 		SET migrations_version = $2, migrations_status = 'COMPLETED', last_error = NULL, updated_at = now()
-		WHERE id = $1`, id, version)
+		WHERE id = $1 AND target_seq = $3`, id, version, origin.TargetSeq)
 	if err != nil {
 		return fmt.Errorf("record success of tenant %s: %w", quoteShort(id), err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("record success of tenant %s: %w", quoteShort(id), ErrTenantNotFound)
+		return fmt.Errorf("record success of tenant %s: %w", quoteShort(id), s.missingOrStale(ctx, id))
 	}
 	return nil
 }
 
-// RecordFailure records a failed run of tenant id: status (StatusFailed or
-// StatusFailedStale, else an error wrapping ErrInvalid), the last version
-// known to be applied (nil keeps the stored one) and errMsg, cut to 2000
-// characters. errMsg is stored and shown to operators: it must not contain a
-// password. It returns ErrTenantNotFound when there is no such tenant.
-func (s *Store) RecordFailure(ctx context.Context, id string, version *int64, status Status, errMsg string) error {
+// RecordFailure records a failed run of tenant id that started from origin:
+// status (StatusFailed or StatusFailedStale, else an error wrapping
+// ErrInvalid), the last version known to be applied (nil keeps the stored
+// one) and errMsg, cut to 2000 characters. errMsg is stored and shown to
+// operators: it must not contain a password.
+//
+// It writes only while the tenant's target and state are still origin's: a
+// failure must not overwrite what another run recorded meanwhile (a run that
+// timed out waiting for the tenant's lock while the lock holder completed
+// it). It returns ErrTenantNotFound when there is no such tenant and
+// ErrStaleResult when it changed (nothing written).
+func (s *Store) RecordFailure(ctx context.Context, id string, origin RunOrigin, version *int64, status Status, errMsg string) error {
 	if status != StatusFailed && status != StatusFailedStale {
 		return fmt.Errorf("record failure of tenant %s: %w status %q: use %s or %s",
 			quoteShort(id), ErrInvalid, status, StatusFailed, StatusFailedStale)
@@ -58,14 +66,29 @@ func (s *Store) RecordFailure(ctx context.Context, id string, version *int64, st
 		UPDATE tenantmigrate.tenants
 		SET migrations_version = coalesce($2::bigint, migrations_version), migrations_status = $3,
 			last_error = NULLIF($4, ''), updated_at = now()
-		WHERE id = $1`, id, version, string(status), truncateError(errMsg))
+		WHERE id = $1 AND target_seq = $5
+			AND migrations_version IS NOT DISTINCT FROM $6::bigint
+			AND migrations_status IS NOT DISTINCT FROM NULLIF($7, '')`,
+		id, version, string(status), truncateError(errMsg), origin.TargetSeq, origin.Version, string(origin.Status))
 	if err != nil {
 		return fmt.Errorf("record failure of tenant %s: %w", quoteShort(id), err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("record failure of tenant %s: %w", quoteShort(id), ErrTenantNotFound)
+		return fmt.Errorf("record failure of tenant %s: %w", quoteShort(id), s.missingOrStale(ctx, id))
 	}
 	return nil
+}
+
+// missingOrStale tells why a conditional write of tenant id matched no row.
+func (s *Store) missingOrStale(ctx context.Context, id string) error {
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenantmigrate.tenants WHERE id = $1)`, id).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		return ErrTenantNotFound
+	}
+	return ErrStaleResult
 }
 
 // The filter "migrations_version < $1 OR migrations_version IS NULL" is

@@ -191,9 +191,9 @@ func TestScanBehindTakesFailedAtLatest(t *testing.T) {
 		_, err := s.Create(ctx, Tenant{ID: tc.id, DatabaseURL: testURL})
 		require.NoError(t, err)
 		if tc.status == StatusCompleted {
-			require.NoError(t, s.RecordSuccess(ctx, tc.id, tc.version))
+			require.NoError(t, s.RecordSuccess(ctx, tc.id, currentOrigin(t, s, tc.id), tc.version))
 		} else {
-			require.NoError(t, s.RecordFailure(ctx, tc.id, &tc.version, tc.status, "lost the connection after the last commit"))
+			require.NoError(t, s.RecordFailure(ctx, tc.id, currentOrigin(t, s, tc.id), &tc.version, tc.status, "lost the connection after the last commit"))
 		}
 	}
 	ids, _ := scanAll(t, s, 3, false, 2)
@@ -235,7 +235,7 @@ func TestRecordSuccessAndFailure(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, TenantState{ID: "acme", UpdatedAt: st.UpdatedAt}, st)
 
-	require.NoError(t, s.RecordSuccess(ctx, "acme", 5))
+	require.NoError(t, s.RecordSuccess(ctx, "acme", currentOrigin(t, s, "acme"), 5))
 	st, err = s.GetState(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, ptr(int64(5)), st.MigrationsVersion)
@@ -245,7 +245,7 @@ func TestRecordSuccessAndFailure(t *testing.T) {
 	// A failure without a version keeps the stored one; the message is cut
 	// to 2000 characters and made valid text.
 	long := "é" + strings.Repeat("x", 5000) + "\x00\xff"
-	require.NoError(t, s.RecordFailure(ctx, "acme", nil, StatusFailed, long))
+	require.NoError(t, s.RecordFailure(ctx, "acme", currentOrigin(t, s, "acme"), nil, StatusFailed, long))
 	st, err = s.GetState(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, ptr(int64(5)), st.MigrationsVersion)
@@ -254,7 +254,7 @@ func TestRecordSuccessAndFailure(t *testing.T) {
 	require.True(t, strings.HasPrefix(st.LastError, "éxxx"))
 
 	// Bad bytes in a short message.
-	require.NoError(t, s.RecordFailure(ctx, "acme", ptr(int64(4)), StatusFailedStale, "bad\x00\xffbyte"))
+	require.NoError(t, s.RecordFailure(ctx, "acme", currentOrigin(t, s, "acme"), ptr(int64(4)), StatusFailedStale, "bad\x00\xffbyte"))
 	st, err = s.GetState(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, ptr(int64(4)), st.MigrationsVersion)
@@ -262,11 +262,11 @@ func TestRecordSuccessAndFailure(t *testing.T) {
 	require.Equal(t, "bad\uFFFDbyte", st.LastError)
 
 	for _, bad := range []Status{"", StatusCompleted, "failed"} {
-		require.ErrorIs(t, s.RecordFailure(ctx, "acme", nil, bad, "x"), ErrInvalid)
+		require.ErrorIs(t, s.RecordFailure(ctx, "acme", currentOrigin(t, s, "acme"), nil, bad, "x"), ErrInvalid)
 	}
 
 	// Success clears the error.
-	require.NoError(t, s.RecordSuccess(ctx, "acme", 6))
+	require.NoError(t, s.RecordSuccess(ctx, "acme", currentOrigin(t, s, "acme"), 6))
 	got, err := s.Get(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, ptr(int64(6)), got.MigrationsVersion)
@@ -309,4 +309,55 @@ func TestBehindQueriesUseIndex(t *testing.T) {
 	n, err = s.CountBehind(ctx, 6)
 	require.NoError(t, err)
 	require.EqualValues(t, 100000, n)
+}
+
+// TestStaleResultsAreDropped: a result applies only to the target and state
+// its run read. A re-registered tenant, a re-pointed one, and a state another
+// run recorded meanwhile are left as they are, with ErrStaleResult.
+func TestStaleResultsAreDropped(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t)
+	ctx := testContext(t)
+
+	// Removed and registered again (pointing at an empty database B) while a
+	// run on database A was under way.
+	_, err := s.Create(ctx, Tenant{ID: "acme", DatabaseURL: testURL})
+	require.NoError(t, err)
+	runOnA := currentOrigin(t, s, "acme")
+	require.NoError(t, s.Delete(ctx, "acme"))
+	_, err = s.Create(ctx, Tenant{ID: "acme", DatabaseURL: "postgres://app:pw@db-b/acme"})
+	require.NoError(t, err)
+	require.ErrorIs(t, s.RecordSuccess(ctx, "acme", runOnA, 2), ErrStaleResult)
+	require.ErrorIs(t, s.RecordFailure(ctx, "acme", runOnA, nil, StatusFailed, "x"), ErrStaleResult)
+	st, err := s.GetState(ctx, "acme")
+	require.NoError(t, err)
+	require.Nil(t, st.MigrationsVersion, "B is still unknown")
+
+	// Re-pointed by PATCH during a run.
+	run := currentOrigin(t, s, "acme")
+	_, err = s.Patch(ctx, "acme", TenantPatch{Schema: ptr("acme_v2")})
+	require.NoError(t, err)
+	require.ErrorIs(t, s.RecordSuccess(ctx, "acme", run, 4), ErrStaleResult)
+	st, err = s.GetState(ctx, "acme")
+	require.NoError(t, err)
+	require.Nil(t, st.MigrationsVersion)
+
+	// A run that timed out on the tenant's lock must not overwrite the
+	// COMPLETED the lock holder recorded meanwhile.
+	waiter := currentOrigin(t, s, "acme")
+	holder := currentOrigin(t, s, "acme")
+	require.NoError(t, s.RecordSuccess(ctx, "acme", holder, 4))
+	require.ErrorIs(t, s.RecordFailure(ctx, "acme", waiter, nil, StatusFailed, "timed out waiting for the tenant migration lock"), ErrStaleResult)
+	st, err = s.GetState(ctx, "acme")
+	require.NoError(t, err)
+	require.Equal(t, StatusCompleted, st.MigrationsStatus)
+	require.Equal(t, ptr(int64(4)), st.MigrationsVersion)
+
+	// A failure on the state it read is recorded; so is the next one.
+	run = currentOrigin(t, s, "acme")
+	require.NoError(t, s.RecordFailure(ctx, "acme", run, ptr(int64(4)), StatusFailed, "boom"))
+	run = currentOrigin(t, s, "acme")
+	require.NoError(t, s.RecordFailure(ctx, "acme", run, ptr(int64(4)), StatusFailedStale, "boom again"))
+
+	require.ErrorIs(t, s.RecordSuccess(ctx, "nobody", RunOrigin{}, 1), ErrTenantNotFound)
 }

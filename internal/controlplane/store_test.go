@@ -41,15 +41,22 @@ func TestStoreCRUD(t *testing.T) {
 	require.Equal(t, "tenant_beta", withSchema.Schema)
 	require.Greater(t, withSchema.CursorID, created.CursorID)
 
-	// Patch keeps the migration state.
-	require.NoError(t, s.RecordSuccess(ctx, "acme", 7))
+	// Patching the same URL keeps the migration state; another URL or schema
+	// makes it unknown (never migrated) and gives the tenant a new target.
+	require.NoError(t, s.RecordSuccess(ctx, "acme", currentOrigin(t, s, "acme"), 7))
+	before, err := s.Get(ctx, "acme")
+	require.NoError(t, err)
+	same, err := s.Patch(ctx, "acme", TenantPatch{DatabaseURL: &before.DatabaseURL})
+	require.NoError(t, err)
+	require.Equal(t, before, same)
 	newURL := "postgres://app:new-pw@db2.internal/acme"
 	patched, err := s.Patch(ctx, "acme", TenantPatch{DatabaseURL: &newURL, Schema: ptr("acme_schema")})
 	require.NoError(t, err)
 	require.Equal(t, newURL, patched.DatabaseURL)
 	require.Equal(t, "acme_schema", patched.Schema)
-	require.Equal(t, ptr(int64(7)), patched.MigrationsVersion)
-	require.Equal(t, StatusCompleted, patched.MigrationsStatus)
+	require.Nil(t, patched.MigrationsVersion)
+	require.Empty(t, patched.MigrationsStatus)
+	require.NotEqual(t, before.TargetSeq, patched.TargetSeq)
 	got, err = s.Get(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, patched, got)
@@ -87,8 +94,8 @@ func TestStoreCRUD(t *testing.T) {
 	require.ErrorIs(t, err, ErrTenantNotFound)
 	_, err = s.Patch(ctx, "acme", TenantPatch{Schema: ptr("x")})
 	require.ErrorIs(t, err, ErrTenantNotFound)
-	require.ErrorIs(t, s.RecordSuccess(ctx, "acme", 1), ErrTenantNotFound)
-	require.ErrorIs(t, s.RecordFailure(ctx, "acme", nil, StatusFailed, "boom"), ErrTenantNotFound)
+	require.ErrorIs(t, s.RecordSuccess(ctx, "acme", currentOrigin(t, s, "acme"), 1), ErrTenantNotFound)
+	require.ErrorIs(t, s.RecordFailure(ctx, "acme", currentOrigin(t, s, "acme"), nil, StatusFailed, "boom"), ErrTenantNotFound)
 
 	// Ids that cannot exist are not found, not an error of the database.
 	for _, id := range []string{"", "../x", "a;drop", "UPPER"} {
@@ -113,7 +120,7 @@ func TestStoreUpsert(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, created)
 	require.Equal(t, testURL, first.DatabaseURL)
-	require.NoError(t, s.RecordFailure(ctx, "acme", ptr(int64(3)), StatusFailed, "boom"))
+	require.NoError(t, s.RecordFailure(ctx, "acme", currentOrigin(t, s, "acme"), ptr(int64(3)), StatusFailed, "boom"))
 	failed, err := s.Get(ctx, "acme")
 	require.NoError(t, err)
 
@@ -124,16 +131,17 @@ func TestStoreUpsert(t *testing.T) {
 	require.Equal(t, failed, same)
 	require.Equal(t, failed.UpdatedAt, same.UpdatedAt)
 
-	// A new URL and schema keep the migration state.
+	// A new URL and schema make the migration state unknown.
 	newURL := "postgres://app:other@db2/acme"
 	moved, created, err := s.Upsert(ctx, Tenant{ID: "acme", DatabaseURL: newURL, Schema: "acme"})
 	require.NoError(t, err)
 	require.False(t, created)
 	require.Equal(t, newURL, moved.DatabaseURL)
 	require.Equal(t, "acme", moved.Schema)
-	require.Equal(t, ptr(int64(3)), moved.MigrationsVersion)
-	require.Equal(t, StatusFailed, moved.MigrationsStatus)
-	require.Equal(t, "boom", moved.LastError)
+	require.Nil(t, moved.MigrationsVersion)
+	require.Empty(t, moved.MigrationsStatus)
+	require.Empty(t, moved.LastError)
+	require.NotEqual(t, first.TargetSeq, moved.TargetSeq)
 	require.Equal(t, first.CursorID, moved.CursorID)
 	got, err := s.Get(ctx, "acme")
 	require.NoError(t, err)
@@ -225,7 +233,7 @@ func TestStoreWithoutCipher(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoEncryptionKey)
 
 	// Migration state works without the key.
-	require.NoError(t, noKey.RecordSuccess(ctx, "acme", 4))
+	require.NoError(t, noKey.RecordSuccess(ctx, "acme", currentOrigin(t, noKey, "acme"), 4))
 	st, err := noKey.GetState(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, ptr(int64(4)), st.MigrationsVersion)

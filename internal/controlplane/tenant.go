@@ -36,8 +36,29 @@ type Tenant struct {
 	LastError string
 	// CursorID orders tenants for paging (List, ScanBehind, ListFailed).
 	CursorID int64
+	// TargetSeq identifies the target (URL and schema) the migration state
+	// describes. It changes when the URL or schema changes, and a tenant
+	// registered again gets a new one. A run passes the value it read to
+	// RecordSuccess and RecordFailure, which record nothing if it changed.
+	TargetSeq int64
 	// CreatedAt and UpdatedAt are set by the Store.
 	CreatedAt, UpdatedAt time.Time
+}
+
+// RunOrigin is what a run read of a tenant before it started: the target it
+// ran against and the state it found. RecordSuccess and RecordFailure check
+// it so that a result lands only where it was computed.
+type RunOrigin struct {
+	// TargetSeq is the tenant's TargetSeq as the run read it.
+	TargetSeq int64
+	// Version and Status are the tenant's state as the run read it.
+	Version *int64
+	Status  Status
+}
+
+// Origin returns the RunOrigin of a run that read t.
+func (t Tenant) Origin() RunOrigin {
+	return RunOrigin{TargetSeq: t.TargetSeq, Version: t.MigrationsVersion, Status: t.MigrationsStatus}
 }
 
 // TenantState is the migration state of a tenant, without its database URL.
