@@ -18,8 +18,9 @@ func (o *Orchestrator) CreateTenant(ctx context.Context, t Tenant) (Tenant, erro
 	return o.store.Create(ctx, t)
 }
 
-// UpsertTenant creates the tenant or replaces its URL and schema, keeping its
-// migration state. It reports whether the tenant was created.
+// UpsertTenant creates the tenant or replaces its URL and schema. The
+// migration state is kept when both are unchanged and cleared (unknown) when
+// either changes. It reports whether the tenant was created.
 func (o *Orchestrator) UpsertTenant(ctx context.Context, t Tenant) (Tenant, bool, error) {
 	t, created, err := o.store.Upsert(ctx, t)
 	if err == nil {
@@ -28,7 +29,9 @@ func (o *Orchestrator) UpsertTenant(ctx context.Context, t Tenant) (Tenant, bool
 	return t, created, err
 }
 
-// PatchTenant changes the fields of p that are set.
+// PatchTenant changes the fields of p that are set. A new URL or schema
+// clears the migration state: the new target is unknown until it is read
+// or migrated.
 func (o *Orchestrator) PatchTenant(ctx context.Context, id string, p TenantPatch) (Tenant, error) {
 	t, err := o.store.Patch(ctx, id, p)
 	if err == nil {

@@ -21,14 +21,21 @@ type latestCache struct {
 	mu  sync.RWMutex
 	m   map[string]struct{}
 	gen uint64
-	// live is true while the control-plane listener is connected; without it
-	// nothing is cached, because nothing would invalidate the entries.
+	// live is true while the control-plane listener is connected and has
+	// reset the cache since; without it nothing is cached or served from the
+	// cache, because nothing would invalidate the entries.
 	live atomic.Bool
 }
 
 func (c *latestCache) init() { c.m = make(map[string]struct{}) }
 
+// has reports whether id is cached as up to date. Nothing is while the
+// listener is down: a change made meanwhile by another instance or operator
+// would not have dropped the entry.
 func (c *latestCache) has(id string) bool {
+	if !c.live.Load() {
+		return false
+	}
 	c.mu.RLock()
 	_, ok := c.m[id]
 	c.mu.RUnlock()

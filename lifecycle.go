@@ -26,6 +26,10 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		err := o.store.Listen(bg, o.cache.drop, func() {
 			o.cache.reset()
 			o.cache.live.Store(true)
+		}, func() {
+			// Changes go unheard until the listener is back: serve nothing
+			// from the cache meanwhile (see latestCache.has).
+			o.cache.live.Store(false)
 		})
 		o.cache.live.Store(false)
 		if err != nil && !errors.Is(err, context.Canceled) {

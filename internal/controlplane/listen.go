@@ -22,17 +22,22 @@ const (
 // It calls onChange with the tenant's id for each notification, and onReset
 // once it listens: after the first connection and after each reconnection,
 // because notifications may have been missed meanwhile. A notification
-// without a tenant id (TRUNCATE) also calls onReset. When the connection
+// without a tenant id (TRUNCATE) also calls onReset. It calls onLost as soon
+// as a connection that listened fails, before it reconnects: from then until
+// the next onReset, changes go unheard, so a cache must not be trusted. When the connection
 // drops, Listen reconnects with exponential backoff (up to 10s) and retries
 // forever; only a failure to connect the first time is returned, so that a
 // wrong configuration shows at startup. The callbacks run on Listen's
-// goroutine and should return quickly; either may be nil.
-func (s *Store) Listen(ctx context.Context, onChange func(tenantID string), onReset func()) error {
+// goroutine and should return quickly; any may be nil.
+func (s *Store) Listen(ctx context.Context, onChange func(tenantID string), onReset, onLost func()) error {
 	if onChange == nil {
 		onChange = func(string) {}
 	}
 	if onReset == nil {
 		onReset = func() {}
+	}
+	if onLost == nil {
+		onLost = func() {}
 	}
 	connConfig := s.pool.Config().ConnConfig // a copy
 	if connConfig.RuntimeParams == nil {
@@ -59,6 +64,7 @@ func (s *Store) Listen(ctx context.Context, onChange func(tenantID string), onRe
 		start := time.Now()
 		onReset()
 		receive(ctx, conn, onChange, onReset)
+		onLost()
 		closeConn(ctx, conn)
 		if ctx.Err() != nil {
 			return nil

@@ -29,7 +29,8 @@ func startListener(t *testing.T, s *Store) *listener {
 	go func() {
 		l.done <- s.Listen(ctx,
 			func(id string) { l.changes <- id },
-			func() { l.resets <- struct{}{} })
+			func() { l.resets <- struct{}{} },
+			nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -169,7 +170,7 @@ func TestListenFailsWhenItCannotConnect(t *testing.T) {
 	t.Cleanup(pool.Close)
 
 	called := false
-	err = NewStore(pool, nil).Listen(testContext(t), func(string) { called = true }, func() { called = true })
+	err = NewStore(pool, nil).Listen(testContext(t), func(string) { called = true }, func() { called = true }, nil)
 	require.ErrorContains(t, err, "listen for tenant changes")
 	require.False(t, called)
 }
