@@ -177,6 +177,9 @@ func (o *Orchestrator) checkMigrations(ctx context.Context) error {
 		d.changed = changed
 	}
 	o.drift = d
+	if o.cfg.ReadOnly {
+		return nil // a read-only Orchestrator records nothing: see readonly.go
+	}
 
 	// Backfill: versions up to the highest any tenant reached.
 	maxVersion, err := o.store.MaxMigrationsVersion(ctx)
@@ -205,7 +208,7 @@ func (o *Orchestrator) recordChecksums(ctx context.Context, applied []int64) {
 
 func (o *Orchestrator) recordChecksumsErr(ctx context.Context, applied []int64) error {
 	d := o.drift
-	if d == nil || len(applied) == 0 {
+	if d == nil || len(applied) == 0 || o.cfg.ReadOnly {
 		return nil
 	}
 	var todo []controlplane.MigrationChecksum

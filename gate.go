@@ -176,6 +176,9 @@ func (o *Orchestrator) inlineTimeout() time.Duration {
 // migrateNow migrates one tenant in this goroutine and records the result in
 // the control plane. A failure is recorded with failStatus.
 func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status) (int64, error) {
+	if o.cfg.ReadOnly {
+		return 0, ErrReadOnly
+	}
 	t, err := o.store.Get(ctx, tenantID)
 	if err != nil {
 		return 0, fmt.Errorf("read tenant %s: %w", tenantID, err)
@@ -244,6 +247,9 @@ type jobRunner Orchestrator
 // FAILED_STALE after the last attempt or a non-retryable error.
 func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, maxAttempts int) error {
 	o := (*Orchestrator)(r)
+	if o.cfg.ReadOnly {
+		return ErrReadOnly // not reached: a ReadOnly Orchestrator runs no workers
+	}
 	t, err := o.store.Get(ctx, tenantID)
 	if errors.Is(err, controlplane.ErrTenantNotFound) {
 		o.logger.Info("queued tenant was deleted; nothing to do", "tenant_id", tenantID)

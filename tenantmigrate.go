@@ -196,6 +196,23 @@ type Config struct {
 	// it. Ignored for on_request, which needs no workers.
 	RunWorkers bool
 
+	// ReadOnly makes an Orchestrator that looks at the fleet and edits its
+	// tenant registry but never migrates, for tools such as status, tenants,
+	// verify and dry runs:
+	//   - it records no migration checksums: New does not backfill them
+	//     (see drift.go), so the source it was given is never taken as what
+	//     the fleet applied;
+	//   - MigrateTenant, EnsureMigrated of a tenant that needs a run and
+	//     queued jobs fail with ErrReadOnly, before touching the tenant;
+	//   - RunWorkers must be false;
+	//   - the control-plane schema is created if it does not exist (an empty
+	//     control plane), but an existing one is never upgraded: New fails
+	//     when it is older than this build;
+	//   - Migrations and GoMigrations may be empty (Latest is then 0).
+	// CreateTenant, UpsertTenant, PatchTenant, DeleteTenant and the enqueue
+	// methods still write what they are asked to. Defaults to false.
+	ReadOnly bool
+
 	// Logger receives structured logs. Defaults to a logger that discards.
 	Logger *slog.Logger
 
@@ -321,6 +338,9 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if hostRE.NumSubexp() < 1 {
 		return nil, errors.New("tenant host regexp needs a group for the tenant id")
 	}
+	if cfg.ReadOnly && cfg.RunWorkers {
+		return nil, errors.New("a ReadOnly Orchestrator runs no workers: unset RunWorkers")
+	}
 
 	migrationsFS := cfg.Migrations
 	if migrationsFS == nil && len(cfg.GoMigrations) == 0 {
@@ -373,9 +393,14 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		o.ownsPool = true
 	}
-	if err := controlplane.Migrate(ctx, o.pool); err != nil {
+	if cfg.ReadOnly {
+		err = o.openControlPlaneReadOnly(ctx)
+	} else {
+		err = controlplane.Migrate(ctx, o.pool) // already says "migrate control plane"
+	}
+	if err != nil {
 		o.Close()
-		return nil, err // already says "migrate control plane"
+		return nil, err
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	if err := o.checkMigrations(ctx); err != nil {

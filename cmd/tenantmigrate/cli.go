@@ -131,7 +131,13 @@ func pluralize(n int64, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// inspectOnly configures commands that apply no migration (status, tenants):
-// they keep working when the migration source has drifted from what was
-// applied, which migrate and serve refuse and verify reports.
-func inspectOnly(cfg *tenantmigrate.Config) { cfg.AllowChangedMigrations = true }
+// inspectOnly configures commands that apply no migration (status, tenants,
+// verify, migrate --dry-run): they record nothing about the migrations
+// (ReadOnly: no checksums, so a run without the fleet's migrations cannot
+// poison the drift table), and they keep working when the migration source
+// has drifted from what was applied, which migrate and serve refuse and
+// verify reports.
+func inspectOnly(cfg *tenantmigrate.Config) {
+	cfg.ReadOnly = true
+	cfg.AllowChangedMigrations = true
+}

@@ -162,6 +162,9 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 	orch, err := openOrchestrator(ctx, g, logger, func(cfg *tenantmigrate.Config) {
 		cfg.Workers = o.concurrency           // sizes the control-plane pool
 		cfg.InlineConcurrency = o.concurrency // MigrateTenant runs inline
+		// A dry run writes nothing anywhere, but refuses a source that
+		// drifted as the run it previews would.
+		cfg.ReadOnly = o.dryRun
 	})
 	if err != nil {
 		return err

@@ -108,8 +108,7 @@ func runVerify(cmd *cobra.Command, g *globalOpts, o *verifyOpts) error {
 		return usageErr("%v", errNoKey)
 	}
 	orch, err := openOrchestrator(ctx, g, logger, func(cfg *tenantmigrate.Config) {
-		// Changed migrations are one of the things verify reports.
-		cfg.AllowChangedMigrations = true
+		inspectOnly(cfg)            // changed migrations are one of the things verify reports
 		cfg.Workers = o.concurrency // sizes the control-plane pool
 	})
 	if err != nil {
