@@ -145,6 +145,9 @@ type driftState struct {
 // planes older than the checksums table): the source is taken as what was
 // applied, the first time.
 func (o *Orchestrator) checkMigrations(ctx context.Context) error {
+	if o.migrator == nil {
+		return nil // ReadOnly without migrations: nothing to compare
+	}
 	source := o.migrator.Migrations()
 	d := &driftState{
 		source:   make(map[int64]migrator.SourceMigration, len(source)),
@@ -250,6 +253,9 @@ func (o *Orchestrator) ChangedMigrations() []ChangedMigration {
 // goose_db_version, ascending and without goose's version 0, reading them in
 // a read-only session without taking the tenant's lock.
 func (o *Orchestrator) AppliedVersions(ctx context.Context, id string) ([]int64, error) {
+	if o.migrator == nil {
+		return nil, errNoMigrationsConfigured
+	}
 	t, err := o.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -333,6 +339,10 @@ func (v TenantVerification) Problems() []string {
 // be.
 func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerification {
 	v := TenantVerification{TenantID: t.ID, ControlPlaneVersion: t.MigrationsVersion, DatabaseVersion: -1}
+	if o.migrator == nil {
+		v.Err = errNoMigrationsConfigured
+		return v
+	}
 	applied, err := o.migrator.Applied(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 	if err != nil {
 		v.Err = err

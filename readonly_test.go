@@ -6,6 +6,7 @@ import (
 	"testing/fstest"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
@@ -110,4 +111,48 @@ func checksumsTableExists(t *testing.T, cpURL string) bool {
 	var exists bool
 	require.NoError(t, conn.QueryRow(t.Context(), `SELECT to_regclass('tenantmigrate.migration_checksums') IS NOT NULL`).Scan(&exists))
 	return exists
+}
+
+// TestNewWithoutMigrations: New without migrations fails with
+// ErrNoMigrations (also goose's) before connecting, so no tenant and not
+// the control plane are touched; an empty source is refused the same way.
+// Before, the embedded example set was applied. A ReadOnly Orchestrator
+// needs no migrations, and says so where it would.
+func TestNewWithoutMigrations(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cpURL := pgtest.NewDatabase(t)
+	for name, cfg := range map[string]tenantmigrate.Config{
+		"Nothing":     {},
+		"EmptySource": {Migrations: fstest.MapFS{"README.md": {Data: []byte("hi")}}},
+	} {
+		cfg.DatabaseURL, cfg.EncryptionKey = cpURL, testKey
+		_, err := tenantmigrate.New(ctx, cfg)
+		require.ErrorIs(t, err, tenantmigrate.ErrNoMigrations, name)
+		require.ErrorIs(t, err, goose.ErrNoMigrations, name)
+		require.ErrorContains(t, err, "Config.Migrations", name)
+		require.NotContains(t, err.Error(), "MIGRATIONS_DIR", name)
+		require.NotContains(t, err.Error(), "--migrations", name)
+	}
+	conn, err := pgx.Connect(ctx, cpURL)
+	require.NoError(t, err)
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	require.NoError(t, conn.QueryRow(ctx, `SELECT to_regnamespace('tenantmigrate') IS NOT NULL`).Scan(&exists))
+	require.False(t, exists, "New wrote the control plane")
+
+	ro := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cpURL, ReadOnly: true})
+	require.Zero(t, ro.Latest())
+	tenantURL := pgtest.NewDatabase(t)
+	tn, err := ro.CreateTenant(ctx, tenantmigrate.Tenant{ID: "acme", DatabaseURL: tenantURL})
+	require.NoError(t, err)
+	_, _, err = ro.PendingVersions(ctx, "acme")
+	require.ErrorIs(t, err, tenantmigrate.ErrNoMigrations)
+	require.ErrorIs(t, ro.VerifyTenant(ctx, tn).Err, tenantmigrate.ErrNoMigrations)
+	require.ErrorIs(t, ro.EnsureMigrated(ctx, "acme"), tenantmigrate.ErrReadOnly)
+	tconn, err := pgx.Connect(ctx, tenantURL)
+	require.NoError(t, err)
+	defer tconn.Close(context.WithoutCancel(ctx))
+	require.NoError(t, tconn.QueryRow(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&exists))
+	require.False(t, exists, "a ReadOnly Orchestrator migrated a tenant")
 }

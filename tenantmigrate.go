@@ -33,7 +33,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/examplemigrations"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
@@ -86,11 +85,14 @@ type Config struct {
 	EncryptionKey string
 
 	// Migrations is a directory tree of goose v3 SQL files (at its root).
-	// With neither Migrations nor GoMigrations, a small example set embedded
-	// in the binary is used.
+	// Migrations or GoMigrations must hold at least one migration: New
+	// returns an error wrapping ErrNoMigrations otherwise (unless ReadOnly).
+	// There is no default set: one forgotten setting must not create
+	// example tables across a fleet.
 	Migrations fs.FS
 
 	// GoMigrations are goose Go migrations, applied alongside Migrations.
+	// Defaults to none.
 	GoMigrations []*goose.Migration
 
 	// Strategy says when tenants are migrated. Defaults to StrategyOnRequest.
@@ -273,7 +275,17 @@ var (
 	// ErrNoEncryptionKey is returned when storing or migrating a tenant
 	// without Config.EncryptionKey.
 	ErrNoEncryptionKey = controlplane.ErrNoEncryptionKey
+	// ErrNoMigrations is wrapped by the error New returns when neither
+	// Config.Migrations nor Config.GoMigrations holds a migration (and
+	// Config.ReadOnly is not set), and by what PendingVersions,
+	// AppliedVersions and VerifyTenant return on a ReadOnly Orchestrator
+	// without migrations. It wraps goose.ErrNoMigrations.
+	ErrNoMigrations = fmt.Errorf("%w", goose.ErrNoMigrations)
 )
+
+// errNoMigrationsConfigured is the error of New and of the methods that need
+// migrations when there are none.
+var errNoMigrationsConfigured = fmt.Errorf("%w: set Config.Migrations (a directory of goose SQL files, e.g. os.DirFS or an embed.FS) or Config.GoMigrations", ErrNoMigrations)
 
 // MigrationError is returned by EnsureMigrated and MigrateTenant when a
 // tenant's migration failed. Version is the last version that applied.
@@ -342,21 +354,32 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, errors.New("a ReadOnly Orchestrator runs no workers: unset RunWorkers")
 	}
 
-	migrationsFS := cfg.Migrations
-	if migrationsFS == nil && len(cfg.GoMigrations) == 0 {
-		migrationsFS = examplemigrations.FS
+	// Before anything connects: without migrations nothing is written
+	// anywhere.
+	var mig *migrator.Migrator // stays nil for a ReadOnly Orchestrator without migrations
+	switch {
+	case cfg.Migrations != nil || len(cfg.GoMigrations) > 0:
+		mig, err = migrator.New(migrator.Config{
+			FS:                 cfg.Migrations,
+			GoMigrations:       cfg.GoMigrations,
+			LockTimeout:        cfg.LockTimeout,
+			TenantLockTimeout:  cfg.TenantLockTimeout,
+			StatementTimeout:   cfg.StatementTimeout,
+			KeepInvalidIndexes: cfg.KeepInvalidIndexes,
+			Logger:             logger,
+		})
+		if errors.Is(err, goose.ErrNoMigrations) {
+			return nil, fmt.Errorf("%w: Config.Migrations has no versioned .sql file at its root and Config.GoMigrations is empty", ErrNoMigrations)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read migrations: %w", err)
+		}
+	case !cfg.ReadOnly:
+		return nil, errNoMigrationsConfigured
 	}
-	mig, err := migrator.New(migrator.Config{
-		FS:                 migrationsFS,
-		GoMigrations:       cfg.GoMigrations,
-		LockTimeout:        cfg.LockTimeout,
-		TenantLockTimeout:  cfg.TenantLockTimeout,
-		StatementTimeout:   cfg.StatementTimeout,
-		KeepInvalidIndexes: cfg.KeepInvalidIndexes,
-		Logger:             logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read migrations: %w", err)
+	var latest int64
+	if mig != nil {
+		latest = mig.Latest()
 	}
 
 	var cipher *controlplane.Cipher
@@ -371,7 +394,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		logger:   logger,
 		pool:     cfg.Pool,
 		migrator: mig,
-		latest:   mig.Latest(),
+		latest:   latest,
 		hostRE:   hostRE,
 	}
 	o.cache.init()

@@ -80,7 +80,7 @@ func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if errors.Is(err, goose.ErrNoMigrations) {
-		return nil, errors.New("no migrations: no versioned .sql files at the root of the source and no go migrations")
+		return nil, fmt.Errorf("no versioned .sql files at the root of the source and no go migrations: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
