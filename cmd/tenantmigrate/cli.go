@@ -35,18 +35,24 @@ func cliLogger(cmd *cobra.Command, g *globalOpts, w io.Writer) (*slog.Logger, er
 
 // openOrchestrator builds the Config from the global flags, lets configure
 // adjust it, and opens an Orchestrator (without starting it). Configuration
-// errors are usage errors (exit 2); failing to connect is exit 1.
-func openOrchestrator(ctx context.Context, g *globalOpts, logger *slog.Logger, configure func(*tenantmigrate.Config)) (*tenantmigrate.Orchestrator, error) {
+// errors, migrations missing when needMigrations, are usage errors (exit
+// 2); failing to connect is exit 1.
+func openOrchestrator(ctx context.Context, g *globalOpts, logger *slog.Logger, needMigrations bool, configure func(*tenantmigrate.Config)) (*tenantmigrate.Orchestrator, error) {
 	cfg, err := g.config(logger)
 	if err != nil {
 		return nil, err
+	}
+	if needMigrations {
+		if err := g.requireMigrations(); err != nil {
+			return nil, err
+		}
 	}
 	if configure != nil {
 		configure(&cfg)
 	}
 	orch, err := tenantmigrate.New(ctx, cfg)
 	if err != nil {
-		return nil, failedErr(err)
+		return nil, g.newErr(err)
 	}
 	return orch, nil
 }

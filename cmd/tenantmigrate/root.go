@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -25,6 +27,10 @@ type globalOpts struct {
 
 	allowChangedMigrations bool
 	keepInvalidIndexes     bool
+
+	// migrationsFS is the source when --migrations is not given; only demo
+	// sets it (to the example set). Nil: no migrations.
+	migrationsFS fs.FS
 
 	stdout, stderr io.Writer
 }
@@ -57,7 +63,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "database-url", "DATABASE_URL")
 	pf.StringVar(&g.encryptionKey, "encryption-key", "", "secret (16+ characters) that encrypts tenant database URLs at rest")
 	bindEnv(pf, "encryption-key", "ENCRYPTION_KEY")
-	pf.StringVar(&g.migrationsDir, "migrations", "", "directory of goose v3 migration files (default: a small embedded example set)")
+	pf.StringVar(&g.migrationsDir, "migrations", "", "directory of goose v3 migration files; serve, migrate and verify need it, status shows the latest version with it (no default)")
 	bindEnv(pf, "migrations", "MIGRATIONS_DIR")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	bindEnv(pf, "log-level", "LOG_LEVEL")
@@ -118,8 +124,36 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 			return cfg, usageErr("--migrations: %s is not a directory", g.migrationsDir)
 		}
 		cfg.Migrations = os.DirFS(g.migrationsDir)
+	} else if g.migrationsFS != nil {
+		cfg.Migrations = g.migrationsFS
 	}
 	return cfg, nil
+}
+
+// errNoMigrations is the message of a command that needs migrations without
+// them.
+const errNoMigrations = "no migrations: set --migrations or MIGRATIONS_DIR to the directory of the fleet's goose migration files (there is no default set; only tenantmigrate demo uses its built-in examples)"
+
+// hasMigrations reports whether the command has a migration source.
+func (g *globalOpts) hasMigrations() bool { return g.migrationsDir != "" || g.migrationsFS != nil }
+
+// requireMigrations is the usage error (exit 2) of serve, migrate and
+// verify run without migrations, checked before anything connects.
+func (g *globalOpts) requireMigrations() error {
+	if !g.hasMigrations() {
+		return usageErr(errNoMigrations)
+	}
+	return nil
+}
+
+// newErr turns an error of tenantmigrate.New into an exit error: a
+// migration source without migrations is a usage error naming the flag
+// (exit 2), anything else a failure (exit 1).
+func (g *globalOpts) newErr(err error) error {
+	if errors.Is(err, tenantmigrate.ErrNoMigrations) {
+		return usageErr("no migrations in --migrations %s (MIGRATIONS_DIR): no versioned goose .sql file (such as 00001_create_users.sql) at its root", g.migrationsDir)
+	}
+	return failedErr(err)
 }
 
 func newVersionCmd(g *globalOpts) *cobra.Command {

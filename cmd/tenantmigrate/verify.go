@@ -107,7 +107,7 @@ func runVerify(cmd *cobra.Command, g *globalOpts, o *verifyOpts) error {
 	if g.databaseURL != "" && g.encryptionKey == "" {
 		return usageErr("%v", errNoKey)
 	}
-	orch, err := openOrchestrator(ctx, g, logger, func(cfg *tenantmigrate.Config) {
+	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
 		inspectOnly(cfg)            // changed migrations are one of the things verify reports
 		cfg.Workers = o.concurrency // sizes the control-plane pool
 	})

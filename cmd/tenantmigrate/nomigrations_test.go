@@ -1,0 +1,42 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
+)
+
+// TestNoMigrationsIsAUsageError: serve, migrate (a dry run too) and verify
+// without --migrations exit 2 saying how to set them, and touch no tenant;
+// before, they applied the embedded example set to the fleet. A directory
+// without migration files is refused the same way.
+func TestNoMigrationsIsAUsageError(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	tenantURL := pgtest.NewDatabase(t)
+	f.add("acme", tenantURL)
+	f.migrations = ""
+	empty := t.TempDir()
+
+	for _, args := range [][]string{
+		{"migrate", "--all", "--progress", "none"},
+		{"migrate", "--tenant", "acme", "--progress", "none"},
+		{"migrate", "--all", "--dry-run"},
+		{"verify"},
+		{"serve", "--listen", "127.0.0.1:0"},
+	} {
+		r := f.run(args...)
+		requireCode(t, 2, r)
+		require.Contains(t, r.stderr, "no migrations: set --migrations or MIGRATIONS_DIR", "%v", args)
+
+		r = f.run(append(args, "--migrations", empty)...)
+		requireCode(t, 2, r)
+		require.Contains(t, r.stderr, "no migrations in --migrations "+empty, "%v", args)
+	}
+	require.False(t, queryBool(t, tenantURL, "SELECT to_regclass('goose_db_version') IS NOT NULL"), "a tenant was migrated")
+	require.False(t, queryBool(t, tenantURL, "SELECT to_regclass('users') IS NOT NULL"), "the example set reached a tenant")
+	st := f.tenants()[0]
+	require.Nil(t, st.MigrationsVersion)
+}
