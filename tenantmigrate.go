@@ -132,6 +132,16 @@ type Config struct {
 	// refused. Defaults to false.
 	AllowChangedMigrations bool
 
+	// AllowEnvsub lets New accept SQL migrations that turn on goose's
+	// environment substitution ("-- +goose ENVSUB ON"), logging their names at
+	// warn level. goose replaces ${VAR} in them from the environment of each
+	// process that applies them, and the checksums of drift detection cover
+	// the files as written, so nothing can prove that every tenant got the
+	// same SQL. Without it, New returns an *EnvsubMigrationsError (wrapping
+	// ErrEnvsubMigrations) naming the files, before it connects. Defaults to
+	// false.
+	AllowEnvsub bool
+
 	// KeepInvalidIndexes turns off the repair of invalid indexes before a
 	// tenant's pending migrations are applied. A CREATE INDEX CONCURRENTLY
 	// (or REINDEX CONCURRENTLY) that failed or was interrupted leaves an
@@ -373,6 +383,9 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read migrations: %w", err)
+		}
+		if err := checkEnvsub(mig.Migrations(), cfg.AllowEnvsub, logger); err != nil {
+			return nil, err
 		}
 	case !cfg.ReadOnly:
 		return nil, errNoMigrationsConfigured
