@@ -26,6 +26,7 @@ type globalOpts struct {
 	statementTimeout  time.Duration
 
 	allowChangedMigrations bool
+	allowEnvsub            bool
 	keepInvalidIndexes     bool
 
 	// migrationsFS is the source when --migrations is not given; only demo
@@ -45,6 +46,9 @@ latest version of one set of goose v3 migrations. A control-plane database
 lists the tenants and records each one's migrations_version and status.`,
 		Example: `  # Try it in one minute: a throwaway PostgreSQL with 50 tenants
   tenantmigrate demo
+
+  # Migrations that use goose's ENVSUB, every environment being the same
+  tenantmigrate migrate --all --migrations ./migrations --allow-envsub
 
   # Run the gateway and admin API
   DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations`,
@@ -75,6 +79,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "statement-timeout", "STATEMENT_TIMEOUT")
 	pf.BoolVar(&g.allowChangedMigrations, "allow-changed-migrations", false, "start even though migrations already applied to tenants were edited or removed since (tenantmigrate verify lists them)")
 	bindEnv(pf, "allow-changed-migrations", "ALLOW_CHANGED_MIGRATIONS")
+	pf.BoolVar(&g.allowEnvsub, "allow-envsub", false, "accept migrations with '-- +goose ENVSUB ON' (logged as a warning): their SQL depends on each process's environment, which checksums cannot see")
+	bindEnv(pf, "allow-envsub", "ALLOW_ENVSUB")
 	pf.BoolVar(&g.keepInvalidIndexes, "keep-invalid-indexes", false, "do not drop the invalid indexes an interrupted CREATE INDEX CONCURRENTLY leaves; fail the tenant's run, naming them")
 	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
 
@@ -106,6 +112,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		StatementTimeout:  g.statementTimeout,
 
 		AllowChangedMigrations: g.allowChangedMigrations,
+		AllowEnvsub:            g.allowEnvsub,
 		KeepInvalidIndexes:     g.keepInvalidIndexes,
 		Logger:                 logger,
 	}
@@ -152,6 +159,11 @@ func (g *globalOpts) requireMigrations() error {
 func (g *globalOpts) newErr(err error) error {
 	if errors.Is(err, tenantmigrate.ErrNoMigrations) {
 		return usageErr("no migrations in --migrations %s (MIGRATIONS_DIR): no versioned goose .sql file (such as 00001_create_users.sql) at its root", g.migrationsDir)
+	}
+	var envsub *tenantmigrate.EnvsubMigrationsError
+	if errors.As(err, &envsub) {
+		return usageErr("%v: %s: %s; write the values into the files, or pass --allow-envsub (ALLOW_ENVSUB) to accept the risk",
+			tenantmigrate.ErrEnvsubMigrations, strings.Join(envsub.Names, ", "), tenantmigrate.EnvsubRisk)
 	}
 	return failedErr(err)
 }
