@@ -85,6 +85,9 @@ func (o *Orchestrator) MigrateTenant(ctx context.Context, id string) (int64, err
 // PendingVersions returns the tenant's current version and the versions it
 // lacks, reading the tenant database without writing anything.
 func (o *Orchestrator) PendingVersions(ctx context.Context, id string) (int64, []int64, error) {
+	if o.migrator == nil {
+		return 0, nil, errNoMigrationsConfigured
+	}
 	t, err := o.store.Get(ctx, id)
 	if err != nil {
 		return 0, nil, err

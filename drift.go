@@ -145,6 +145,9 @@ type driftState struct {
 // planes older than the checksums table): the source is taken as what was
 // applied, the first time.
 func (o *Orchestrator) checkMigrations(ctx context.Context) error {
+	if o.migrator == nil {
+		return nil // ReadOnly without migrations: nothing to compare
+	}
 	source := o.migrator.Migrations()
 	d := &driftState{
 		source:   make(map[int64]migrator.SourceMigration, len(source)),
@@ -177,6 +180,9 @@ func (o *Orchestrator) checkMigrations(ctx context.Context) error {
 		d.changed = changed
 	}
 	o.drift = d
+	if o.cfg.ReadOnly {
+		return nil // a read-only Orchestrator records nothing: see readonly.go
+	}
 
 	// Backfill: versions up to the highest any tenant reached.
 	maxVersion, err := o.store.MaxMigrationsVersion(ctx)
@@ -205,7 +211,7 @@ func (o *Orchestrator) recordChecksums(ctx context.Context, applied []int64) {
 
 func (o *Orchestrator) recordChecksumsErr(ctx context.Context, applied []int64) error {
 	d := o.drift
-	if d == nil || len(applied) == 0 {
+	if d == nil || len(applied) == 0 || o.cfg.ReadOnly {
 		return nil
 	}
 	var todo []controlplane.MigrationChecksum
@@ -247,6 +253,9 @@ func (o *Orchestrator) ChangedMigrations() []ChangedMigration {
 // version table (see Config.VersionTable), ascending and without goose's version 0, reading them in
 // a read-only session without taking the tenant's lock.
 func (o *Orchestrator) AppliedVersions(ctx context.Context, id string) ([]int64, error) {
+	if o.migrator == nil {
+		return nil, errNoMigrationsConfigured
+	}
 	t, err := o.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -348,6 +357,10 @@ func (v TenantVerification) Problems() []string {
 // be.
 func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerification {
 	v := TenantVerification{TenantID: t.ID, ControlPlaneVersion: t.MigrationsVersion, DatabaseVersion: -1}
+	if o.migrator == nil {
+		v.Err = errNoMigrationsConfigured
+		return v
+	}
 	in, err := o.migrator.Inspect(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 	if err != nil {
 		v.Err = err

@@ -205,6 +205,9 @@ const maxStaleReruns = 3
 // migrateNow migrates one tenant in this goroutine and records the result in
 // the control plane. A failure is recorded with failStatus.
 func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status) (int64, error) {
+	if o.cfg.ReadOnly {
+		return 0, ErrReadOnly
+	}
 	for rerun := 0; ; rerun++ {
 		t, err := o.store.Get(ctx, tenantID)
 		if err != nil {
@@ -292,6 +295,9 @@ type jobRunner Orchestrator
 // FAILED_STALE after the last attempt or a non-retryable error.
 func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, maxAttempts int) error {
 	o := (*Orchestrator)(r)
+	if o.cfg.ReadOnly {
+		return ErrReadOnly // not reached: a ReadOnly Orchestrator runs no workers
+	}
 	for rerun := 0; ; rerun++ {
 		t, err := o.store.Get(ctx, tenantID)
 		if errors.Is(err, controlplane.ErrTenantNotFound) {

@@ -33,7 +33,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/examplemigrations"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
@@ -86,11 +85,14 @@ type Config struct {
 	EncryptionKey string
 
 	// Migrations is a directory tree of goose v3 SQL files (at its root).
-	// With neither Migrations nor GoMigrations, a small example set embedded
-	// in the binary is used.
+	// Migrations or GoMigrations must hold at least one migration: New
+	// returns an error wrapping ErrNoMigrations otherwise (unless ReadOnly).
+	// There is no default set: one forgotten setting must not create
+	// example tables across a fleet.
 	Migrations fs.FS
 
 	// GoMigrations are goose Go migrations, applied alongside Migrations.
+	// Defaults to none.
 	GoMigrations []*goose.Migration
 
 	// Strategy says when tenants are migrated. Defaults to StrategyOnRequest.
@@ -144,6 +146,16 @@ type Config struct {
 	// elsewhere, is not migrated: its run fails with an error wrapping
 	// ErrVersionTableConflict that names the tables.
 	VersionTable string
+
+	// AllowEnvsub lets New accept SQL migrations that turn on goose's
+	// environment substitution ("-- +goose ENVSUB ON"), logging their names at
+	// warn level. goose replaces ${VAR} in them from the environment of each
+	// process that applies them, and the checksums of drift detection cover
+	// the files as written, so nothing can prove that every tenant got the
+	// same SQL. Without it, New returns an *EnvsubMigrationsError (wrapping
+	// ErrEnvsubMigrations) naming the files, before it connects. Defaults to
+	// false.
+	AllowEnvsub bool
 
 	// KeepInvalidIndexes turns off the repair of invalid indexes before a
 	// tenant's pending migrations are applied. A CREATE INDEX CONCURRENTLY
@@ -211,6 +223,23 @@ type Config struct {
 	// it. Ignored for on_request, which needs no workers.
 	RunWorkers bool
 
+	// ReadOnly makes an Orchestrator that looks at the fleet and edits its
+	// tenant registry but never migrates, for tools such as status, tenants,
+	// verify and dry runs:
+	//   - it records no migration checksums: New does not backfill them
+	//     (see drift.go), so the source it was given is never taken as what
+	//     the fleet applied;
+	//   - MigrateTenant, EnsureMigrated of a tenant that needs a run and
+	//     queued jobs fail with ErrReadOnly, before touching the tenant;
+	//   - RunWorkers must be false;
+	//   - the control-plane schema is created if it does not exist (an empty
+	//     control plane), but an existing one is never upgraded: New fails
+	//     when it is older than this build;
+	//   - Migrations and GoMigrations may be empty (Latest is then 0).
+	// CreateTenant, UpsertTenant, PatchTenant, DeleteTenant and the enqueue
+	// methods still write what they are asked to. Defaults to false.
+	ReadOnly bool
+
 	// Logger receives structured logs. Defaults to a logger that discards.
 	Logger *slog.Logger
 
@@ -277,7 +306,17 @@ var (
 	// does. Nothing was applied, and it is not retried: an operator keeps
 	// the right table and drops the other. See Config.VersionTable.
 	ErrVersionTableConflict = migrator.ErrVersionTableConflict
+	// ErrNoMigrations is wrapped by the error New returns when neither
+	// Config.Migrations nor Config.GoMigrations holds a migration (and
+	// Config.ReadOnly is not set), and by what PendingVersions,
+	// AppliedVersions and VerifyTenant return on a ReadOnly Orchestrator
+	// without migrations. It wraps goose.ErrNoMigrations.
+	ErrNoMigrations = fmt.Errorf("%w", goose.ErrNoMigrations)
 )
+
+// errNoMigrationsConfigured is the error of New and of the methods that need
+// migrations when there are none.
+var errNoMigrationsConfigured = fmt.Errorf("%w: set Config.Migrations (a directory of goose SQL files, e.g. os.DirFS or an embed.FS) or Config.GoMigrations", ErrNoMigrations)
 
 // MigrationError is returned by EnsureMigrated and MigrateTenant when a
 // tenant's migration failed. Version is the last version that applied.
@@ -342,11 +381,12 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if hostRE.NumSubexp() < 1 {
 		return nil, errors.New("tenant host regexp needs a group for the tenant id")
 	}
-
-	migrationsFS := cfg.Migrations
-	if migrationsFS == nil && len(cfg.GoMigrations) == 0 {
-		migrationsFS = examplemigrations.FS
+	if cfg.ReadOnly && cfg.RunWorkers {
+		return nil, errors.New("a ReadOnly Orchestrator runs no workers: unset RunWorkers")
 	}
+
+	// Before anything connects: without migrations nothing is written
+	// anywhere.
 	var versionTable *migrator.VersionTable
 	if cfg.VersionTable != "" {
 		vt, err := migrator.ParseVersionTable(cfg.VersionTable)
@@ -355,18 +395,34 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		versionTable = &vt
 	}
-	mig, err := migrator.New(migrator.Config{
-		FS:                 migrationsFS,
-		GoMigrations:       cfg.GoMigrations,
-		LockTimeout:        cfg.LockTimeout,
-		TenantLockTimeout:  cfg.TenantLockTimeout,
-		StatementTimeout:   cfg.StatementTimeout,
-		KeepInvalidIndexes: cfg.KeepInvalidIndexes,
-		VersionTable:       versionTable,
-		Logger:             logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read migrations: %w", err)
+	var mig *migrator.Migrator // stays nil for a ReadOnly Orchestrator without migrations
+	switch {
+	case cfg.Migrations != nil || len(cfg.GoMigrations) > 0:
+		mig, err = migrator.New(migrator.Config{
+			FS:                 cfg.Migrations,
+			GoMigrations:       cfg.GoMigrations,
+			LockTimeout:        cfg.LockTimeout,
+			TenantLockTimeout:  cfg.TenantLockTimeout,
+			StatementTimeout:   cfg.StatementTimeout,
+			KeepInvalidIndexes: cfg.KeepInvalidIndexes,
+			VersionTable:       versionTable,
+			Logger:             logger,
+		})
+		if errors.Is(err, goose.ErrNoMigrations) {
+			return nil, fmt.Errorf("%w: Config.Migrations has no versioned .sql file at its root and Config.GoMigrations is empty", ErrNoMigrations)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read migrations: %w", err)
+		}
+		if err := checkEnvsub(mig.Migrations(), cfg.AllowEnvsub, logger); err != nil {
+			return nil, err
+		}
+	case !cfg.ReadOnly:
+		return nil, errNoMigrationsConfigured
+	}
+	var latest int64
+	if mig != nil {
+		latest = mig.Latest()
 	}
 
 	var cipher *controlplane.Cipher
@@ -381,7 +437,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		logger:   logger,
 		pool:     cfg.Pool,
 		migrator: mig,
-		latest:   mig.Latest(),
+		latest:   latest,
 		hostRE:   hostRE,
 	}
 	o.cache.init()
@@ -403,9 +459,14 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		o.ownsPool = true
 	}
-	if err := controlplane.Migrate(ctx, o.pool); err != nil {
+	if cfg.ReadOnly {
+		err = o.openControlPlaneReadOnly(ctx)
+	} else {
+		err = controlplane.Migrate(ctx, o.pool) // already says "migrate control plane"
+	}
+	if err != nil {
 		o.Close()
-		return nil, err // already says "migrate control plane"
+		return nil, err
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	if err := o.checkMigrations(ctx); err != nil {

@@ -227,7 +227,7 @@ func writeMigrations(t *testing.T, ups ...string) string {
 // creates the control plane's schema).
 func registerTenants(t *testing.T, controlPlane, prefix string, dbs, perDB int) []fleettest.SchemaTenant {
 	t.Helper()
-	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: controlPlane, EncryptionKey: encryptionKey})
+	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: controlPlane, EncryptionKey: encryptionKey, ReadOnly: true})
 	require.NoError(t, err)
 	defer o.Close()
 	return fleettest.NewSchemaTenants(t, prefix, dbs, perDB, func(tn fleettest.SchemaTenant) {

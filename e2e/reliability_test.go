@@ -411,7 +411,7 @@ func TestTenantDatabaseOutage(t *testing.T) {
 // registerExtra registers more tenants through the library.
 func registerExtra(t *testing.T, cpURL string, tenants map[string]fleettest.SchemaTenant) {
 	t.Helper()
-	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: encryptionKey})
+	o, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: encryptionKey, ReadOnly: true})
 	require.NoError(t, err)
 	defer o.Close()
 	for _, tn := range tenants {

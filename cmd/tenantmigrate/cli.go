@@ -35,18 +35,24 @@ func cliLogger(cmd *cobra.Command, g *globalOpts, w io.Writer) (*slog.Logger, er
 
 // openOrchestrator builds the Config from the global flags, lets configure
 // adjust it, and opens an Orchestrator (without starting it). Configuration
-// errors are usage errors (exit 2); failing to connect is exit 1.
-func openOrchestrator(ctx context.Context, g *globalOpts, logger *slog.Logger, configure func(*tenantmigrate.Config)) (*tenantmigrate.Orchestrator, error) {
+// errors, migrations missing when needMigrations, are usage errors (exit
+// 2); failing to connect is exit 1.
+func openOrchestrator(ctx context.Context, g *globalOpts, logger *slog.Logger, needMigrations bool, configure func(*tenantmigrate.Config)) (*tenantmigrate.Orchestrator, error) {
 	cfg, err := g.config(logger)
 	if err != nil {
 		return nil, err
+	}
+	if needMigrations {
+		if err := g.requireMigrations(); err != nil {
+			return nil, err
+		}
 	}
 	if configure != nil {
 		configure(&cfg)
 	}
 	orch, err := tenantmigrate.New(ctx, cfg)
 	if err != nil {
-		return nil, failedErr(err)
+		return nil, g.newErr(err)
 	}
 	return orch, nil
 }
@@ -131,7 +137,13 @@ func pluralize(n int64, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-// inspectOnly configures commands that apply no migration (status, tenants):
-// they keep working when the migration source has drifted from what was
-// applied, which migrate and serve refuse and verify reports.
-func inspectOnly(cfg *tenantmigrate.Config) { cfg.AllowChangedMigrations = true }
+// inspectOnly configures commands that apply no migration (status, tenants,
+// verify, migrate --dry-run): they record nothing about the migrations
+// (ReadOnly: no checksums, so a run without the fleet's migrations cannot
+// poison the drift table), and they keep working when the migration source
+// has drifted from what was applied, which migrate and serve refuse and
+// verify reports.
+func inspectOnly(cfg *tenantmigrate.Config) {
+	cfg.ReadOnly = true
+	cfg.AllowChangedMigrations = true
+}

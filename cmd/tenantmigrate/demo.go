@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/examplemigrations"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgserver"
 )
 
@@ -145,7 +146,10 @@ func runDemo(cmd *cobra.Command, g *globalOpts, o *demoOpts) (retErr error) {
 	dg := *g
 	dg.databaseURL = srv.URL(demoControlPlaneDB)
 	dg.encryptionKey = randomHex(24)
-	orch, err := openOrchestrator(ctx, &dg, logger, func(cfg *tenantmigrate.Config) {
+	// The one command that uses the example set, and only without
+	// --migrations: its fleet is a throwaway.
+	dg.migrationsFS = examplemigrations.FS
+	orch, err := openOrchestrator(ctx, &dg, logger, true, func(cfg *tenantmigrate.Config) {
 		cfg.Workers = o.concurrency
 		cfg.InlineConcurrency = o.concurrency
 	})
@@ -167,7 +171,7 @@ func runDemo(cmd *cobra.Command, g *globalOpts, o *demoOpts) (retErr error) {
 	if ctx.Err() != nil {
 		return resultErr(res) // interrupted: clean up at once
 	}
-	rep, err := fleetStatus(ctx, orch, 20)
+	rep, err := fleetStatus(ctx, orch, true, 20)
 	if err != nil {
 		return failedErr(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -46,17 +47,25 @@ func requireCode(t *testing.T, code int, r result) {
 type fleet struct {
 	t   *testing.T
 	url string
+	// migrations is the --migrations that run adds when the command line
+	// has none: a copy of the example set, versions 1-4. Empty: none.
+	migrations string
 }
 
 func newFleet(t *testing.T) *fleet {
 	t.Helper()
-	return &fleet{t: t, url: pgtest.NewDatabase(t)}
+	return &fleet{t: t, url: pgtest.NewDatabase(t), migrations: exampleDir(t, 4)}
 }
 
-// run runs the command line against the fleet's control plane with its key.
+// run runs the command line against the fleet's control plane with its key
+// and, unless args name them, the fleet's migrations.
 func (f *fleet) run(args ...string) result {
 	f.t.Helper()
-	return runCLI(f.t, append(args, "--database-url", f.url, "--encryption-key", testKey)...)
+	args = append(args, "--database-url", f.url, "--encryption-key", testKey)
+	if f.migrations != "" && !slices.Contains(args, "--migrations") {
+		args = append(args, "--migrations", f.migrations)
+	}
+	return runCLI(f.t, args...)
 }
 
 // add registers a tenant through the CLI.
@@ -70,7 +79,7 @@ func (f *fleet) add(id, dbURL string, extra ...string) {
 // CLI recorded.
 func (f *fleet) orch() *tenantmigrate.Orchestrator {
 	f.t.Helper()
-	o, err := tenantmigrate.New(f.t.Context(), tenantmigrate.Config{DatabaseURL: f.url, EncryptionKey: testKey, AllowChangedMigrations: true})
+	o, err := tenantmigrate.New(f.t.Context(), tenantmigrate.Config{DatabaseURL: f.url, EncryptionKey: testKey, ReadOnly: true})
 	require.NoError(f.t, err)
 	f.t.Cleanup(o.Close)
 	return o

@@ -94,8 +94,11 @@ goes to stderr: a live bar on a terminal, otherwise a line every
 --progress-interval. A summary follows on stdout. On Ctrl-C no new tenant is
 started and the running ones finish.
 
+It needs --migrations (MIGRATIONS_DIR): there is no default set.
+
 --dry-run lists the selected tenants with the versions each one lacks, read
-from the tenant databases in read-only sessions, and writes nothing anywhere.
+from the tenant databases in read-only sessions, and writes nothing anywhere
+(no migration checksum either).
 
 Logs (JSON on stderr) show errors only, unless --log-level is given.
 
@@ -104,7 +107,8 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 		Example: `  # Bring every tenant behind to the latest version
   tenantmigrate migrate --all --migrations ./migrations
 
-  # What would that do?
+  # What would that do? (MIGRATIONS_DIR instead of --migrations)
+  export MIGRATIONS_DIR=./migrations
   tenantmigrate migrate --all --dry-run
 
   # Retry two tenants, whatever their state, and FAILED_STALE ones too
@@ -159,9 +163,12 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 	if g.databaseURL != "" && g.encryptionKey == "" {
 		return usageErr("%v", errNoKey)
 	}
-	orch, err := openOrchestrator(ctx, g, logger, func(cfg *tenantmigrate.Config) {
+	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
 		cfg.Workers = o.concurrency           // sizes the control-plane pool
 		cfg.InlineConcurrency = o.concurrency // MigrateTenant runs inline
+		// A dry run writes nothing anywhere, but refuses a source that
+		// drifted as the run it previews would.
+		cfg.ReadOnly = o.dryRun
 	})
 	if err != nil {
 		return err

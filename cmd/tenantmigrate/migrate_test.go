@@ -225,6 +225,7 @@ func TestMigrateEnv(t *testing.T) {
 	addSchemaTenants(f, "env", 2)
 	t.Setenv("DATABASE_URL", f.url)
 	t.Setenv("ENCRYPTION_KEY", testKey)
+	t.Setenv("MIGRATIONS_DIR", f.migrations)
 	t.Setenv("MIGRATE_ALL", "true")
 	t.Setenv("PROGRESS", "none")
 

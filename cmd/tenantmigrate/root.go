@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -24,8 +26,13 @@ type globalOpts struct {
 	statementTimeout  time.Duration
 
 	allowChangedMigrations bool
+	allowEnvsub            bool
 	keepInvalidIndexes     bool
 	versionTable           string
+
+	// migrationsFS is the source when --migrations is not given; only demo
+	// sets it (to the example set). Nil: no migrations.
+	migrationsFS fs.FS
 
 	stdout, stderr io.Writer
 }
@@ -40,6 +47,9 @@ latest version of one set of goose v3 migrations. A control-plane database
 lists the tenants and records each one's migrations_version and status.`,
 		Example: `  # Try it in one minute: a throwaway PostgreSQL with 50 tenants
   tenantmigrate demo
+
+  # Migrations that use goose's ENVSUB, every environment being the same
+  tenantmigrate migrate --all --migrations ./migrations --allow-envsub
 
   # Run the gateway and admin API
   DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations
@@ -61,7 +71,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "database-url", "DATABASE_URL")
 	pf.StringVar(&g.encryptionKey, "encryption-key", "", "secret (16+ characters) that encrypts tenant database URLs at rest")
 	bindEnv(pf, "encryption-key", "ENCRYPTION_KEY")
-	pf.StringVar(&g.migrationsDir, "migrations", "", "directory of goose v3 migration files (default: a small embedded example set)")
+	pf.StringVar(&g.migrationsDir, "migrations", "", "directory of goose v3 migration files; serve, migrate and verify need it, status shows the latest version with it (no default)")
 	bindEnv(pf, "migrations", "MIGRATIONS_DIR")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	bindEnv(pf, "log-level", "LOG_LEVEL")
@@ -73,6 +83,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "statement-timeout", "STATEMENT_TIMEOUT")
 	pf.BoolVar(&g.allowChangedMigrations, "allow-changed-migrations", false, "start even though migrations already applied to tenants were edited or removed since (tenantmigrate verify lists them)")
 	bindEnv(pf, "allow-changed-migrations", "ALLOW_CHANGED_MIGRATIONS")
+	pf.BoolVar(&g.allowEnvsub, "allow-envsub", false, "accept migrations with '-- +goose ENVSUB ON' (logged as a warning): their SQL depends on each process's environment, which checksums cannot see")
+	bindEnv(pf, "allow-envsub", "ALLOW_ENVSUB")
 	pf.BoolVar(&g.keepInvalidIndexes, "keep-invalid-indexes", false, "do not drop the invalid indexes an interrupted CREATE INDEX CONCURRENTLY leaves; fail the tenant's run, naming them")
 	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
 	pf.StringVar(&g.versionTable, "version-table", "", "schema-qualified goose version table of database-per-tenant tenants, e.g. app.goose_db_version (default: the one found in the tenant's database, else public.goose_db_version)")
@@ -106,6 +118,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		StatementTimeout:  g.statementTimeout,
 
 		AllowChangedMigrations: g.allowChangedMigrations,
+		AllowEnvsub:            g.allowEnvsub,
 		KeepInvalidIndexes:     g.keepInvalidIndexes,
 		VersionTable:           g.versionTable,
 		Logger:                 logger,
@@ -130,8 +143,41 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 			return cfg, usageErr("--migrations: %s is not a directory", g.migrationsDir)
 		}
 		cfg.Migrations = os.DirFS(g.migrationsDir)
+	} else if g.migrationsFS != nil {
+		cfg.Migrations = g.migrationsFS
 	}
 	return cfg, nil
+}
+
+// errNoMigrations is the message of a command that needs migrations without
+// them.
+const errNoMigrations = "no migrations: set --migrations or MIGRATIONS_DIR to the directory of the fleet's goose migration files (there is no default set; only tenantmigrate demo uses its built-in examples)"
+
+// hasMigrations reports whether the command has a migration source.
+func (g *globalOpts) hasMigrations() bool { return g.migrationsDir != "" || g.migrationsFS != nil }
+
+// requireMigrations is the usage error (exit 2) of serve, migrate and
+// verify run without migrations, checked before anything connects.
+func (g *globalOpts) requireMigrations() error {
+	if !g.hasMigrations() {
+		return usageErr(errNoMigrations)
+	}
+	return nil
+}
+
+// newErr turns an error of tenantmigrate.New into an exit error: a
+// migration source without migrations is a usage error naming the flag
+// (exit 2), anything else a failure (exit 1).
+func (g *globalOpts) newErr(err error) error {
+	if errors.Is(err, tenantmigrate.ErrNoMigrations) {
+		return usageErr("no migrations in --migrations %s (MIGRATIONS_DIR): no versioned goose .sql file (such as 00001_create_users.sql) at its root", g.migrationsDir)
+	}
+	var envsub *tenantmigrate.EnvsubMigrationsError
+	if errors.As(err, &envsub) {
+		return usageErr("%v: %s: %s; write the values into the files, or pass --allow-envsub (ALLOW_ENVSUB) to accept the risk",
+			tenantmigrate.ErrEnvsubMigrations, strings.Join(envsub.Names, ", "), tenantmigrate.EnvsubRisk)
+	}
+	return failedErr(err)
 }
 
 func newVersionCmd(g *globalOpts) *cobra.Command {

@@ -46,12 +46,13 @@ func newServeCmd(g *globalOpts) *cobra.Command {
 		Short: "Run the tenant gateway, the admin API and the migration workers",
 		Long: `serve routes tenant traffic by host name, applies the migration strategy, and
 serves the admin API (/admin), /health and /metrics. Several instances may
-share one control plane: they coordinate through it.`,
+share one control plane: they coordinate through it. It needs --migrations
+(MIGRATIONS_DIR): there is no default set.`,
 		Example: `  # On-request migration in front of an app on :3000
-  tenantmigrate serve --upstream http://127.0.0.1:3000 --admin-api-keys "$KEY"
+  tenantmigrate serve --migrations ./migrations --upstream http://127.0.0.1:3000 --admin-api-keys "$KEY"
 
   # Migrate the whole fleet in the background at start
-  tenantmigrate serve --strategy full_fleet --workers 4`,
+  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, &o)
@@ -127,6 +128,9 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	if err != nil {
 		return err
 	}
+	if err := g.requireMigrations(); err != nil {
+		return err
+	}
 	if cfg.Strategy, err = tenantmigrate.ParseStrategy(o.strategy); err != nil {
 		return usageErr("--strategy: %v", err)
 	}
@@ -168,7 +172,7 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	}
 	orch, err := tenantmigrate.New(ctx, cfg)
 	if err != nil {
-		return failedErr(err)
+		return g.newErr(err)
 	}
 	defer orch.Close()
 	var metricsHandler http.Handler

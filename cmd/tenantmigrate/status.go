@@ -34,7 +34,8 @@ are at it and behind it, the tenants per version (a histogram) and per status,
 the FAILED and FAILED_STALE tenants with their last error (the first
 --failed-limit of them, and how many there are), and the migration jobs
 queued for the servers' workers. It reads the control plane only, and needs
-no encryption key.`,
+no encryption key. Without --migrations the latest version is unknown: status
+shows the rest, with latestVersion, atLatest and behind null in --json.`,
 		Example: `  tenantmigrate status --migrations ./migrations
   tenantmigrate status --json | jq .behind`,
 		Args: cobra.NoArgs,
@@ -42,12 +43,12 @@ no encryption key.`,
 			if failedLimit < 0 {
 				return usageErr("--failed-limit must not be negative")
 			}
-			orch, err := openInspectOrchestrator(cmd, g, nil)
+			orch, err := openInspectOrchestrator(cmd, g, true, nil)
 			if err != nil {
 				return err
 			}
 			defer orch.Close()
-			rep, err := fleetStatus(cmd.Context(), orch, failedLimit)
+			rep, err := fleetStatus(cmd.Context(), orch, g.hasMigrations(), failedLimit)
 			if err != nil {
 				return failedErr(err)
 			}
@@ -68,10 +69,12 @@ no encryption key.`,
 
 // statusReport is the output of status; its JSON form is that of --json.
 type statusReport struct {
-	LatestVersion int64              `json:"latestVersion"`
+	// LatestVersion, AtLatest and Behind are null without --migrations:
+	// the latest version is that of the migrations.
+	LatestVersion *int64             `json:"latestVersion"`
 	Total         int64              `json:"total"`
-	AtLatest      int64              `json:"atLatest"`
-	Behind        int64              `json:"behind"`
+	AtLatest      *int64             `json:"atLatest"`
+	Behind        *int64             `json:"behind"`
 	ByVersion     []versionCountJSON `json:"byVersion"`
 	ByStatus      map[string]int64   `json:"byStatus"`
 	Failed        failedReport       `json:"failed"`
@@ -100,23 +103,25 @@ type failedTenantJSON struct {
 	UpdatedAt         time.Time `json:"updatedAt"`
 }
 
-// fleetStatus gathers the status report.
-func fleetStatus(ctx context.Context, orch *tenantmigrate.Orchestrator, failedLimit int) (statusReport, error) {
+// fleetStatus gathers the status report. Without migrations (latestKnown
+// false) it leaves the latest version and the counts against it out.
+func fleetStatus(ctx context.Context, orch *tenantmigrate.Orchestrator, latestKnown bool, failedLimit int) (statusReport, error) {
 	st, err := orch.Stats(ctx)
 	if err != nil {
 		return statusReport{}, err
 	}
 	rep := statusReport{
-		LatestVersion: orch.Latest(),
-		Total:         st.Total,
-		AtLatest:      st.Total - st.Behind,
-		Behind:        st.Behind,
-		ByVersion:     make([]versionCountJSON, len(st.ByVersion)),
-		ByStatus:      make(map[string]int64, len(st.ByStatus)),
+		Total:     st.Total,
+		ByVersion: make([]versionCountJSON, len(st.ByVersion)),
+		ByStatus:  make(map[string]int64, len(st.ByStatus)),
 		Failed: failedReport{
 			Count:   st.ByStatus[tenantmigrate.StatusFailed] + st.ByStatus[tenantmigrate.StatusFailedStale],
 			Tenants: []failedTenantJSON{},
 		},
+	}
+	if latestKnown {
+		latest, atLatest, behind := orch.Latest(), st.Total-st.Behind, st.Behind
+		rep.LatestVersion, rep.AtLatest, rep.Behind = &latest, &atLatest, &behind
 	}
 	for i, vc := range st.ByVersion {
 		rep.ByVersion[i] = versionCountJSON{Version: vc.Version, Count: vc.Count}
@@ -152,8 +157,13 @@ func fleetStatus(ctx context.Context, orch *tenantmigrate.Orchestrator, failedLi
 // printStatus prints the report as aligned tables.
 func printStatus(w io.Writer, rep statusReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "latest version:\t%d\n", rep.LatestVersion)
-	fmt.Fprintf(tw, "tenants:\t%d (%d at the latest version, %d behind)\n", rep.Total, rep.AtLatest, rep.Behind)
+	if rep.LatestVersion != nil {
+		fmt.Fprintf(tw, "latest version:\t%d\n", *rep.LatestVersion)
+		fmt.Fprintf(tw, "tenants:\t%d (%d at the latest version, %d behind)\n", rep.Total, *rep.AtLatest, *rep.Behind)
+	} else {
+		fmt.Fprintf(tw, "latest version:\tunknown (give --migrations to count the tenants behind it)\n")
+		fmt.Fprintf(tw, "tenants:\t%d\n", rep.Total)
+	}
 	if rep.Remaining != nil {
 		fmt.Fprintf(tw, "queued jobs:\t%d\n", *rep.Remaining)
 	} else {
@@ -176,7 +186,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		switch {
 		case vc.Version == nil:
 			label = "- (never)"
-		case *vc.Version >= rep.LatestVersion:
+		case rep.LatestVersion != nil && *vc.Version >= *rep.LatestVersion:
 			label += " (latest)"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", label, vc.Count, histogramBar(vc.Count, maxCount))

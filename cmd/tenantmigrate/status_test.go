@@ -27,14 +27,14 @@ func TestStatus(t *testing.T) {
 	requireCode(t, 1, f.run("migrate", "--tenant", ids[2], "--migrations", bad, "--progress", "none", "--allow-changed-migrations"))
 
 	// The status needs no encryption key.
-	r = runCLI(t, "status", "--json", "--database-url", f.url)
+	r = runCLI(t, "status", "--json", "--database-url", f.url, "--migrations", f.migrations)
 	requireCode(t, 0, r)
 	var rep statusReport
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
-	require.Equal(t, int64(4), rep.LatestVersion)
+	require.Equal(t, int64(4), *rep.LatestVersion)
 	require.Equal(t, int64(4), rep.Total)
-	require.Equal(t, int64(2), rep.AtLatest)
-	require.Equal(t, int64(2), rep.Behind)
+	require.Equal(t, int64(2), *rep.AtLatest)
+	require.Equal(t, int64(2), *rep.Behind)
 	require.Equal(t, map[string]int64{"COMPLETED": 2, "FAILED": 1, "NEVER_MIGRATED": 1}, rep.ByStatus)
 	require.Len(t, rep.ByVersion, 3)
 	require.Nil(t, rep.ByVersion[0].Version)
@@ -75,4 +75,30 @@ func TestStatus(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
 	require.Equal(t, int64(2), rep.Failed.Count)
 	require.Empty(t, rep.Failed.Tenants)
+}
+
+// TestStatusWithoutMigrations: status needs no migrations; the latest
+// version is then unknown, and null in JSON, and the rest is shown.
+func TestStatusWithoutMigrations(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ids := addSchemaTenants(f, "nomig", 2)
+	requireCode(t, 0, f.run("migrate", "--tenant", ids[0], "--progress", "none"))
+	f.migrations = ""
+
+	r := f.run("status", "--json")
+	requireCode(t, 0, r)
+	require.Contains(t, r.stdout, `"latestVersion": null`)
+	var rep statusReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
+	require.Nil(t, rep.LatestVersion)
+	require.Nil(t, rep.Behind)
+	require.Equal(t, int64(2), rep.Total)
+	require.Equal(t, map[string]int64{"COMPLETED": 1, "NEVER_MIGRATED": 1}, rep.ByStatus)
+
+	r = f.run("status")
+	requireCode(t, 0, r)
+	require.Regexp(t, `(?m)^latest version:\s+unknown \(give --migrations`, r.stdout)
+	require.Regexp(t, `(?m)^tenants:\s+2$`, r.stdout)
+	require.Regexp(t, `(?m)^4\s+1\s+█+$`, r.stdout)
 }

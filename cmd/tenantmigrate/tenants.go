@@ -145,7 +145,7 @@ func runTenantsList(cmd *cobra.Command, g *globalOpts, asJSON bool) error {
 // openKeyedOrchestrator opens the Orchestrator of a command that reads
 // tenant URLs: without the key it fails (exit 1) naming ENCRYPTION_KEY.
 func openKeyedOrchestrator(cmd *cobra.Command, g *globalOpts) (*tenantmigrate.Orchestrator, error) {
-	return openInspectOrchestrator(cmd, g, func() error {
+	return openInspectOrchestrator(cmd, g, false, func() error {
 		if g.databaseURL != "" && g.encryptionKey == "" {
 			return failedErr(errNoKey)
 		}
@@ -153,11 +153,14 @@ func openKeyedOrchestrator(cmd *cobra.Command, g *globalOpts) (*tenantmigrate.Or
 	})
 }
 
-// openInspectOrchestrator opens the Orchestrator of a command that only
-// inspects or edits the control plane (no migrations, no queue workers),
-// logging as the global flags say. check, if not nil, runs once the logger
-// is set up, before the control plane is opened.
-func openInspectOrchestrator(cmd *cobra.Command, g *globalOpts, check func() error) (*tenantmigrate.Orchestrator, error) {
+// openInspectOrchestrator opens the read-only Orchestrator of a command that
+// only inspects or edits the control plane (no migration runs, no queue
+// workers), logging as the global flags say. withMigrations loads
+// --migrations when it is given (status shows the latest version); the
+// tenants commands never read it, so a migration file cannot stop them.
+// check, if not nil, runs once the logger is set up, before the control
+// plane is opened.
+func openInspectOrchestrator(cmd *cobra.Command, g *globalOpts, withMigrations bool, check func() error) (*tenantmigrate.Orchestrator, error) {
 	logger, err := cliLogger(cmd, g, g.stderr)
 	if err != nil {
 		return nil, err
@@ -167,7 +170,12 @@ func openInspectOrchestrator(cmd *cobra.Command, g *globalOpts, check func() err
 			return nil, err
 		}
 	}
-	return openOrchestrator(cmd.Context(), g, logger, inspectOnly)
+	return openOrchestrator(cmd.Context(), g, logger, false, func(cfg *tenantmigrate.Config) {
+		inspectOnly(cfg)
+		if !withMigrations {
+			cfg.Migrations, cfg.GoMigrations = nil, nil
+		}
+	})
 }
 
 // listTenantsJSON streams a JSON array, one tenant per line.
@@ -270,7 +278,7 @@ touched: drop it yourself if you mean to. It needs no encryption key.`,
 		Example: `  tenantmigrate tenants rm acme`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			orch, err := openInspectOrchestrator(cmd, g, nil)
+			orch, err := openInspectOrchestrator(cmd, g, false, nil)
 			if err != nil {
 				return err
 			}

@@ -107,9 +107,8 @@ func runVerify(cmd *cobra.Command, g *globalOpts, o *verifyOpts) error {
 	if g.databaseURL != "" && g.encryptionKey == "" {
 		return usageErr("%v", errNoKey)
 	}
-	orch, err := openOrchestrator(ctx, g, logger, func(cfg *tenantmigrate.Config) {
-		// Changed migrations are one of the things verify reports.
-		cfg.AllowChangedMigrations = true
+	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
+		inspectOnly(cfg)            // changed migrations are one of the things verify reports
 		cfg.Workers = o.concurrency // sizes the control-plane pool
 	})
 	if err != nil {

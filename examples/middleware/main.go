@@ -8,8 +8,10 @@ package main
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +23,12 @@ import (
 	"github.com/tenantmigrate/tenantmigrate"
 )
 
+// migrations are the service's own goose migrations, embedded in the
+// binary: the library has no default set.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -30,9 +38,15 @@ func main() {
 		logger.Error("listen", "err", err)
 		os.Exit(1)
 	}
+	migrationsFS, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		logger.Error("migrations", "err", err)
+		os.Exit(1)
+	}
 	cfg := tenantmigrate.Config{
 		DatabaseURL:   os.Getenv("DATABASE_URL"),
 		EncryptionKey: os.Getenv("ENCRYPTION_KEY"),
+		Migrations:    migrationsFS,
 		Logger:        logger,
 	}
 	if err := run(ctx, cfg, ln); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"testing"
@@ -19,10 +20,15 @@ func TestExampleMigratesOnFirstRequest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cpURL := pgtest.NewDatabase(t)
 	tenantURL := pgtest.NewDatabase(t)
-	cfg := tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: "example-test-key-0123456789"}
+	migrationsFS, err := fs.Sub(migrations, "migrations")
+	require.NoError(t, err)
+	cfg := tenantmigrate.Config{DatabaseURL: cpURL, EncryptionKey: "example-test-key-0123456789", Migrations: migrationsFS}
 
-	// Register the tenant with a second Orchestrator, as an operator would.
-	admin, err := tenantmigrate.New(ctx, cfg)
+	// Register the tenant with a second, read-only Orchestrator, as an
+	// operator would with tenantmigrate tenants add.
+	adminCfg := cfg
+	adminCfg.ReadOnly = true
+	admin, err := tenantmigrate.New(ctx, adminCfg)
 	require.NoError(t, err)
 	_, err = admin.CreateTenant(ctx, tenantmigrate.Tenant{ID: "acme", DatabaseURL: tenantURL})
 	require.NoError(t, err)
@@ -47,13 +53,14 @@ func TestExampleMigratesOnFirstRequest(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	require.Contains(t, string(body), "hello, tenant acme")
 
-	// The tenant database now holds the example schema.
+	// The tenant database now holds the service's schema.
 	conn, err := pgx.Connect(ctx, tenantURL)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var n int
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM goose_db_version WHERE version_id > 0").Scan(&n))
-	require.Positive(t, n)
+	require.Equal(t, 1, n)
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM notes").Scan(&n))
 
 	// A host that names no tenant is refused.
 	req.Host = "example.com"

@@ -109,3 +109,34 @@ func migrateRiver(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	return nil
 }
+
+// SchemaVersions returns the version of the control-plane schema that the
+// database holds (0 when Migrate never ran on it) and the one this build's
+// Migrate brings it to, reading only: no lock, no DDL. River's part of the
+// schema is not looked at.
+func SchemaVersions(ctx context.Context, pool *pgxpool.Pool) (have, want int64, err error) {
+	entries, err := fs.ReadDir(migrationsFS, "migrations")
+	if err != nil {
+		return 0, 0, fmt.Errorf("read control-plane migrations: %w", err)
+	}
+	for _, e := range entries {
+		v, err := goose.NumericComponent(e.Name())
+		if err != nil {
+			return 0, 0, fmt.Errorf("control-plane migration %s: %w", e.Name(), err)
+		}
+		want = max(want, v)
+	}
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, VersionTable).Scan(&exists); err != nil {
+		return 0, 0, fmt.Errorf("read control-plane schema version: %w", err)
+	}
+	if !exists {
+		return 0, want, nil
+	}
+	if err := pool.QueryRow(ctx,
+		`SELECT coalesce(max(version_id), 0) FROM `+VersionTable+` WHERE is_applied`, // a constant name
+	).Scan(&have); err != nil {
+		return 0, 0, fmt.Errorf("read control-plane schema version: %w", err)
+	}
+	return have, want, nil
+}

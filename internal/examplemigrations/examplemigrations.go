@@ -1,5 +1,5 @@
-// Package examplemigrations holds a small goose migration set embedded in the binary, used when
-// no migrations directory is given. It exercises what real sets need: a foreign key, a
+// Package examplemigrations holds a small goose migration set embedded in the binary, used by the
+// demo command (and tests), and never as a default: a real fleet must name its own. It exercises what real sets need: a foreign key, a
 // non-transactional CREATE INDEX CONCURRENTLY and a PL/pgSQL function. It uses unqualified names
 // only, so it works for database-per-tenant and schema-per-tenant targets alike.
 package examplemigrations

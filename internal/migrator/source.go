@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"path"
 	"strconv"
+	"strings"
 	"testing/fstest"
 
 	"github.com/pressly/goose/v3"
@@ -35,6 +36,30 @@ type SourceMigration struct {
 	// file's bytes, exactly as read (no line-ending or whitespace normalisation), for a SQL
 	// migration; GoChecksum for a Go migration.
 	Checksum string
+	// Envsub reports a SQL migration that turns on goose's environment substitution
+	// ("-- +goose ENVSUB ON"): goose replaces ${VAR} in it from the environment of the process
+	// that applies it, so the SQL run can differ from the file Checksum covers.
+	Envsub bool
+}
+
+// usesEnvsub reports whether a SQL migration file has a "-- +goose ENVSUB ON" annotation, read
+// the way goose v3's parser reads annotations (internal/sqlparser, which cannot be imported): a
+// line that starts with "--" after spaces and contains "+goose"; without the dashes and the first
+// "+goose", and trimmed, it equals "ENVSUB ON" ignoring case. goose rejects such a line with
+// leading whitespace at parse time, so flagging it too is only cautious. An annotation in the Down
+// section counts too: the file then still depends on the environment.
+func usesEnvsub(data []byte) bool {
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimRight(line, "\r\n")
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") || !strings.Contains(line, "+goose") {
+			continue
+		}
+		cmd := strings.Replace(strings.ReplaceAll(line, "--", ""), "+goose", "", 1)
+		if strings.EqualFold(strings.TrimSpace(cmd), "ENVSUB ON") {
+			return true
+		}
+	}
+	return false
 }
 
 // IsGo reports whether m is a Go migration.
@@ -80,7 +105,7 @@ func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if errors.Is(err, goose.ErrNoMigrations) {
-		return nil, errors.New("no migrations: no versioned .sql files at the root of the source and no go migrations")
+		return nil, fmt.Errorf("no versioned .sql files at the root of the source and no go migrations: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
@@ -98,7 +123,7 @@ func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 			if !ok {
 				return nil, fmt.Errorf("load migrations: no file %s for version %d", name, s.Version)
 			}
-			sm = SourceMigration{Version: s.Version, Name: name, Checksum: sqlChecksum(f.Data)}
+			sm = SourceMigration{Version: s.Version, Name: name, Checksum: sqlChecksum(f.Data), Envsub: usesEnvsub(f.Data)}
 		}
 		migrations = append(migrations, sm)
 	}
