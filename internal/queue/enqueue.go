@@ -10,7 +10,8 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// Enqueue inserts a migrate_tenant job for each tenant id, EnqueueBatchSize
+// Enqueue inserts a migrate_tenant job for each tenant id, aimed at
+// Config.Latest (MigrateTenantArgs.Target), EnqueueBatchSize
 // ids per InsertMany (one INSERT statement and one transaction per batch).
 // Tenants that already have a live job, and repeats within ids, are skipped
 // silently. It returns how many jobs were inserted. If a batch fails, the
@@ -30,7 +31,7 @@ func (q *Queue) Enqueue(ctx context.Context, ids []string) (inserted int, err er
 		params = params[:0]
 		for _, id := range batch {
 			params = append(params, river.InsertManyParams{
-				Args:       MigrateTenantArgs{TenantID: id},
+				Args:       MigrateTenantArgs{TenantID: id, Target: q.cfg.Latest},
 				InsertOpts: q.insertOpts,
 			})
 		}

@@ -38,6 +38,13 @@ type MigrateTenantArgs struct {
 	// job's uniqueness, so fields added later do not let a tenant have two
 	// live jobs.
 	TenantID string `json:"tenant_id" river:"unique"`
+	// Target is the latest version of the release that queued the job: the
+	// version the tenant should reach. An instance whose source ends below
+	// it does not run the job (it would find the tenant "at its latest" and
+	// complete it without migrating); it snoozes it, using no attempt, for
+	// an instance of that release. 0 (jobs queued before this field): any
+	// instance runs it.
+	Target int64 `json:"target,omitempty"`
 }
 
 // Kind returns KindMigrateTenant.

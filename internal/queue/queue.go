@@ -5,6 +5,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -150,8 +151,18 @@ type Config struct {
 	ScheduleFleetScan bool
 
 	// Latest is the latest migration version of this instance's source. It
-	// goes into the fleet_scan jobs this Queue schedules.
+	// goes into the jobs this Queue inserts, and jobs aimed above it (queued
+	// by a newer release, during a rolling deploy) are left to instances
+	// that have that version: see NewerReleaseSnooze.
 	Latest int64
+
+	// NewerReleaseSnooze is how long a job aimed at a version above Latest
+	// is put back (snoozed: no attempt used) when this instance fetches it,
+	// so an instance of the newer release runs it. Long enough that an old
+	// instance does not busy-loop over a new release's jobs.
+	//
+	// Defaults to DefaultNewerReleaseSnooze (30s).
+	NewerReleaseSnooze time.Duration
 
 	// FleetRescanInterval is how often the leader enqueues a fleet_scan job
 	// after the first one. A negative value disables rescans: the fleet is
@@ -261,11 +272,12 @@ func New(cfg Config) (*Queue, error) {
 	}
 	if cfg.RunWorkers {
 		workers := river.NewWorkers()
-		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable}); err != nil {
+		snooze := cmp.Or(cfg.NewerReleaseSnooze, DefaultNewerReleaseSnooze)
+		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable, latest: cfg.Latest, snooze: snooze}); err != nil {
 			return nil, fmt.Errorf("queue: register %s worker: %w", KindMigrateTenant, err)
 		}
 		if cfg.FleetScan != nil {
-			if err := river.AddWorkerSafely(workers, &fleetScanWorker{scan: cfg.FleetScan}); err != nil {
+			if err := river.AddWorkerSafely(workers, &fleetScanWorker{scan: cfg.FleetScan, latest: cfg.Latest, snooze: snooze}); err != nil {
 				return nil, fmt.Errorf("queue: register %s worker: %w", KindFleetScan, err)
 			}
 			if cfg.ScheduleFleetScan {

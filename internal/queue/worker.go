@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"time"
 
 	"github.com/riverqueue/river"
 )
@@ -28,6 +30,17 @@ type tenantWorker struct {
 
 	runner      Runner
 	isRetryable func(error) bool
+	latest      int64         // Config.Latest
+	snooze      time.Duration // Config.NewerReleaseSnooze
+}
+
+// DefaultNewerReleaseSnooze is the default of Config.NewerReleaseSnooze.
+const DefaultNewerReleaseSnooze = 30 * time.Second
+
+// snoozeNewer puts back a job aimed at a version this instance lacks, with
+// jitter so that old instances do not fetch a new release's jobs in step.
+func snoozeNewer(d time.Duration) error {
+	return river.JobSnooze(d/2 + rand.N(d/2+1))
 }
 
 // Work runs one attempt. A non-retryable error cancels the job so that the
@@ -37,6 +50,9 @@ type tenantWorker struct {
 // returned as is: River retries it, or after a graceful stop hands the job to
 // another instance without counting the attempt.
 func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArgs]) error {
+	if job.Args.Target > w.latest {
+		return snoozeNewer(w.snooze)
+	}
 	err := w.runner.RunTenant(ctx, job.Args.TenantID, job.Attempt, job.MaxAttempts)
 	if err == nil {
 		return nil
@@ -54,13 +70,20 @@ func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArg
 type fleetScanWorker struct {
 	river.WorkerDefaults[FleetScanArgs]
 
-	scan FleetScanFunc
+	scan   FleetScanFunc
+	latest int64
+	snooze time.Duration
 }
 
 // Work runs the scan. A failed scan is retried like any job; enqueueing is
 // idempotent (migrate_tenant jobs are unique per tenant), so a retry only
 // adds the tenants the failed attempt did not reach.
 func (w *fleetScanWorker) Work(ctx context.Context, job *river.Job[FleetScanArgs]) error {
+	if job.Args.Latest > w.latest {
+		// A newer release's scan: its jobs must be aimed at its version,
+		// which this instance's source lacks. Left to that release.
+		return snoozeNewer(w.snooze)
+	}
 	_, err := w.scan(ctx, job.Args.Latest, job.Args.IncludeStale)
 	return err
 }
