@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pressly/goose/v3"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // Pending reports the target's current version (the highest recorded in goose_db_version) and
@@ -22,7 +24,7 @@ import (
 func (m *Migrator) Pending(ctx context.Context, t Target) (current int64, pending []int64, err error) {
 	current, pending, err = m.pending(ctx, t)
 	if err != nil {
-		return 0, nil, redactSecrets(err, urlSecrets(t.DatabaseURL))
+		return 0, nil, redact.Error(err, t.DatabaseURL)
 	}
 	return current, pending, nil
 }
@@ -46,7 +48,7 @@ func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error
 func (m *Migrator) Applied(ctx context.Context, t Target) ([]int64, error) {
 	applied, err := m.readApplied(ctx, t)
 	if err != nil {
-		return nil, redactSecrets(err, urlSecrets(t.DatabaseURL))
+		return nil, redact.Error(err, t.DatabaseURL)
 	}
 	out := make([]int64, 0, len(applied))
 	for _, v := range applied {
