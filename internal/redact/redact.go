@@ -47,6 +47,9 @@ func Secrets(connString string) []string {
 
 // String returns s with every secret of the connection strings masked.
 func String(s string, connStrings ...string) string {
+	if s == "" {
+		return s
+	}
 	var secrets []string
 	for _, cs := range connStrings {
 		secrets = append(secrets, Secrets(cs)...)
