@@ -376,7 +376,8 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	if err := controlplane.Migrate(ctx, o.pool); err != nil {
 		o.Close()
-		return nil, err // already says "migrate control plane"
+		// The pool connects here: scrub its connect error too.
+		return nil, redact.Error(err, cfg.DatabaseURL) // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	if err := o.checkMigrations(ctx); err != nil {
