@@ -2,11 +2,10 @@ package tenantmigrate
 
 import (
 	"context"
-	"errors"
-	"strings"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // The methods in this file manage tenants and migrations by hand. The admin
@@ -141,18 +140,8 @@ func (o *Orchestrator) Ping(ctx context.Context) error {
 // characters of [a-z0-9_-], starting with a letter or digit.
 func ValidateTenantID(id string) error { return controlplane.ValidateTenantID(id) }
 
-// RedactURL returns a database URL with its password replaced.
-func RedactURL(u string) string { return controlplane.RedactURL(u) }
-
-// redactErr removes a URL's password from an error message, for errors of
-// parsers that may echo their input.
-func redactErr(err error, rawURL string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	if red := controlplane.RedactURL(rawURL); red != rawURL && strings.Contains(msg, rawURL) {
-		return errors.New(strings.ReplaceAll(msg, rawURL, red))
-	}
-	return err
-}
+// RedactURL returns a database URL (a postgres:// URL or a keyword/value
+// string) for display, with its passwords replaced by "xxxxx". It does not
+// rely on the URL being well formed. The result is for messages and logs, not
+// for connecting.
+func RedactURL(u string) string { return redact.URL(u) }

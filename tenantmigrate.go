@@ -35,6 +35,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 )
 
@@ -448,14 +449,14 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 		if err != nil {
-			return nil, fmt.Errorf("parse control-plane database URL: %w", redactErr(err, cfg.DatabaseURL))
+			return nil, fmt.Errorf("parse control-plane database URL: %w", redact.Error(err, cfg.DatabaseURL))
 		}
 		if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 			// Workers, River's own work and request-gate reads share the pool.
 			pcfg.MaxConns = max(pcfg.MaxConns, int32(cmpOr(cfg.Workers, queue.DefaultWorkers))+8)
 		}
 		if o.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
-			return nil, fmt.Errorf("connect to control plane: %w", redactErr(err, cfg.DatabaseURL))
+			return nil, fmt.Errorf("connect to control plane: %w", redact.Error(err, cfg.DatabaseURL))
 		}
 		o.ownsPool = true
 	}
@@ -466,7 +467,8 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	if err != nil {
 		o.Close()
-		return nil, err
+		// The pool connects here: scrub its connect error too.
+		return nil, redact.Error(err, cfg.DatabaseURL) // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	if err := o.checkMigrations(ctx); err != nil {

@@ -94,14 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer srv.close(logf)
 
-	shown := make([]string, len(args))
-	for i, a := range args {
-		shown[i] = a
-		if strings.Contains(a, "://") {
-			shown[i] = tenantmigrate.RedactURL(a) // a -database-url may hold a password
-		}
-	}
-	rep := &report{Started: time.Now().UTC(), Command: strings.TrimSpace("go run ./bench " + strings.Join(shown, " "))}
+	rep := &report{Started: time.Now().UTC(), Command: commandLine(args)}
 	if rep.Machine, err = machineInfo(ctx, srv); err != nil {
 		return err
 	}
@@ -233,4 +226,17 @@ func intList(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// commandLine is the bench's command line for the report, with the password
+// of a -database-url masked, given as a URL or a keyword/value string.
+func commandLine(args []string) string {
+	shown := make([]string, len(args))
+	for i, a := range args {
+		shown[i] = a
+		if strings.Contains(a, "://") || strings.Contains(strings.ToLower(a), "pass") {
+			shown[i] = tenantmigrate.RedactURL(a)
+		}
+	}
+	return strings.TrimSpace("go run ./bench " + strings.Join(shown, " "))
 }

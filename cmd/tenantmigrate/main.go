@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,14 +55,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	// The library scrubs the errors it returns; this is the last line of
+	// defence for the control-plane URL, given as a flag or in the
+	// environment, before the error reaches the terminal.
+	dbURLs := []string{os.Getenv("DATABASE_URL")}
+	if f := cmd.PersistentFlags().Lookup("database-url"); f != nil {
+		dbURLs = append(dbURLs, f.Value.String())
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.err.Error() != "" {
-			fmt.Fprintln(stderr, "error:", ee.err)
+			fmt.Fprintln(stderr, "error:", redact.Error(ee.err, dbURLs...))
 		}
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "error:", err)
+	fmt.Fprintln(stderr, "error:", redact.Error(err, dbURLs...))
 	if isUsageError(err) {
 		return exitUsage
 	}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmigrate/tenantmigrate"
-	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // verifyPageSize is how many tenants verify reads from the control plane at
@@ -217,7 +217,7 @@ func verifyFleet(ctx context.Context, orch *tenantmigrate.Orchestrator, o *verif
 				v := orch.VerifyTenant(tctx, t)
 				cancel()
 				if v.Err != nil {
-					v.Err = errors.New(controlplane.ScrubPassword(v.Err.Error(), t.DatabaseURL))
+					v.Err = redact.Error(v.Err, t.DatabaseURL)
 				}
 				results <- v
 			}

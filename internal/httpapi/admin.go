@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // admin serves the admin API. Its routes, all JSON:
@@ -232,12 +233,13 @@ func (a *admin) migrateTenant(w http.ResponseWriter, r *http.Request, id string)
 	}
 	version, err := a.svc.MigrateTenant(r.Context(), id)
 	if err != nil {
+		err = redact.Error(err, t.DatabaseURL)
 		status, msg := serviceErrorStatus(err)
 		if status == http.StatusInternalServerError {
 			// A failed migration: its message is what the operator needs.
-			msg = controlplane.ScrubPassword(err.Error(), t.DatabaseURL)
+			msg = err.Error()
 		}
-		setLogError(r, errors.New(controlplane.ScrubPassword(err.Error(), t.DatabaseURL)))
+		setLogError(r, err)
 		writeJSON(w, status, migrateResultJSON{Migrated: false, Error: msg})
 		return
 	}
@@ -403,7 +405,7 @@ func TenantToJSON(t controlplane.Tenant) TenantJSON {
 		Schema:            t.Schema,
 		MigrationsVersion: t.MigrationsVersion,
 		MigrationsStatus:  statusJSON(t.MigrationsStatus),
-		LastError:         controlplane.ScrubPassword(t.LastError, t.DatabaseURL),
+		LastError:         redact.String(t.LastError, t.DatabaseURL),
 		CreatedAt:         t.CreatedAt,
 		UpdatedAt:         t.UpdatedAt,
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // defaultConnectTimeout bounds connecting to a tenant whose URL sets no
@@ -33,9 +35,8 @@ func (m *Migrator) connConfig(t Target) (*pgx.ConnConfig, error) {
 	}
 	cfg, err := pgx.ParseConfig(t.DatabaseURL)
 	if err != nil {
-		// pgx's ParseConfigError masks the password; redactSecrets is a second line of defence
-		// for the forms its best-effort masking might miss.
-		return nil, redactSecrets(fmt.Errorf("parse target database url: %w", err), urlSecrets(t.DatabaseURL))
+		// pgx's ParseConfigError masks the password best effort only (not password= s3cr3t).
+		return nil, redact.Error(fmt.Errorf("parse target database url: %w", err), t.DatabaseURL)
 	}
 
 	if cfg.ConnectTimeout <= 0 {

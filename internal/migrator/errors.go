@@ -7,8 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/url"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -114,87 +112,4 @@ func isCatalogConflictState(pgErr *pgconn.PgError) bool {
 		return pgErr.SchemaName == "pg_catalog"
 	}
 	return false
-}
-
-// redactedError replaces the message of err, keeping err in the chain for errors.Is/As.
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
-
-const redactedMask = "xxxxx"
-
-// redactSecrets masks every occurrence of the secrets in err's message. pgx already keeps
-// passwords out of its errors; this is a second line of defence, so that an error from a driver,
-// goose or a future code path cannot carry a tenant's password into logs or the control plane.
-func redactSecrets(err error, secrets []string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	redacted := msg
-	for _, s := range secrets {
-		if s != "" {
-			redacted = strings.ReplaceAll(redacted, s, redactedMask)
-		}
-	}
-	if redacted == msg {
-		return err
-	}
-	return &redactedError{msg: redacted, err: err}
-}
-
-// urlSecrets returns the passwords in a connection string (URL or keyword/value form), raw and
-// decoded, on a best-effort basis that also works for strings pgx could not parse.
-func urlSecrets(connString string) []string {
-	var secrets []string
-	add := func(s string) {
-		s = strings.Trim(s, `'"`)
-		if s == "" {
-			return
-		}
-		forms := []string{s}
-		if dec, err := url.PathUnescape(s); err == nil {
-			forms = append(forms, dec)
-		}
-		if dec, err := url.QueryUnescape(s); err == nil {
-			forms = append(forms, dec)
-		}
-		for _, f := range forms {
-			if !slices.Contains(secrets, f) {
-				secrets = append(secrets, f)
-			}
-		}
-	}
-	// URL userinfo: everything between the first ':' and the last '@' of what follows "://".
-	if _, rest, ok := strings.Cut(connString, "://"); ok {
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-				add(pw)
-			}
-		}
-	}
-	// password=... and sslpassword=... in a URL query or a keyword/value string.
-	for s := connString; ; {
-		i := strings.Index(s, "password=")
-		if i < 0 {
-			break
-		}
-		s = s[i+len("password="):]
-		end := strings.IndexAny(s, "& ")
-		if strings.HasPrefix(s, "'") {
-			end = strings.Index(s[1:], "'") + 2 // through the closing quote
-			if end == 1 {
-				end = -1
-			}
-		}
-		if end < 0 {
-			end = len(s)
-		}
-		add(s[:end])
-	}
-	return secrets
 }

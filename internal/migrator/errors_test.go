@@ -136,28 +136,3 @@ func TestIsRetryableOtherErrors(t *testing.T) {
 		require.Equal(t, tc.want, IsRetryable(tc.err), tc.name)
 	}
 }
-
-func TestRedactSecrets(t *testing.T) {
-	t.Parallel()
-	inner := &net.OpError{Op: "dial", Err: errors.New("user:hunter2@db failed")}
-	err := redactSecrets(fmt.Errorf("connect: %w", inner), urlSecrets("postgres://user:hunter2@db/x"))
-	require.Equal(t, "connect: dial: user:xxxxx@db failed", err.Error())
-	var opErr *net.OpError
-	require.ErrorAs(t, err, &opErr, "the chain survives redaction")
-
-	plain := errors.New("nothing secret")
-	require.Same(t, plain, redactSecrets(plain, []string{"hunter2"}))
-
-	for connString, want := range map[string][]string{
-		"postgres://u:p%40ss@h/db":               {"p%40ss", "p@ss"},
-		"postgres://u:p:w@h/db":                  {"p:w"},
-		"postgres://h/db?password=pw1&user=u":    {"pw1"},
-		"host=h password=pw2 user=u":             {"pw2"},
-		"host=h password='pw 3' user=u":          {"pw 3"},
-		"postgres://h/db?sslpassword=pw4":        {"pw4"},
-		"postgres://u@h/db":                      nil,
-		"postgresql://u:broken%zz@h:notaport/db": {"broken%zz"},
-	} {
-		require.Equal(t, want, urlSecrets(connString), connString)
-	}
-}

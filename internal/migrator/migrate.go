@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // After a catalog conflict, Migrate runs goose again for up to conflictRetryWindow (from the
@@ -59,7 +61,7 @@ func (m *Migrator) Migrate(ctx context.Context, t Target) (Result, error) {
 	start := time.Now()
 	res, err := m.migrate(ctx, t, start)
 	if err != nil {
-		return res, redactSecrets(err, urlSecrets(t.DatabaseURL))
+		return res, redact.Error(err, t.DatabaseURL)
 	}
 	return res, nil
 }

@@ -477,6 +477,11 @@ func TestMigrateErrorsNeverContainPassword(t *testing.T) {
 		"QueryPassword":     {DatabaseURL: "postgres://127.0.0.1:1/tenant?user=tm_user&password=" + password},
 		"KeywordValue":      {DatabaseURL: "host=127.0.0.1 port=1 user=tm_user password=" + password + " dbname=tenant"},
 		"KeywordValueBad":   {DatabaseURL: "host=127.0.0.1 port=nope user=tm_user password='" + password + "' dbname=tenant"},
+		// A space after '=' and an error elsewhere: pgx's own masking shows the password.
+		"KeywordValueSpaceAfterEquals":  {DatabaseURL: "host=127.0.0.1 port=x password= " + password + " user=tm_user"},
+		"KeywordValueSpacesAroundEqual": {DatabaseURL: "host=127.0.0.1 port=x password = " + password + " user=tm_user"},
+		"KeywordValueEscapedQuote":      {DatabaseURL: `host=127.0.0.1 port=x password='it\'s ` + password + `' user=tm_user`},
+		"KeywordValueUnquotedSpace":     {DatabaseURL: "host=127.0.0.1 port=1 password=it " + password + " user=tm_user"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -9,12 +9,15 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
-// Pending reports the target's current version and
-// the versions Migrate would apply (the current version is the highest recorded in its version table, see Config.VersionTable), without changing anything: it creates neither the schema nor
-// the version table and takes no lock, and its session is read-only
-// (default_transaction_read_only). A target without a version table (or without its schema) is
+// Pending reports the target's current version (the highest recorded in its version table, see
+// Config.VersionTable) and the versions Migrate would apply, without changing anything: it
+// creates neither the schema nor the version table and takes no lock, and its session is
+// read-only (default_transaction_read_only). A target without a version table (or without its
+// schema) is
 // at version 0 with every migration pending.
 //
 // Like Migrate, it returns an error if the target misses versions below its current one
@@ -22,7 +25,7 @@ import (
 func (m *Migrator) Pending(ctx context.Context, t Target) (current int64, pending []int64, err error) {
 	current, pending, err = m.pending(ctx, t)
 	if err != nil {
-		return 0, nil, redactSecrets(err, urlSecrets(t.DatabaseURL))
+		return 0, nil, redact.Error(err, t.DatabaseURL)
 	}
 	return current, pending, nil
 }
@@ -78,7 +81,7 @@ type Inspection struct {
 func (m *Migrator) Inspect(ctx context.Context, t Target) (Inspection, error) {
 	in, err := m.inspect(ctx, t)
 	if err != nil {
-		return Inspection{}, redactSecrets(err, urlSecrets(t.DatabaseURL))
+		return Inspection{}, redact.Error(err, t.DatabaseURL)
 	}
 	return in, nil
 }
