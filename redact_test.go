@@ -29,7 +29,7 @@ func TestNewErrorsNeverContainPassword(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: dbURL})
+			_, err := tenantmigrate.New(t.Context(), tenantmigrate.Config{DatabaseURL: dbURL, Migrations: fleetMigrations()})
 			require.Error(t, err)
 			require.NotContains(t, err.Error(), password)
 			if _, parseErr := pgconn.ParseConfig(dbURL); parseErr != nil {

@@ -37,10 +37,10 @@ func TestRollingDeployLosesNoWork(t *testing.T) {
 
 			start := func(src bool) {
 				cfg := tenantmigrate.Config{DatabaseURL: cp, Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
-					Migrations: fleetMigrations(), FleetRescanInterval: -1, Workers: 2}
+					Migrations: fleetMigrations(), FleetRescanInterval: -1, Workers: 4}
 				if !src {
 					cfg.Migrations = oldSource
-					cfg.Workers = 4 // the old instance fetches more than its share
+					cfg.Workers = 2
 				}
 				startOrchestrator(t, cfg)
 			}
@@ -51,7 +51,7 @@ func TestRollingDeployLosesNoWork(t *testing.T) {
 				start(true)
 				start(false)
 			}
-			fleettest.WaitAllCompleted(t, admin.Pool(), fleettest.IDs(tenants), 3, pollEvery, 120*time.Second)
+			fleettest.WaitAllCompleted(t, admin.Pool(), fleettest.IDs(tenants), 3, pollEvery, 180*time.Second)
 			fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 			for _, tn := range tenants {
 				job := fleettest.LastJob(t, admin.Pool(), tn.ID)
