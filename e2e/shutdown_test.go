@@ -22,15 +22,17 @@ func sleepingMigrations(t *testing.T, seconds int) string {
 	)
 }
 
-// waitSleeping waits until n sessions on the tenants' server run pg_sleep:
-// the migrations are inside version 2.
+// waitSleeping waits until n sessions on the tenant database tenantDB is
+// connected to run pg_sleep: the migrations are inside version 2. (The
+// cluster is shared with other tests: pg_stat_activity lists them all.)
 func waitSleeping(t *testing.T, tenantDB *pgxpool.Pool, n int) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "migrations inside pg_sleep", func() bool {
 		var sleeping int
 		require.NoError(t, tenantDB.QueryRow(t.Context(), `
 			SELECT count(*) FROM pg_stat_activity
-			WHERE query LIKE '%pg_sleep(%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&sleeping))
+			WHERE datname = current_database() AND query LIKE '%pg_sleep(%' AND state = 'active'
+			  AND pid <> pg_backend_pid()`).Scan(&sleeping))
 		return sleeping == n
 	})
 }
@@ -125,7 +127,9 @@ func TestServeSIGTERMRequeuesMigrationPastTimeout(t *testing.T) {
 
 	second := startServer(t, "serve-2", env)
 	second.waitListening(t)
+	listening := time.Now()
 	waitAllLatest(t, cp, tenants, 2, 60*time.Second)
+	t.Logf("second serve completed the requeued jobs %s after listening", time.Since(listening).Round(time.Millisecond))
 	waitNoneRemaining(t, second, 2)
 	fleettest.RequireAppliedOnce(t, tenants, 1, 2)
 	require.Equal(t, map[string]int{"COMPLETED": len(tenants)}, statusesWritten(t, cp), "status writes")
