@@ -93,7 +93,7 @@ share one control plane: they coordinate through it.`,
 	bindEnv(f, "metrics", "METRICS")
 	f.BoolVar(&o.riverUI, "river-ui", true, "serve the River job dashboard at /admin/riverui/ (behind the admin key)")
 	bindEnv(f, "river-ui", "RIVER_UI")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for requests and jobs")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long requests, jobs and inline migrations in flight get to finish; those still running are then cancelled and requeued without using an attempt")
 	bindEnv(f, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
 	return cmd
 }
