@@ -172,7 +172,9 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 // waits for it as long as its own ctx allows.
 func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen uint64) (int64, error) {
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
-		runCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.inlineTimeout())
+		runCtx, done := o.runs.add(context.WithoutCancel(ctx)) // Stop waits for it
+		defer done()
+		runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
 		defer cancel()
 		select {
 		case o.inline <- struct{}{}:
@@ -223,6 +225,10 @@ func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint
 		res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 		o.recordChecksums(ctx, res.Applied)
 		o.runHook(err, res.Duration)
+		if err != nil && cancelledByShutdown(ctx) {
+			o.logger.Info("tenant migration interrupted by shutdown; nothing recorded", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds())
+			return res.Version, &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
+		}
 		if err != nil {
 			o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", res.Version, "duration_ms", res.Duration.Milliseconds(), "err", err)
 			rerr := o.recordFailure(ctx, t, res, failStatus, err)
@@ -323,6 +329,12 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 			}
 			o.logger.Info("tenant migrated", "tenant_id", tenantID, "version", res.Version, "applied", len(res.Applied), "attempt", attempt, "duration_ms", res.Duration.Milliseconds())
 			return nil
+		}
+		if cancelledByShutdown(ctx) {
+			// The job goes back to the queue without using the attempt; the
+			// tenant keeps the state it had.
+			o.logger.Info("tenant migration interrupted by shutdown; requeued, nothing recorded", "tenant_id", tenantID, "version", res.Version, "attempt", attempt)
+			return &MigrationError{TenantID: tenantID, Version: res.Version, Err: err}
 		}
 		status := controlplane.StatusFailed
 		interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)

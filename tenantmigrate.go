@@ -355,12 +355,12 @@ type Orchestrator struct {
 	collector *strategy.Collector
 	stale     *strategy.StaleLimiter
 
-	mu        sync.Mutex
-	started   bool
-	stopped   bool
-	cancelBG  context.CancelFunc
-	bgDone    sync.WaitGroup
-	bgContext context.Context
+	// life serialises Start and Stop (see lifecycle.go); nothing the
+	// background work does takes it, so Stop may hold it while it waits.
+	life         sync.Mutex
+	running      bool
+	stopListener func()
+	runs         runGroup // inline and background migrations, which Stop waits for
 }
 
 // New connects to the control plane, creates or upgrades its schema, reads the
@@ -442,6 +442,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		hostRE:   hostRE,
 	}
 	o.cache.init()
+	o.runs.init()
 	o.inline = make(chan struct{}, cmpOr(cfg.InlineConcurrency, 4))
 	if o.pool == nil {
 		if cfg.DatabaseURL == "" {

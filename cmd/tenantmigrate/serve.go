@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -93,7 +94,7 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "metrics", "METRICS")
 	f.BoolVar(&o.riverUI, "river-ui", true, "serve the River job dashboard at /admin/riverui/ (behind the admin key)")
 	bindEnv(f, "river-ui", "RIVER_UI")
-	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long a graceful shutdown waits for requests and jobs")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long requests, jobs and inline migrations in flight get to finish; those still running are then cancelled and requeued without using an attempt")
 	bindEnv(f, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
 	return cmd
 }
@@ -226,16 +227,29 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 		return nil
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down")
+	// The HTTP server and the Orchestrator drain side by side within one
+	// --shutdown-timeout: no new jobs are fetched from now on, and requests,
+	// jobs and inline migrations in flight get until the deadline to finish.
+	// At the deadline the Orchestrator cancels the migrations still running:
+	// they roll back, their jobs go back to the queue without using an
+	// attempt, and nothing is recorded for their tenants.
+	logger.Info("shutting down", "shutdown_timeout_ms", o.shutdownTimeout.Milliseconds())
+	started := time.Now()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		logger.Error("http shutdown", "err", err)
-	}
-	if err := orch.Stop(shutdownCtx); err != nil {
-		logger.Error("stop orchestrator", "err", err)
-	}
-	logger.Info("stopped")
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			logger.Error("http shutdown", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := orch.Stop(shutdownCtx); err != nil {
+			logger.Error("stop orchestrator", "err", err)
+		}
+	})
+	wg.Wait()
+	logger.Info("stopped", "duration_ms", time.Since(started).Milliseconds())
 	return nil
 }
 

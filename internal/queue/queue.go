@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,12 @@ const (
 
 // ErrInsertOnly is returned by Start on a Queue built with RunWorkers false.
 var ErrInsertOnly = errors.New("queue is insert-only (RunWorkers is false)")
+
+// ErrShutdown is the cause (context.Cause) of a job's context that Stop
+// cancelled because its ctx ended before the job finished. A Runner that sees
+// it records nothing for the tenant: the job goes back to the queue without
+// using an attempt (see tenantWorker.Work).
+var ErrShutdown = errors.New("job interrupted by shutdown")
 
 // Config configures a Queue. The zero value of each field means its default.
 type Config struct {
@@ -249,6 +256,12 @@ type Queue struct {
 	cfg        Config
 	client     *river.Client[pgx.Tx]
 	insertOpts *river.InsertOpts
+
+	// cancelWork cancels the context the River client was started with, and
+	// so every running job's, with ErrShutdown. Set by Start; Start and Stop
+	// are serialised by lifeMu, which nothing a job does takes.
+	lifeMu     sync.Mutex
+	cancelWork context.CancelCauseFunc
 }
 
 // New builds a Queue and its River client. It does not touch the database;
@@ -332,16 +345,29 @@ func fleetScanStartOpts(cfg Config) *river.InsertOpts {
 }
 
 // Start starts working jobs and, with Config.ScheduleFleetScan, enqueues the fleet
-// scan of this interval unless it was enqueued already. Cancelling ctx stops
-// at once, cancelling running jobs; use Stop for a graceful stop. Start
-// returns ErrInsertOnly when RunWorkers is false.
+// scan of this interval unless it was enqueued already. The jobs run under a
+// context detached from ctx: cancelling ctx (a signal, say) cancels no job;
+// Stop ends them, gracefully. Start returns ErrInsertOnly when RunWorkers is
+// false. Calling Start on a running Queue does nothing; a Queue that failed to
+// start, or was stopped, can be started again.
 func (q *Queue) Start(ctx context.Context) error {
 	if !q.cfg.RunWorkers {
 		return ErrInsertOnly
 	}
-	if err := q.client.Start(ctx); err != nil {
+	q.lifeMu.Lock()
+	defer q.lifeMu.Unlock()
+	if q.cancelWork != nil {
+		return nil
+	}
+	// River's Start pings the database with ctx's values and no deadline of
+	// ctx's; its job contexts derive from workCtx, so only cancelWork (and
+	// Stop) ends them.
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	if err := q.client.Start(workCtx); err != nil {
+		cancelWork(err)
 		return fmt.Errorf("queue: start: %w", err)
 	}
+	q.cancelWork = cancelWork
 	if q.cfg.FleetScan != nil && q.cfg.ScheduleFleetScan {
 		// The leader's RunOnStart insert comes only after River has started
 		// its maintenance services one after the other, each after a random
@@ -357,22 +383,35 @@ func (q *Queue) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops fetching jobs and waits for running jobs to finish. If ctx ends
-// first, it cancels the running jobs (their migrations roll back and River
-// makes them available again without counting the attempt), waits up to 10
-// seconds for them to return, and returns ctx's error. Stop is safe to call
-// more than once, and on a Queue that never started.
+// Stop stops fetching jobs and waits for running jobs to finish, then
+// returns nil. If ctx ends first, it cancels the running jobs with cause
+// ErrShutdown: their migrations roll back, the Runner records nothing, and
+// each job goes back to the queue, available at once to any instance,
+// without using an attempt. It then waits up to 10 seconds for them to
+// return and returns ctx's error. Stop is safe to call more than once, and
+// on a Queue that never started.
 func (q *Queue) Stop(ctx context.Context) error {
+	q.lifeMu.Lock()
+	defer q.lifeMu.Unlock()
+	if q.cancelWork == nil {
+		return nil
+	}
 	err := q.client.Stop(ctx)
-	if err == nil || ctx.Err() == nil {
-		return err
+	if err != nil && ctx.Err() != nil {
+		// The same as River's StopAndCancel, but with a cause of our own,
+		// which tells the Runner and the worker that the job was interrupted
+		// by shutdown rather than by its timeout.
+		q.cancelWork(ErrShutdown)
+		hardCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hardStopTimeout)
+		defer cancel()
+		if hardErr := q.client.Stop(hardCtx); hardErr != nil {
+			return fmt.Errorf("queue: stop: %w (and running jobs did not return after cancellation: %w)", err, hardErr)
+		}
+		err = fmt.Errorf("queue: stop: running jobs interrupted and requeued: %w", err)
 	}
-	hardCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hardStopTimeout)
-	defer cancel()
-	if hardErr := q.client.StopAndCancel(hardCtx); hardErr != nil {
-		return fmt.Errorf("queue: stop: %w (and running jobs did not return after cancellation: %w)", err, hardErr)
-	}
-	return fmt.Errorf("queue: stop: running jobs cancelled: %w", err)
+	q.cancelWork(nil)
+	q.cancelWork = nil
+	return err
 }
 
 // Client returns the River client, e.g. for River UI or tests.

@@ -243,25 +243,30 @@ func TestNonRetryableErrorCancelsJob(t *testing.T) {
 	require.Equal(t, []int{1}, runAttempts(t, pool, "broken"))
 }
 
-// A job cancelled by a stop is not cancelled for good, whatever IsRetryable
-// says about context errors: it goes back to available for another instance.
+// A job cancelled by a stop at its deadline is not cancelled for good,
+// whatever IsRetryable says about context errors: the Runner sees the
+// shutdown cause, and the job goes back to available, its attempt not used,
+// for another instance, which works it as its first attempt.
 func TestStopReturnsInterruptedJobsToQueue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newPool(t, newControlPlane(t), nil)
 
 	started := make(chan struct{})
-	q, err := queue.New(queue.Config{
+	var interrupted atomic.Bool
+	cfg := queue.Config{
 		Pool:       pool,
 		RunWorkers: true,
 		Runner: &recordingRunner{pool: pool, fail: func(ctx context.Context, _ string, _ int) error {
 			close(started)
 			<-ctx.Done()
+			interrupted.Store(queue.Interrupted(ctx))
 			return fmt.Errorf("migrate: %w", ctx.Err())
 		}},
 		IsRetryable:  func(error) bool { return false },
 		PollInterval: 20 * time.Millisecond,
-	})
+	}
+	q, err := queue.New(cfg)
 	require.NoError(t, err)
 	require.NoError(t, q.Start(ctx))
 	_, err = q.Enqueue(ctx, []string{"slow"})
@@ -272,11 +277,77 @@ func TestStopReturnsInterruptedJobsToQueue(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, q.Stop(stopCtx), context.DeadlineExceeded)
 	require.NoError(t, q.Stop(ctx), "second Stop is a no-op")
+	require.True(t, interrupted.Load(), "the Runner saw queue.Interrupted")
 
 	require.Equal(t, []jobRow{{State: "available", Attempt: 0, Errors: 0}}, tenantJobs(t, pool, "slow"))
 	remaining, err := q.Remaining(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), remaining)
+
+	// Another instance works it: attempt 1 again.
+	cfg.Runner = &recordingRunner{pool: pool}
+	startWorkers(t, cfg)
+	eventually(t, 10*time.Second, "requeued job completed", func() bool { return lastJobState(t, pool, "slow") == "completed" })
+	require.Equal(t, []jobRow{{State: "completed", Attempt: 1, Errors: 0}}, tenantJobs(t, pool, "slow"))
+	require.Equal(t, []int{1, 1}, runAttempts(t, pool, "slow"))
+}
+
+// The jobs of a Queue outlive the context Start was given (a signal's, in
+// serve): cancelling it cancels no job, and a graceful Stop lets the running
+// one finish. Start and Stop are idempotent, and a stopped Queue starts again.
+func TestQueueStartStopContract(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, newControlPlane(t), nil)
+
+	release := make(chan struct{})
+	var sawCancel atomic.Bool
+	q, err := queue.New(queue.Config{
+		Pool:       pool,
+		RunWorkers: true,
+		Runner: &recordingRunner{pool: pool, fail: func(ctx context.Context, tenantID string, _ int) error {
+			if tenantID == "held" {
+				select {
+				case <-release:
+				case <-ctx.Done():
+					sawCancel.Store(true)
+					return ctx.Err()
+				}
+			}
+			return nil
+		}},
+		PollInterval: 20 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	require.NoError(t, q.Stop(ctx), "Stop before Start")
+
+	startCtx, cancelStart := context.WithCancel(ctx)
+	require.NoError(t, q.Start(startCtx))
+	require.NoError(t, q.Start(startCtx), "second Start")
+	_, err = q.Enqueue(ctx, []string{"held"})
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, "job running", func() bool { return lastJobState(t, pool, "held") == "running" })
+	cancelStart() // what SIGTERM did to serve's jobs
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- q.Stop(ctx) }()
+	eventually(t, 10*time.Second, "the Runner still running", func() bool {
+		return len(runAttempts(t, pool, "held")) == 1 && !sawCancel.Load()
+	})
+	close(release)
+	require.NoError(t, <-stopped)
+	require.False(t, sawCancel.Load(), "the running job was not cancelled")
+	require.Equal(t, []jobRow{{State: "completed", Attempt: 1}}, tenantJobs(t, pool, "held"))
+	require.NoError(t, q.Stop(ctx), "second Stop")
+
+	// Started again, it works new jobs.
+	require.NoError(t, q.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, q.Stop(ctx)) })
+	_, err = q.Enqueue(ctx, []string{"after-restart"})
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, "job after restart completed", func() bool {
+		return lastJobState(t, pool, "after-restart") == "completed"
+	})
 }
 
 func TestNewValidates(t *testing.T) {

@@ -45,10 +45,16 @@ func snoozeNewer(d time.Duration) error {
 
 // Work runs one attempt. A non-retryable error cancels the job so that the
 // remaining attempts are not spent on an error that will not go away; the
-// Runner has already recorded FAILED_STALE in that case. An error that comes
-// with the job's context being done (job timeout, shutdown) is always
-// returned as is: River retries it, or after a graceful stop hands the job to
-// another instance without counting the attempt.
+// Runner has already recorded FAILED_STALE in that case.
+//
+// A job that Stop interrupted at its deadline (cause ErrShutdown) is
+// snoozed for no time: River v0.51.2 puts a snoozed job back to available
+// with its attempt count restored, so the attempt does not count against
+// MaxAttempts, and records no error; the Runner has recorded nothing. (River
+// would do the same for an error after its own StopAndCancel, but only for
+// its internal cause; snoozing is its documented way, whatever the cause.)
+// Any other error that comes with the job's context being done (the job
+// timeout) is returned as is and retried as an attempt.
 func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArgs]) error {
 	if job.Args.Target > w.latest {
 		return snoozeNewer(w.snooze)
@@ -57,6 +63,9 @@ func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArg
 	if err == nil {
 		return nil
 	}
+	if Interrupted(ctx) {
+		return river.JobSnooze(0)
+	}
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -64,6 +73,12 @@ func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArg
 		return river.JobCancel(err)
 	}
 	return err
+}
+
+// Interrupted reports whether ctx, a job's context, was cancelled by Stop at
+// its deadline (cause ErrShutdown) rather than by the job's timeout.
+func Interrupted(ctx context.Context) bool {
+	return ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrShutdown)
 }
 
 // fleetScanWorker works fleet_scan jobs.
@@ -77,7 +92,9 @@ type fleetScanWorker struct {
 
 // Work runs the scan. A failed scan is retried like any job; enqueueing is
 // idempotent (migrate_tenant jobs are unique per tenant), so a retry only
-// adds the tenants the failed attempt did not reach.
+// adds the tenants the failed attempt did not reach. A scan interrupted by
+// Stop goes back to the queue without using an attempt, as in
+// tenantWorker.Work.
 func (w *fleetScanWorker) Work(ctx context.Context, job *river.Job[FleetScanArgs]) error {
 	if job.Args.Latest > w.latest {
 		// A newer release's scan: its jobs must be aimed at its version,
@@ -85,5 +102,8 @@ func (w *fleetScanWorker) Work(ctx context.Context, job *river.Job[FleetScanArgs
 		return snoozeNewer(w.snooze)
 	}
 	_, err := w.scan(ctx, job.Args.Latest, job.Args.IncludeStale)
+	if err != nil && Interrupted(ctx) {
+		return river.JobSnooze(0)
+	}
 	return err
 }

@@ -63,6 +63,15 @@ func TestTenantWorkerClassifiesErrors(t *testing.T) {
 	cancel()
 	err = work(ctx, errPermanent, isRetryable)
 	require.NotErrorAs(t, err, &cancelErr, "an error after the job's context ended is never a cancel")
+	var snoozeErr *river.JobSnoozeError
+	require.NotErrorAs(t, err, &snoozeErr, "a job timeout or plain cancel uses the attempt")
+
+	ctx, cancelCause := context.WithCancelCause(context.Background())
+	cancelCause(ErrShutdown)
+	err = work(ctx, errPermanent, isRetryable)
+	require.ErrorAs(t, err, &snoozeErr, "interrupted by shutdown: snoozed, using no attempt")
+	require.Zero(t, snoozeErr.Duration)
+	require.NoError(t, work(ctx, nil, isRetryable), "a run that finished anyway completes")
 }
 
 func TestBackoffDoubles(t *testing.T) {

@@ -2,11 +2,12 @@ package strategy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/riverqueue/river/rivershared/startstop"
 )
 
 // Defaults of CollectorConfig.
@@ -49,12 +50,16 @@ type Collector struct {
 
 	full chan struct{} // a batch is ready; buffered, never blocks Add
 
-	lifeMu   sync.Mutex // serialises Start and Stop
-	stop     chan struct{}
-	done     chan struct{}
-	started  bool
-	stopping bool // stop is closed; the flusher may still be finishing
+	// life is the flusher's Start/Stop state, River's own helper: Start twice
+	// starts one flusher, Stop without Start or twice is safe, and a stopped
+	// Collector starts again. Add never takes its lock.
+	life startstop.BaseStartStop
 }
+
+// stopFlushTimeout bounds the flush on Stop. It is not Stop's ctx deadline:
+// the tenants held must reach the queue even when the shutdown's time ran
+// out waiting for migrations.
+const stopFlushTimeout = 10 * time.Second
 
 // NewCollector returns a Collector; call Start to flush in the background.
 func NewCollector(cfg CollectorConfig) *Collector {
@@ -97,39 +102,41 @@ func (c *Collector) Len() int {
 	return len(c.pending)
 }
 
-// Start runs the flusher until Stop is called or ctx ends: every Interval it
-// queues everything held, and in between a batch whenever BatchSize tenants
-// are held. Calling Start on a running Collector does nothing.
+// Start runs the flusher until Stop is called: every Interval it queues
+// everything held, and in between a batch whenever BatchSize tenants are
+// held. The flusher runs under a context detached from ctx, so cancelling ctx
+// (a signal) does not end it: Stop does, and flushes. Calling Start on a
+// running Collector does nothing.
 func (c *Collector) Start(ctx context.Context) error {
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	if c.started {
+	ctx, shouldStart, started, stopped := c.life.StartInit(context.WithoutCancel(ctx))
+	if !shouldStart {
 		return nil
 	}
-	c.started = true
-	c.stop, c.done = make(chan struct{}), make(chan struct{})
-	go c.run(ctx, c.stop, c.done)
+	go func() {
+		started()
+		defer stopped()
+		c.run(ctx)
+	}()
 	return nil
 }
 
-// Stop ends the flusher, waiting for a batch in flight, then queues every
-// tenant still held, BatchSize per Enqueue call, with ctx. If that fails the
-// tenants stay held and Stop returns the error; calling Stop again retries.
-// Stop is safe to call more than once and without Start.
+// Stop ends the flusher (a batch in flight is cancelled and kept), then
+// queues every tenant still held, BatchSize per Enqueue call. Both run under
+// ctx's values with a timeout of their own (10 seconds), not ctx's deadline,
+// so that the tenants are queued even when the caller's time is up. If the
+// flush fails the tenants stay held and Stop returns the error; calling Stop
+// again retries. Stop is safe to call more than once and without Start.
 func (c *Collector) Stop(ctx context.Context) error {
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	if c.started {
-		if !c.stopping {
-			close(c.stop)
-			c.stopping = true
-		}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopFlushTimeout)
+	defer cancel()
+	if shouldStop, stopped, finalizeStop := c.life.StopInit(); shouldStop {
 		select {
-		case <-c.done:
+		case <-stopped:
+			finalizeStop(true)
 		case <-ctx.Done():
+			finalizeStop(false)
 			return fmt.Errorf("progressive collector: stop: %w", ctx.Err())
 		}
-		c.started, c.stopping = false, false
 	}
 	if _, err := c.flush(ctx, 0); err != nil {
 		return fmt.Errorf("progressive collector: flush %d tenants on stop: %w", c.Len(), err)
@@ -137,17 +144,14 @@ func (c *Collector) Stop(ctx context.Context) error {
 	return nil
 }
 
-// run is the flusher loop.
-func (c *Collector) run(ctx context.Context, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+// run is the flusher loop; it returns when Stop cancels ctx.
+func (c *Collector) run(ctx context.Context) {
 	ticker := time.NewTicker(c.cfg.Interval)
 	defer ticker.Stop()
 	failed := false // after a failure only the ticker retries, so a dead database is not hammered
 	for {
 		var err error
 		select {
-		case <-stop:
-			return
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
@@ -159,12 +163,10 @@ func (c *Collector) run(ctx context.Context, stop <-chan struct{}, done chan<- s
 			}
 			_, err = c.flush(ctx, c.cfg.BatchSize)
 		}
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			failed = true
-			if !errors.Is(err, context.Canceled) {
-				c.cfg.Logger.ErrorContext(ctx, "progressive collector: queue tenants; retrying at next interval",
-					slog.Int("held", c.Len()), slog.String("err", err.Error()))
-			}
+			c.cfg.Logger.ErrorContext(ctx, "progressive collector: queue tenants; retrying at next interval",
+				slog.Int("held", c.Len()), slog.String("err", err.Error()))
 		}
 	}
 }

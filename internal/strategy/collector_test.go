@@ -159,3 +159,40 @@ func TestCollectorStopWithoutStart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), remaining)
 }
+
+// The flusher outlives the context Start was given (serve's signal
+// context), and Stop queues what is held even when the caller's time is up:
+// serve stops the collector with whatever is left of its shutdown timeout.
+func TestCollectorOutlivesStartContextAndFlushesAfterDeadline(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := newInsertOnlyQueue(t)
+	c := strategy.NewCollector(strategy.CollectorConfig{Enqueue: q.Enqueue, Interval: 20 * time.Millisecond})
+	startCtx, cancelStart := context.WithCancel(ctx)
+	require.NoError(t, c.Start(startCtx))
+	require.NoError(t, c.Start(startCtx), "second Start")
+	cancelStart()
+
+	c.Add("after-cancel")
+	eventually(t, 10*time.Second, "flushed on the interval after Start's ctx ended", func() bool {
+		n, err := q.Remaining(ctx)
+		require.NoError(t, err)
+		return n == 1
+	})
+
+	require.NoError(t, c.Stop(ctx))
+	require.NoError(t, c.Start(ctx), "a stopped Collector starts again")
+	require.NoError(t, c.Stop(ctx))
+
+	// No interval comes before Stop; its ctx has ended already.
+	late := strategy.NewCollector(strategy.CollectorConfig{Enqueue: q.Enqueue, Interval: time.Hour})
+	require.NoError(t, late.Start(ctx))
+	late.Add("at-stop")
+	expired, cancel := context.WithCancel(ctx)
+	cancel()
+	require.NoError(t, late.Stop(expired))
+	require.Zero(t, late.Len())
+	remaining, err := q.Remaining(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), remaining, "flushed on Stop with an expired ctx")
+}
