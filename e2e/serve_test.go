@@ -204,12 +204,15 @@ func TestServeStaleTenantFixedThroughAdminAPI(t *testing.T) {
 	// the tenant as already queued.
 	waitNoneRemaining(t, s, 3)
 
-	// Fix the URL; only a scan that includes stale tenants queues it.
+	// A plain scan skips the stale tenant.
+	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{}`, &sched))
+	require.Zero(t, sched.Scheduled)
+
+	// Fix the URL: another target, whose state is unknown, so even a plain
+	// scan queues it.
 	require.Equal(t, http.StatusOK, s.admin(t, http.MethodPatch, "/admin/tenants/lost",
 		fmt.Sprintf(`{"databaseUrl": %q}`, tenants[0].URL), nil))
 	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{}`, &sched))
-	require.Zero(t, sched.Scheduled)
-	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{"includeStale": true}`, &sched))
 	require.Equal(t, 1, sched.Scheduled)
 
 	lost := fleettest.SchemaTenant{ID: "lost", URL: tenants[0].URL, Schema: "lost"}
