@@ -87,7 +87,6 @@ func TestVersionTableStaysPutWhenSearchPathSchemaAppears(t *testing.T) {
 		conn := connect(t, dbURL)
 		require.Equal(t, "app", queryString(t, conn, `SELECT current_schema()`), "the new session's current schema")
 		require.Equal(t, []string{"public"}, versionTables(t, conn))
-		require.Equal(t, []int64{0, 1, 2}, appliedVersions(t, conn, "public")[:3])
 		require.Equal(t, []int64{0, 1, 2, 3}, appliedVersions(t, conn, "public"))
 	})
 
