@@ -184,18 +184,89 @@ func (o *Orchestrator) checkMigrations(ctx context.Context) error {
 		return nil // a read-only Orchestrator records nothing: see readonly.go
 	}
 
-	// Backfill: versions up to the highest any tenant reached.
 	maxVersion, err := o.store.MaxMigrationsVersion(ctx)
 	if err != nil {
 		return err
 	}
-	var applied []int64
+	if len(recorded) == 0 {
+		// Backfill, once, for control planes older than the checksums:
+		// versions up to the highest any tenant reached are taken as applied.
+		var applied []int64
+		for _, s := range source {
+			if s.Version <= maxVersion {
+				applied = append(applied, s.Version)
+			}
+		}
+		return o.recordChecksumsErr(ctx, applied)
+	}
+	return o.checkOutOfOrder(ctx, source, recorded, maxVersion)
+}
+
+// ErrOutOfOrderMigrations is wrapped by the *OutOfOrderMigrationsError that
+// New returns when the source has versions below versions already applied to
+// tenants that were never applied anywhere (a release added version 5 to a
+// fleet at 6, as merged branches do), unless Config.AllowMissing is set.
+var ErrOutOfOrderMigrations = errors.New("out-of-order migrations")
+
+// OutOfOrderMigrationsError lists the source's out-of-order migrations. It
+// wraps ErrOutOfOrderMigrations.
+type OutOfOrderMigrationsError struct {
+	// Migrations are the out-of-order migrations, in version order.
+	Migrations []migrator.SourceMigration
+	// Above is the highest version recorded as applied to some tenant.
+	Above int64
+}
+
+func (e *OutOfOrderMigrationsError) Error() string {
+	names := make([]string, len(e.Migrations))
+	for i, m := range e.Migrations {
+		names[i] = m.Name
+	}
+	return fmt.Sprintf("%s: %s never applied to any tenant, but tenants are at versions up to %d: "+
+		"goose refuses such tenants, and they would otherwise be counted up to date without it; "+
+		"renumber the migrations above %d, or set AllowMissing to apply them out of order",
+		ErrOutOfOrderMigrations, strings.Join(names, ", "), e.Above, e.Above)
+}
+
+// Unwrap returns ErrOutOfOrderMigrations.
+func (e *OutOfOrderMigrationsError) Unwrap() error { return ErrOutOfOrderMigrations }
+
+// checkOutOfOrder finds source versions below the highest version applied to
+// a tenant (recorded with a checksum, or a tenant's version) that were never
+// recorded as applied. Without AllowMissing it refuses them; with it, it
+// marks the tenants above the lowest of them FAILED (they lack it), so that
+// the scans and the gate run them again and goose applies it.
+func (o *Orchestrator) checkOutOfOrder(ctx context.Context, source []migrator.SourceMigration, recorded []controlplane.MigrationChecksum, maxVersion int64) error {
+	above := maxVersion
+	done := make(map[int64]bool, len(recorded))
+	for _, r := range recorded {
+		done[r.Version] = true
+		above = max(above, r.Version)
+	}
+	var missing []migrator.SourceMigration
 	for _, s := range source {
-		if s.Version <= maxVersion {
-			applied = append(applied, s.Version)
+		if s.Version < above && !done[s.Version] {
+			missing = append(missing, s)
 		}
 	}
-	return o.recordChecksumsErr(ctx, applied)
+	if len(missing) == 0 {
+		return nil
+	}
+	if !o.cfg.AllowMissing {
+		return &OutOfOrderMigrationsError{Migrations: missing, Above: above}
+	}
+	versions := make([]int64, len(missing))
+	for i, m := range missing {
+		versions[i] = m.Version
+	}
+	n, err := o.store.MarkLackingVersion(ctx, missing[0].Version,
+		"lacks out-of-order migrations "+formatVersions(versions)+" (AllowMissing): to be applied")
+	if err != nil {
+		return err
+	}
+	o.logger.Warn("out-of-order migrations will be applied (AllowMissing); tenants above them marked FAILED until they have them",
+		"versions", versions, "tenants", n)
+	return nil
 }
 
 // recordChecksums records the checksums of versions a run applied, once per

@@ -158,6 +158,17 @@ type Config struct {
 	// false.
 	AllowEnvsub bool
 
+	// AllowMissing applies out-of-order migrations: source versions below
+	// versions already applied to tenants that no tenant ever got (a release
+	// added version 5 to a fleet at 6, as merged branches do). Without it New
+	// returns an *OutOfOrderMigrationsError (wrapping
+	// ErrOutOfOrderMigrations) naming them. With it, New marks the tenants
+	// COMPLETED above the lowest of them FAILED ("lacks out-of-order
+	// migrations ..."), so that no tenant lacking them counts as up to date
+	// and the scans and the gate run them again; goose applies the missing
+	// versions before the pending ones. Defaults to false.
+	AllowMissing bool
+
 	// KeepInvalidIndexes turns off the repair of invalid indexes before a
 	// tenant's pending migrations are applied. A CREATE INDEX CONCURRENTLY
 	// (or REINDEX CONCURRENTLY) that failed or was interrupted leaves an
@@ -407,6 +418,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 			StatementTimeout:   cfg.StatementTimeout,
 			KeepInvalidIndexes: cfg.KeepInvalidIndexes,
 			VersionTable:       versionTable,
+			AllowMissing:       cfg.AllowMissing,
 			Logger:             logger,
 		})
 		if errors.Is(err, goose.ErrNoMigrations) {

@@ -27,6 +27,7 @@ type globalOpts struct {
 
 	allowChangedMigrations bool
 	allowEnvsub            bool
+	allowMissing           bool
 	keepInvalidIndexes     bool
 	versionTable           string
 
@@ -50,6 +51,9 @@ lists the tenants and records each one's migrations_version and status.`,
 
   # Migrations that use goose's ENVSUB, every environment being the same
   tenantmigrate migrate --all --migrations ./migrations --allow-envsub
+
+  # A merged branch added a migration below versions tenants already have
+  tenantmigrate migrate --all --migrations ./migrations --allow-missing
 
   # Run the gateway and admin API
   DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations
@@ -85,6 +89,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "allow-changed-migrations", "ALLOW_CHANGED_MIGRATIONS")
 	pf.BoolVar(&g.allowEnvsub, "allow-envsub", false, "accept migrations with '-- +goose ENVSUB ON' (logged as a warning): their SQL depends on each process's environment, which checksums cannot see")
 	bindEnv(pf, "allow-envsub", "ALLOW_ENVSUB")
+	pf.BoolVar(&g.allowMissing, "allow-missing", false, "apply out-of-order migrations (versions below those tenants already have, never applied); without it serve and migrate refuse to start, naming them")
+	bindEnv(pf, "allow-missing", "ALLOW_MISSING")
 	pf.BoolVar(&g.keepInvalidIndexes, "keep-invalid-indexes", false, "do not drop the invalid indexes an interrupted CREATE INDEX CONCURRENTLY leaves; fail the tenant's run, naming them")
 	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
 	pf.StringVar(&g.versionTable, "version-table", "", "schema-qualified goose version table of database-per-tenant tenants, e.g. app.goose_db_version (default: the one found in the tenant's database, else public.goose_db_version)")
@@ -119,6 +125,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 
 		AllowChangedMigrations: g.allowChangedMigrations,
 		AllowEnvsub:            g.allowEnvsub,
+		AllowMissing:           g.allowMissing,
 		KeepInvalidIndexes:     g.keepInvalidIndexes,
 		VersionTable:           g.versionTable,
 		Logger:                 logger,
@@ -176,6 +183,10 @@ func (g *globalOpts) newErr(err error) error {
 	if errors.As(err, &envsub) {
 		return usageErr("%v: %s: %s; write the values into the files, or pass --allow-envsub (ALLOW_ENVSUB) to accept the risk",
 			tenantmigrate.ErrEnvsubMigrations, strings.Join(envsub.Names, ", "), tenantmigrate.EnvsubRisk)
+	}
+	var outOfOrder *tenantmigrate.OutOfOrderMigrationsError
+	if errors.As(err, &outOfOrder) {
+		return failedErr(fmt.Errorf("%w (--allow-missing, ALLOW_MISSING)", err))
 	}
 	return failedErr(err)
 }

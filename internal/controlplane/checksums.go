@@ -81,3 +81,19 @@ func (s *Store) MaxMigrationsVersion(ctx context.Context) (int64, error) {
 	}
 	return v, nil
 }
+
+// MarkLackingVersion records every tenant COMPLETED above version as FAILED
+// with errMsg, keeping its version: a source gained version out of order (a
+// release added it below versions tenants already have), so those tenants
+// lack it and are not up to date, and the scans and the gate run them again
+// (goose applies the missing version). It returns how many it marked.
+func (s *Store) MarkLackingVersion(ctx context.Context, version int64, errMsg string) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `
+		UPDATE tenantmigrate.tenants
+		SET migrations_status = 'FAILED', last_error = $2, updated_at = now()
+		WHERE migrations_status = 'COMPLETED' AND migrations_version > $1`, version, truncateError(errMsg))
+	if err != nil {
+		return 0, fmt.Errorf("mark tenants lacking version %d: %w", version, err)
+	}
+	return tag.RowsAffected(), nil
+}

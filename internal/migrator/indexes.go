@@ -82,7 +82,7 @@ func (e *lockedCheckError) Unwrap() error { return e.err }
 // until its partitions' indexes are attached.
 func (m *Migrator) invalidIndexCheck(schema string, table VersionTable, target slog.Attr) func(context.Context, *sql.Conn) error {
 	return func(ctx context.Context, conn *sql.Conn) error {
-		pending, err := hasPendingOn(ctx, conn, table, m.versions)
+		pending, err := hasPendingOn(ctx, conn, table, m.versions, m.allowMissing)
 		if err != nil || !pending {
 			return err
 		}
@@ -125,9 +125,9 @@ func (m *Migrator) invalidIndexCheck(schema string, table VersionTable, target s
 
 // hasPendingOn reports whether source has versions the target has not applied, reading the
 // version table on conn. Without a version table everything is pending. When the target misses
-// versions below its current one, it reports false: goose refuses to run such a target anyway,
-// with its own error.
-func hasPendingOn(ctx context.Context, conn *sql.Conn, table VersionTable, source []int64) (bool, error) {
+// versions below its current one (and out-of-order migrations are not allowed), it reports
+// false: goose refuses to run such a target anyway, with its own error.
+func hasPendingOn(ctx context.Context, conn *sql.Conn, table VersionTable, source []int64, allowMissing bool) (bool, error) {
 	exists, err := versionTableExists(ctx, conn.QueryRowContext, table)
 	if err != nil || !exists {
 		return !exists, err
@@ -148,7 +148,7 @@ func hasPendingOn(ctx context.Context, conn *sql.Conn, table VersionTable, sourc
 	if err := rows.Err(); err != nil {
 		return false, fmt.Errorf("list applied versions: %w", err)
 	}
-	_, pending, err := upVersions(source, applied)
+	_, pending, err := upVersions(source, applied, allowMissing)
 	return err == nil && len(pending) > 0, nil
 }
 

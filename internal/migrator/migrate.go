@@ -114,9 +114,10 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	}
 
 	// The version after the run. goose (without out-of-order migrations) only applies versions
-	// above the highest one recorded, so the last applied one is the highest. Otherwise ask the
-	// target, unless it just proved unreachable: don't wait for it a second time.
-	if n := len(res.Applied); n > 0 {
+	// above the highest one recorded, so the last applied one is the highest. Otherwise (nothing
+	// applied, or AllowMissing, whose out-of-order versions come first but need not be the highest)
+	// ask the target, unless it just proved unreachable: don't wait for it a second time.
+	if n := len(res.Applied); n > 0 && !m.allowMissing {
 		res.Version = res.Applied[n-1]
 	} else if upErr == nil || !isConnectionError(upErr) {
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), versionQueryTimeout)
@@ -186,6 +187,7 @@ func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, af
 		goose.WithSessionLocker(locker),
 		goose.WithGoMigrations(m.goMigrations...),
 		goose.WithDisableGlobalRegistry(true),
+		goose.WithAllowOutofOrder(m.allowMissing),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create goose provider: %w", err)

@@ -69,6 +69,12 @@ type Config struct {
 	// schema search_path resolves to at run time (see resolveVersionTable).
 	VersionTable *VersionTable
 
+	// AllowMissing applies migrations missing below a target's current version (out of
+	// order: a release added version 5 to a target at 6, as merged branches do), before the
+	// pending ones above it, as goose's WithAllowOutofOrder does. Without it Migrate refuses
+	// such a target with an error naming the versions. Defaults to false.
+	AllowMissing bool
+
 	// KeepInvalidIndexes turns off the repair of invalid indexes; see [Migrator.Migrate].
 	//
 	// A CREATE INDEX CONCURRENTLY (or REINDEX CONCURRENTLY) that fails or is interrupted leaves
@@ -108,6 +114,7 @@ type Migrator struct {
 	dbLockKey        int64         // advisory lock key for database-per-tenant targets
 	repairIndexes    bool          // drop invalid indexes before applying (!KeepInvalidIndexes)
 	versionTable     *VersionTable // Config.VersionTable; nil: found or the default
+	allowMissing     bool          // Config.AllowMissing
 
 	logger *slog.Logger
 }
@@ -160,6 +167,7 @@ func New(cfg Config) (*Migrator, error) {
 		dbLockKey:        lockKey(""),
 		repairIndexes:    !cfg.KeepInvalidIndexes,
 		versionTable:     cfg.VersionTable,
+		allowMissing:     cfg.AllowMissing,
 		logger:           logger,
 	}, nil
 }

@@ -38,7 +38,7 @@ func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error
 	if applied == nil {
 		return 0, m.Versions(), nil
 	}
-	return upVersions(m.versions, applied)
+	return upVersions(m.versions, applied, m.allowMissing)
 }
 
 // Applied returns the versions recorded in the target's version table, sorted ascending, each
@@ -150,8 +150,9 @@ func (m *Migrator) readApplied(ctx context.Context, t Target) ([]int64, VersionT
 // upVersions mirrors goose's choice of versions to apply: every row of the version table counts
 // as applied, current is the highest, the source versions above it are pending, and source
 // versions below it that were never applied are an error (goose refuses out-of-order
-// migrations by default).
-func upVersions(source, applied []int64) (current int64, pending []int64, err error) {
+// migrations by default), or, with allowMissing, pending too, before the others (goose
+// applies out-of-order migrations first).
+func upVersions(source, applied []int64, allowMissing bool) (current int64, pending []int64, err error) {
 	done := make(map[int64]bool, len(applied))
 	for _, v := range applied {
 		done[v] = true
@@ -167,12 +168,15 @@ func upVersions(source, applied []int64) (current int64, pending []int64, err er
 			pending = append(pending, v)
 		}
 	}
+	if len(missing) > 0 && allowMissing {
+		return current, append(missing, pending...), nil
+	}
 	if len(missing) > 0 {
 		strs := make([]string, len(missing))
 		for i, v := range missing {
 			strs[i] = strconv.FormatInt(v, 10)
 		}
-		return current, nil, fmt.Errorf("target is at version %d but misses lower versions %s (out-of-order migrations are not applied)",
+		return current, nil, fmt.Errorf("target is at version %d but misses lower versions %s (out-of-order migrations are applied only with AllowMissing)",
 			current, strings.Join(strs, ","))
 	}
 	slices.Sort(pending)

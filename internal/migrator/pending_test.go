@@ -72,7 +72,7 @@ func TestUpVersions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			current, pending, err := upVersions(tc.source, tc.applied)
+			current, pending, err := upVersions(tc.source, tc.applied, false)
 			if tc.wantErrSubstr != "" {
 				require.ErrorContains(t, err, tc.wantErrSubstr)
 				return
@@ -82,4 +82,45 @@ func TestUpVersions(t *testing.T) {
 			require.Equal(t, tc.wantPending, pending)
 		})
 	}
+}
+
+// TestAllowMissingAppliesOutOfOrder: a release adds version 2 to a target at 3. By default the
+// target is refused, naming the version; with AllowMissing version 2 is applied (and 4, the new
+// one), each once, and the version stays the highest.
+func TestAllowMissingAppliesOutOfOrder(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	target := Target{DatabaseURL: dbURL}
+	first := map[string]string{
+		"00001_a.sql": "-- +goose Up\nCREATE TABLE a (id int);\n",
+		"00003_c.sql": "-- +goose Up\nCREATE TABLE c (id int);\n",
+	}
+	_, err := newMigrator(t, Config{FS: sqlFS(first)}).Migrate(ctx, target)
+	require.NoError(t, err)
+
+	merged := map[string]string{
+		"00002_b.sql": "-- +goose Up\nCREATE TABLE b (id int);\n",
+		"00004_d.sql": "-- +goose Up\nCREATE TABLE d (id int);\n",
+	}
+	for k, v := range first {
+		merged[k] = v
+	}
+	_, _, err = newMigrator(t, Config{FS: sqlFS(merged)}).Pending(ctx, target)
+	require.ErrorContains(t, err, "misses lower versions 2")
+	_, err = newMigrator(t, Config{FS: sqlFS(merged)}).Migrate(ctx, target)
+	require.Error(t, err)
+	conn := connect(t, dbURL)
+	require.False(t, tableExists(t, conn, "public", "b"))
+
+	m := newMigrator(t, Config{FS: sqlFS(merged), AllowMissing: true})
+	current, pending, err := m.Pending(ctx, target)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), current)
+	require.Equal(t, []int64{2, 4}, pending)
+	res, err := m.Migrate(ctx, target)
+	require.NoError(t, err)
+	require.Equal(t, []int64{2, 4}, res.Applied)
+	require.Equal(t, int64(4), res.Version)
+	require.Equal(t, []int64{0, 1, 3, 2, 4}, appliedVersions(t, conn, "public"))
 }
