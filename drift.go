@@ -91,7 +91,7 @@ func (e *MigrationsChangedError) Error() string {
 		b.WriteString(c.String())
 	}
 	b.WriteString("; restore the applied files (a change belongs in a new migration), " +
-		"or set AllowChangedMigrations (--allow-changed-migrations) to run anyway")
+		"or set Config.AllowChangedMigrations to run anyway")
 	return b.String()
 }
 

@@ -139,7 +139,7 @@ CREATE TABLE notes (id bigserial PRIMARY KEY, user_id bigint REFERENCES users(id
 	require.Equal(t, sha256Of(testMigrations()["00002_notes.sql"].Data), c.RecordedChecksum)
 	require.Equal(t, sha256Of(edited["00002_notes.sql"].Data), c.SourceChecksum)
 	require.Contains(t, err.Error(), "migrations changed since they were applied: 00002_notes.sql (checksum differs); ")
-	require.Contains(t, err.Error(), "--allow-changed-migrations")
+	require.Contains(t, err.Error(), "Config.AllowChangedMigrations")
 
 	// Renaming a file keeps its content: that is no change.
 	renamed := withFile(testMigrations(), "00002_notes.sql", nil)

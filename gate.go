@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 )
@@ -173,7 +172,10 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, done := o.runs.add(context.WithoutCancel(ctx)) // Stop waits for it
 		defer done()
-		runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
+		cancel := context.CancelFunc(func() {})
+		if d := o.inlineTimeout(); d > 0 {
+			runCtx, cancel = context.WithTimeout(runCtx, d)
+		}
 		defer cancel()
 		select {
 		case o.inline <- struct{}{}:
@@ -192,8 +194,4 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-}
-
-func (o *Orchestrator) inlineTimeout() time.Duration {
-	return cmpOr(o.cfg.JobTimeout, 15*time.Minute)
 }

@@ -109,7 +109,8 @@ type Config struct {
 
 	// LockTimeout bounds the wait for a tenant's migration lock (another run
 	// of the same tenant holds it), after which the run fails with a
-	// retryable error. Defaults to 1m.
+	// retryable error. Negative is an error. Defaults to DefaultLockTimeout
+	// (1m).
 	LockTimeout time.Duration
 
 	// TenantLockTimeout is PostgreSQL's lock_timeout in the migration session,
@@ -119,7 +120,7 @@ type Config struct {
 	TenantLockTimeout time.Duration
 
 	// StatementTimeout is PostgreSQL's statement_timeout in the migration
-	// session. Defaults to none.
+	// session. Zero or negative: none. Defaults to none.
 	StatementTimeout time.Duration
 
 	// AllowChangedMigrations lets New start although migrations already
@@ -191,43 +192,53 @@ type Config struct {
 	// requests (on_request, never-migrated tenants, MigrateTenant): a cold
 	// start of many tenants waits in line instead of opening a tenant
 	// connection per tenant and sharing the database host's cores among all
-	// of them. Defaults to 4.
+	// of them. Negative is an error. Defaults to DefaultInlineConcurrency (4).
 	InlineConcurrency int
 
 	// Workers is how many migration jobs one instance runs at once.
-	// Defaults to queue's default (see internal/queue).
+	// Negative is an error. Defaults to DefaultWorkers (4).
 	Workers int
 
 	// MaxAttempts is how many times a queued tenant migration is tried before
-	// the tenant is marked FAILED_STALE. Defaults to 3.
+	// the tenant is marked FAILED_STALE. Negative is an error. Defaults to
+	// DefaultMaxAttempts (3).
 	MaxAttempts int
 
 	// RetryBackoff is the wait before the second attempt; it doubles for each
-	// attempt after. Defaults to 5s.
+	// attempt after. Negative is an error. Defaults to DefaultRetryBackoff
+	// (5s).
 	RetryBackoff time.Duration
 
-	// JobTimeout bounds one queued migration attempt. Defaults to the queue's
-	// default.
+	// JobTimeout bounds one migration attempt: a queued one, and one run
+	// inline (during a request, MigrateTenant). Negative: no timeout, for
+	// both. Defaults to DefaultJobTimeout (5m) for queued attempts and
+	// DefaultInlineTimeout (15m) for inline ones.
 	JobTimeout time.Duration
 
 	// RescueAfter is how long a job may stay running before it is considered
-	// held by a dead instance and retried. Defaults to the queue's default.
+	// held by a dead instance and retried. It may not be below a positive
+	// JobTimeout; negative is an error. Defaults to JobTimeout plus
+	// DefaultRescueMargin (6m), or 1h without a job timeout.
 	RescueAfter time.Duration
 
 	// FleetRescanInterval repeats the full_fleet scan, to catch tenants added
-	// since. Defaults to 10m; negative turns it off.
+	// since. Negative turns it off. Defaults to DefaultFleetRescanInterval
+	// (10m).
 	FleetRescanInterval time.Duration
 
 	// ProgressiveInterval is how often collected tenants are enqueued in
-	// progressive mode. Defaults to 1m.
+	// progressive mode. Negative is an error. Defaults to
+	// DefaultProgressiveInterval (1m).
 	ProgressiveInterval time.Duration
 
 	// ProgressiveBatchSize enqueues collected tenants as soon as this many
-	// are waiting. Defaults to 200.
+	// are waiting. Negative is an error. Defaults to
+	// DefaultProgressiveBatchSize (200).
 	ProgressiveBatchSize int
 
 	// StaleRetryInterval is the least time between two background attempts
-	// for a FAILED_STALE tenant seen in requests (progressive). Defaults to 5m.
+	// for a FAILED_STALE tenant seen in requests (progressive). Negative is
+	// an error. Defaults to DefaultStaleRetryInterval (5m).
 	StaleRetryInterval time.Duration
 
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
@@ -382,6 +393,9 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if cfg.Strategy, err = ParseStrategy(string(cfg.Strategy)); err != nil {
 		return nil, err
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -455,10 +469,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	o.cache.init()
 	o.runs.init()
-	o.inline = make(chan struct{}, cmpOr(cfg.InlineConcurrency, 4))
+	o.inline = make(chan struct{}, cmpOr(cfg.InlineConcurrency, DefaultInlineConcurrency))
 	if o.pool == nil {
 		if cfg.DatabaseURL == "" {
-			return nil, errors.New("no control-plane database: set DatabaseURL (DATABASE_URL)")
+			return nil, errors.New("no control-plane database: set Config.DatabaseURL or Config.Pool")
 		}
 		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 		if err != nil {
@@ -466,7 +480,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 			// Workers, River's own work and request-gate reads share the pool.
-			pcfg.MaxConns = max(pcfg.MaxConns, int32(cmpOr(cfg.Workers, queue.DefaultWorkers))+8)
+			pcfg.MaxConns = max(pcfg.MaxConns, int32(cmpOr(cfg.Workers, DefaultWorkers))+8)
 		}
 		if o.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 			return nil, fmt.Errorf("connect to control plane: %w", redact.Error(err, cfg.DatabaseURL))

@@ -79,9 +79,9 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "migrations", "MIGRATIONS_DIR")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	bindEnv(pf, "log-level", "LOG_LEVEL")
-	pf.DurationVar(&g.lockTimeout, "lock-timeout", time.Minute, "longest wait for a tenant's migration lock before a retryable failure")
+	pf.DurationVar(&g.lockTimeout, "lock-timeout", tenantmigrate.DefaultLockTimeout, "longest wait for a tenant's migration lock before a retryable failure")
 	bindEnv(pf, "lock-timeout", "LOCK_TIMEOUT")
-	pf.DurationVar(&g.tenantLockTimeout, "tenant-lock-timeout", 5*time.Second, "PostgreSQL lock_timeout in each migration session (0 = off)")
+	pf.DurationVar(&g.tenantLockTimeout, "tenant-lock-timeout", tenantmigrate.DefaultTenantLockTimeout, "PostgreSQL lock_timeout in each migration session (0 = off)")
 	bindEnv(pf, "tenant-lock-timeout", "TENANT_LOCK_TIMEOUT")
 	pf.DurationVar(&g.statementTimeout, "statement-timeout", 0, "PostgreSQL statement_timeout in each migration session (0 = none)")
 	bindEnv(pf, "statement-timeout", "STATEMENT_TIMEOUT")
@@ -183,6 +183,12 @@ func (g *globalOpts) newErr(err error) error {
 	if errors.As(err, &envsub) {
 		return usageErr("%v: %s: %s; write the values into the files, or pass --allow-envsub (ALLOW_ENVSUB) to accept the risk",
 			tenantmigrate.ErrEnvsubMigrations, strings.Join(envsub.Names, ", "), tenantmigrate.EnvsubRisk)
+	}
+	if errors.Is(err, tenantmigrate.ErrMigrationsChanged) {
+		return failedErr(fmt.Errorf("%w (--allow-changed-migrations, ALLOW_CHANGED_MIGRATIONS)", err))
+	}
+	if errors.Is(err, tenantmigrate.ErrInvalidConfig) {
+		return usageErr("%v", err)
 	}
 	var outOfOrder *tenantmigrate.OutOfOrderMigrationsError
 	if errors.As(err, &outOfOrder) {

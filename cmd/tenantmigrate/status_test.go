@@ -24,6 +24,10 @@ func TestStatus(t *testing.T) {
 		"00001_one.sql": "CREATE TABLE one (id int);",
 		"00002_two.sql": "SELECT broken syntax here;",
 	})
+	// Without the flag the edited source is refused, and the CLI names the flag.
+	r = f.run("migrate", "--tenant", ids[2], "--migrations", bad, "--progress", "none")
+	requireCode(t, 1, r)
+	require.Contains(t, r.stderr, "--allow-changed-migrations")
 	requireCode(t, 1, f.run("migrate", "--tenant", ids[2], "--migrations", bad, "--progress", "none", "--allow-changed-migrations"))
 
 	// The status needs no encryption key.

@@ -35,7 +35,7 @@ var (
 
 	// ErrNoEncryptionKey is returned by Store methods that store or return a
 	// tenant database URL when the Store was made without a Cipher.
-	ErrNoEncryptionKey = errors.New("tenant database URLs need an encryption key: set ENCRYPTION_KEY (at least 16 characters)")
+	ErrNoEncryptionKey = errors.New("tenant database URLs need an encryption key (at least 16 characters)")
 
 	// ErrEncryptionKeyTooShort is returned by NewCipher for a secret of fewer
 	// than MinSecretLen characters.

@@ -8,12 +8,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate/internal/schemaname"
 )
 
 var (
 	// Kept in sync with the CHECK constraints of migrations/00001_tenants.sql.
-	tenantIDRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	schemaNameRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	tenantIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 )
 
 // ValidateTenantID checks that id is 1-63 characters of a-z, 0-9, '_' and
@@ -25,21 +25,24 @@ func ValidateTenantID(id string) error {
 	return nil
 }
 
-// ValidateSchemaName checks that name can be a tenant's schema: 1-63
-// characters of a-z, 0-9 and '_', not starting with a digit nor with "pg_",
-// and none of information_schema and this package's Schema. The error wraps
+// ValidateSchemaName checks that name can be a tenant's schema, by the rule
+// the migrator applies too (schemaname.Validate: no "pg_" prefix, none of
+// information_schema, public and this package's Schema). The error wraps
 // ErrInvalid.
 func ValidateSchemaName(name string) error {
-	switch {
-	case !schemaNameRe.MatchString(name):
-		return fmt.Errorf("%w schema name %s: use 1-63 characters of a-z, 0-9 and '_', not starting with a digit", ErrInvalid, quoteShort(name))
-	case strings.HasPrefix(name, "pg_"):
-		return fmt.Errorf("%w schema name %s: names starting with pg_ are reserved by PostgreSQL", ErrInvalid, quoteShort(name))
-	case name == "information_schema" || name == Schema:
-		return fmt.Errorf("%w schema name %s: reserved", ErrInvalid, quoteShort(name))
+	if err := schemaname.Validate(name); err != nil {
+		return invalidError{err}
 	}
 	return nil
 }
+
+// invalidError is an error of a validation rule that lives outside this
+// package, matching ErrInvalid.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string        { return e.err.Error() }
+func (e invalidError) Unwrap() error        { return e.err }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
 
 // ValidateDatabaseURL checks that s is a postgres:// or postgresql:// URL that
 // the pgx driver accepts. The error wraps ErrInvalid and never contains the

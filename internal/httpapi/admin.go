@@ -334,7 +334,7 @@ func serviceErrorStatus(err error) (int, string) {
 		// The Store's validation errors never contain a password.
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, controlplane.ErrNoEncryptionKey):
-		return http.StatusServiceUnavailable, "server misconfiguration: " + controlplane.ErrNoEncryptionKey.Error()
+		return http.StatusServiceUnavailable, "server misconfiguration: started without its encryption key; " + controlplane.ErrNoEncryptionKey.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "request cancelled or timed out"
 	default:
