@@ -66,14 +66,10 @@ func writeModelSource(t *testing.T, versions []int64) modelSource {
 // one schema of a database.
 type modelTarget struct {
 	url, db, schema string
+	name            string // short, for messages: db2, db4/s_4_0
 }
 
-func (tg modelTarget) String() string {
-	if tg.schema == "" {
-		return tg.db
-	}
-	return tg.db + "/" + tg.schema
-}
+func (tg modelTarget) String() string { return tg.name }
 
 // targetContent is what a target holds.
 type targetContent struct {
@@ -277,4 +273,44 @@ func listeners(t *testing.T, cpServer *pgxpool.Pool) int {
 	require.NoError(t, cpServer.QueryRow(t.Context(),
 		"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tenantmigrate-listener'").Scan(&n))
 	return n
+}
+
+// TestModelInvariantsCatchBrokenStates feeds the model's checks states that
+// break each invariant, so that TestModel can fail: a version applied twice,
+// a second version table, a migration's effects without its version row, a
+// version no release has, a recorded version the tenant lacks, COMPLETED
+// without a version of the release; and a state in flight that is fine.
+func TestModelInvariantsCatchBrokenStates(t *testing.T) {
+	t.Parallel()
+	tg := modelTarget{name: "db0"}
+	src := modelSource{versions: []int64{10, 20, 25, 30}}
+	adopted := map[int64]bool{10: true, 20: true, 25: true, 30: true}
+	content := func(counts map[int64]int) targetContent {
+		return targetContent{tables: []string{"public"}, applied: counts, logged: maps.Clone(counts)}
+	}
+	completed, failed := "COMPLETED", "FAILED"
+	at := func(v int64, status *string) cpRow { return cpRow{version: &v, status: status} }
+
+	good := content(map[int64]int{10: 1, 20: 1, 25: 1, 30: 1})
+	require.Empty(t, checkTarget(tg, good, adopted))
+	require.Empty(t, checkTenant("a", tg, at(30, &completed), good, src))
+	// In flight: the tenant holds more than recorded.
+	require.Empty(t, checkTenant("a", tg, at(20, &completed), good, src))
+	require.Empty(t, checkTenant("a", tg, cpRow{}, good, src))
+
+	twice := content(map[int64]int{10: 1, 20: 2})
+	require.Len(t, checkTarget(tg, twice, adopted), 1)
+	two := good
+	two.tables = []string{"app", "public"}
+	require.Len(t, checkTarget(tg, two, adopted), 1)
+	noRow := good
+	noRow.logged = map[int64]int{10: 1, 20: 1, 25: 1, 30: 1, 40: 1}
+	require.Len(t, checkTarget(tg, noRow, adopted), 1)
+	require.Len(t, checkTarget(tg, content(map[int64]int{10: 1, 35: 1}), adopted), 1)
+
+	behind := content(map[int64]int{10: 1, 20: 1})
+	require.Len(t, checkTenant("a", tg, at(30, &failed), behind, src), 1, "recorded a version the tenant lacks")
+	lacking := content(map[int64]int{10: 1, 20: 1, 30: 1})
+	require.Len(t, checkTenant("a", tg, at(30, &completed), lacking, src), 1, "COMPLETED without 25")
+	require.Empty(t, checkTenant("a", tg, at(30, &failed), lacking, src), "FAILED at 30 lacking 25 (marked by --allow-missing)")
 }
