@@ -88,8 +88,18 @@ func (c targetContent) versions() []int64 {
 }
 
 // readTarget reads the version table and model_log of tg over conn, a
-// connection to its database.
+// connection to its database, in one snapshot: a migration committing
+// between two reads would otherwise show in one table and not the other.
 func readTarget(ctx context.Context, conn *pgx.Conn, tg modelTarget) (targetContent, error) {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return targetContent{}, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	return readTargetTx(ctx, tx, tg)
+}
+
+func readTargetTx(ctx context.Context, conn pgx.Tx, tg modelTarget) (targetContent, error) {
 	c := targetContent{applied: map[int64]int{}, logged: map[int64]int{}}
 	q := `SELECT n.nspname FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
 		WHERE r.relname = 'goose_db_version' AND r.relkind IN ('r', 'p')`
