@@ -252,6 +252,10 @@ func (o *Orchestrator) checkOutOfOrder(ctx context.Context, source []migrator.So
 	if len(missing) == 0 {
 		return nil
 	}
+	missing, err := o.dropLostChecksums(ctx, missing)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
 	if !o.cfg.AllowMissing {
 		return &OutOfOrderMigrationsError{Migrations: missing, Above: above}
 	}
@@ -267,6 +271,54 @@ func (o *Orchestrator) checkOutOfOrder(ctx context.Context, source []migrator.So
 	o.logger.Warn("out-of-order migrations will be applied (AllowMissing); tenants above them marked FAILED until they have them",
 		"versions", versions, "tenants", n)
 	return nil
+}
+
+// lostChecksumSample is how many of the tenants recorded above a candidate
+// out-of-order version dropLostChecksums reads.
+const lostChecksumSample = 3
+
+// dropLostChecksums returns the candidate out-of-order versions that are
+// really missing. A version counts as never applied when its checksum was
+// never recorded, but that write can fail while the tenant's migration
+// committed (the control plane down for a moment, the process killed between
+// the two), and no later run records it: a rerun finds nothing pending. So
+// before refusing, it reads the version tables of a few tenants recorded above
+// the lowest candidate (the highest first): a candidate one of them has was
+// applied, and its checksum is recorded now. A tenant that cannot be read is
+// skipped; a real out-of-order version is in none of them.
+func (o *Orchestrator) dropLostChecksums(ctx context.Context, missing []migrator.SourceMigration) ([]migrator.SourceMigration, error) {
+	ids, err := o.store.TenantsAboveVersion(ctx, missing[0].Version, lostChecksumSample)
+	if err != nil {
+		return nil, err
+	}
+	found := map[int64]bool{}
+	for _, id := range ids {
+		applied, err := o.AppliedVersions(ctx, id)
+		if err != nil {
+			o.logger.Warn("read a tenant's applied versions to check out-of-order migrations", "tenant_id", id, "err", err)
+			continue
+		}
+		for _, v := range applied {
+			found[v] = true
+		}
+	}
+	var lost []int64
+	var still []migrator.SourceMigration
+	for _, m := range missing {
+		if found[m.Version] {
+			lost = append(lost, m.Version)
+		} else {
+			still = append(still, m)
+		}
+	}
+	if len(lost) > 0 {
+		o.logger.Warn("migrations applied to tenants had no checksum recorded (a failed write); recording them now",
+			"versions", lost)
+		if err := o.recordChecksumsErr(ctx, lost); err != nil {
+			return nil, err
+		}
+	}
+	return still, nil
 }
 
 // recordChecksums records the checksums of versions a run applied, once per

@@ -82,6 +82,22 @@ func (s *Store) MaxMigrationsVersion(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
+// TenantsAboveVersion returns the ids of at most limit tenants recorded above
+// version, highest version first.
+func (s *Store) TenantsAboveVersion(ctx context.Context, version int64, limit int) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT id FROM tenantmigrate.tenants WHERE migrations_version > $1
+		ORDER BY migrations_version DESC, id LIMIT $2`, version, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read tenants above version %d: %w", version, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read tenants above version %d: %w", version, err)
+	}
+	return ids, nil
+}
+
 // MarkLackingVersion records every tenant COMPLETED above version as FAILED
 // with errMsg, keeping its version: a source gained version out of order (a
 // release added it below versions tenants already have), so those tenants
