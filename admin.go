@@ -78,7 +78,7 @@ func (o *Orchestrator) MigrateTenant(ctx context.Context, id string) (int64, err
 	if _, err := o.store.GetState(ctx, id); err != nil {
 		return 0, err
 	}
-	return o.migrateShared(ctx, id, o.cache.generation())
+	return o.migrateShared(ctx, id, o.cache.generation(), TriggerAdmin)
 }
 
 // PendingVersions returns the tenant's current version and the versions it
