@@ -15,7 +15,6 @@ import (
 	"github.com/tenantmigrate/tenantmigrate"
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
-	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 func newTenantsCmd(g *globalOpts) *cobra.Command {
@@ -328,7 +327,7 @@ func printTenant(w io.Writer, t tenantmigrate.Tenant) error {
 	fmt.Fprintf(tw, "version:\t%s\n", versionText(t.MigrationsVersion))
 	fmt.Fprintf(tw, "status:\t%s\n", statusText(t.MigrationsStatus))
 	if t.LastError != "" {
-		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(redact.String(t.LastError, t.DatabaseURL), 2000))
+		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(tenantmigrate.RedactString(t.LastError, t.DatabaseURL), 2000))
 	}
 	fmt.Fprintf(tw, "created:\t%s\n", timeText(t.CreatedAt))
 	fmt.Fprintf(tw, "updated:\t%s\n", timeText(t.UpdatedAt))
