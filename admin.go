@@ -78,7 +78,7 @@ func (o *Orchestrator) MigrateTenant(ctx context.Context, id string) (int64, err
 	if _, err := o.store.GetState(ctx, id); err != nil {
 		return 0, err
 	}
-	return o.migrateShared(ctx, id, o.cache.generation())
+	return o.migrateShared(ctx, id, o.cache.generation(), TriggerAdmin)
 }
 
 // PendingVersions returns the tenant's current version and the versions it
@@ -145,3 +145,13 @@ func ValidateTenantID(id string) error { return controlplane.ValidateTenantID(id
 // rely on the URL being well formed. The result is for messages and logs, not
 // for connecting.
 func RedactURL(u string) string { return redact.URL(u) }
+
+// RedactError returns err with every secret (password) of the connection
+// strings masked in its message, "xxxxx" as RedactURL does; errors.Is and
+// errors.As still see err's chain. For showing an error that may quote a
+// database URL.
+func RedactError(err error, connStrings ...string) error { return redact.Error(err, connStrings...) }
+
+// RedactString returns s with every secret of the connection strings
+// masked, as RedactError does for an error's message.
+func RedactString(s string, connStrings ...string) string { return redact.String(s, connStrings...) }

@@ -40,3 +40,8 @@ func IsRetryable(err error) bool { return migrator.IsRetryable(err) }
 // tenantmigrate. The error wraps ErrInvalid. The control plane and the
 // migrator apply the same rule.
 func ValidateSchemaName(s string) error { return controlplane.ValidateSchemaName(s) }
+
+// ValidateDatabaseURL reports whether s is a postgres:// or postgresql://
+// URL the PostgreSQL driver accepts, as CreateTenant requires. The error
+// wraps ErrInvalid and never contains the URL's password.
+func ValidateDatabaseURL(s string) error { return controlplane.ValidateDatabaseURL(s) }

@@ -132,7 +132,7 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 		return nil
 	}
 	if o.cfg.Strategy == StrategyOnRequest || st.MigrationsVersion == nil {
-		if _, err := o.migrateShared(ctx, tenantID, gen); err != nil {
+		if _, err := o.migrateShared(ctx, tenantID, gen, TriggerRequest); err != nil {
 			o.decide(GateFailed)
 			return err
 		}
@@ -145,7 +145,8 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 				defer o.stale.Release(tenantID)
 				// A failed probe leaves the tenant FAILED_STALE: as FAILED, the
 				// next request would queue it for MaxAttempts more attempts.
-				if _, err := o.migrateNow(ctx, tenantID, gen, controlplane.StatusFailedStale); err != nil {
+				// Nobody waits for this run: its failure is logged here, once.
+				if _, err := o.migrateNow(ctx, tenantID, gen, controlplane.StatusFailedStale, TriggerStaleRetry); err != nil {
 					o.logger.Warn("background retry of stale tenant failed", "tenant_id", tenantID, "err", err)
 				}
 			})
@@ -165,10 +166,10 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 	return nil
 }
 
-// migrateShared runs one migration of the tenant for all concurrent callers.
-// The run itself is not cancelled when one caller gives up; each caller
-// waits for it as long as its own ctx allows.
-func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen uint64) (int64, error) {
+// migrateShared runs one migration of the tenant for all concurrent callers;
+// trigger is the first caller's. The run itself is not cancelled when one
+// caller gives up; each caller waits for it as long as its own ctx allows.
+func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen uint64, trigger Trigger) (int64, error) {
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, done := o.runs.add(context.WithoutCancel(ctx)) // Stop waits for it
 		defer done()
@@ -183,7 +184,7 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 		case <-runCtx.Done():
 			return int64(0), runCtx.Err()
 		}
-		return o.migrateNow(runCtx, tenantID, gen, controlplane.StatusFailed)
+		return o.migrateNow(runCtx, tenantID, gen, controlplane.StatusFailed, trigger)
 	})
 	select {
 	case res := <-ch:

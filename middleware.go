@@ -67,7 +67,18 @@ func TenantFromHost(re interface {
 // its context (TenantIDFromContext). It answers with a JSON error itself:
 // 400 when the request names no tenant, 404 for an unknown tenant, 500 when
 // the tenant's migration failed, 503 when the control plane cannot be read.
+// The error behind a 5xx is logged, once, at error level, with the tenant id.
 func (o *Orchestrator) Middleware(next http.Handler) http.Handler {
+	return o.MiddlewareWithErrorHandler(next, func(r *http.Request, tenantID string, status int, err error) {
+		o.logger.ErrorContext(r.Context(), "tenant gate failed", "tenant_id", tenantID, "status", status, "err", err)
+	})
+}
+
+// MiddlewareWithErrorHandler is Middleware that hands the error behind each
+// 5xx answer to onError instead of logging it, for a server that logs its
+// requests itself and puts the error on the request's line (tenantmigrate
+// serve does): a failure is then logged once, not once per layer.
+func (o *Orchestrator) MiddlewareWithErrorHandler(next http.Handler, onError func(r *http.Request, tenantID string, status int, err error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := o.TenantID(r)
 		if id == "" {
@@ -76,8 +87,8 @@ func (o *Orchestrator) Middleware(next http.Handler) http.Handler {
 		}
 		if err := o.EnsureMigrated(r.Context(), id); err != nil {
 			status, msg := gateErrorStatus(err)
-			if status >= 500 {
-				o.logger.Error("tenant gate failed", "tenant_id", id, "status", status, "err", err)
+			if status >= 500 && onError != nil {
+				onError(r, id, status, err)
 			}
 			writeJSONError(w, status, msg)
 			return

@@ -4,130 +4,150 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
 
-// This file holds the one path that runs one tenant and records the result,
-// whatever triggered it: an inline run (a request, MigrateTenant, the
-// stale-tenant probe) through migrateNow, or a queued job through
-// jobRunner.RunTenant.
+// This file connects every trigger of a tenant run to the one executor,
+// internal/run: an inline run (a request, MigrateTenant, the stale-tenant
+// probe) through migrateNow, a queued job through jobRunner.RunTenant, and
+// MigrateTenants (migratetenants.go). It also holds what callers see of a
+// run: MigrationError, RunEvent and Hooks.OnRun.
 
-// maxStaleReruns bounds how often one call runs a tenant again after its
-// result could not be recorded because the tenant changed meanwhile (see
-// controlplane.ErrStaleResult).
-const maxStaleReruns = 3
+// Trigger says what started a tenant's run (RunEvent.Trigger).
+type Trigger string
 
-// tenantRun says how one trigger runs a tenant.
-type tenantRun struct {
-	// skipAtLatest finishes at once, running nothing, for a tenant recorded
-	// COMPLETED at the latest version. Without it such a tenant is run
-	// anyway (an explicit MigrateTenant checks the tenant database itself),
-	// except on a rerun. A tenant recorded above the latest version (a newer
-	// release's) is never run.
-	skipAtLatest bool
-	// failStatus is the status a failed run is recorded with.
-	failStatus func(err error) controlplane.Status
-	// attrs are added to the run's log records (the job's attempt).
-	attrs []any
+// Triggers of a run.
+const (
+	// TriggerRequest is a run during a request: EnsureMigrated or
+	// Middleware, on_request or a never-migrated tenant. Concurrent
+	// requests, and MigrateTenant, share one run.
+	TriggerRequest Trigger = "request"
+	// TriggerStaleRetry is the background attempt a request starts for a
+	// FAILED_STALE tenant (full_fleet, progressive).
+	TriggerStaleRetry Trigger = "stale_retry"
+	// TriggerQueue is a queued migrate_tenant job.
+	TriggerQueue Trigger = "queue"
+	// TriggerAdmin is MigrateTenant: the admin API's "migrate now".
+	TriggerAdmin Trigger = "admin"
+	// TriggerBatch is MigrateTenants: the CLI's migrate --all and
+	// --tenant.
+	TriggerBatch Trigger = "batch"
+)
+
+// RunEvent is one migration run of one tenant, given to Hooks.OnRun.
+type RunEvent struct {
+	TenantID string
+	Trigger  Trigger
+	Strategy Strategy
+	// Attempt is the queued job's attempt, from 1 (TriggerQueue), or the
+	// attempt within MigrateTenants' retries (TriggerBatch); 0 otherwise.
+	Attempt int
+	// FromVersion is the version the control plane recorded before the run,
+	// nil for a tenant never migrated (or whose target changed).
+	FromVersion *int64
+	// ToVersion is the tenant database's version after the run: the last
+	// version applied, or -1 when a failed run could not read it (an
+	// unreachable tenant).
+	ToVersion int64
+	// Applied are the versions the run applied, in order; on failure, the
+	// ones before the failed migration.
+	Applied  []int64
+	Duration time.Duration
+	// Err is the run's error, a *MigrationError; nil when it succeeded.
+	Err error
 }
 
-// runOutcome is what runTenant did.
-type runOutcome struct {
-	// version is the tenant's version after the run (the recorded one when
-	// nothing ran).
-	version int64
-	// err is the migration's error, nil when it succeeded or nothing ran.
-	err error
-	// recordErr is the error of recording the result, nil when it was
-	// recorded, dropped as stale after the last rerun, or when nothing was
-	// to be recorded (an interrupted run).
-	recordErr error
+// MigrationError is returned by EnsureMigrated, MigrateTenant and queued
+// jobs, and reported by MigrateTenants, when a tenant's migration failed. Like
+// goose's PartialError it says what was applied before the failure.
+type MigrationError struct {
+	TenantID string
+	// Version is the last version that applied: the tenant database's
+	// version after the run, -1 when it could not be read.
+	Version int64
+	// Applied are the versions this run applied before the failure, in
+	// order.
+	Applied []int64
+	// FailedVersion and FailedFile name the migration that failed (FailedFile
+	// is the file's base name, or "go migration"); 0 and "" when the run
+	// failed before applying one: it could not connect, the tenant lock or the
+	// version table was in the way, invalid indexes were kept, ...
+	FailedVersion int64
+	FailedFile    string
+	// Err is the cause (an error wrapping the PostgreSQL error, say).
+	Err error
 }
 
-// runTenant runs one tenant now, in this goroutine, and records the result.
-// It returns an error for a tenant it could not read (wrapping
-// ErrTenantNotFound for an unknown one). A result the control plane refuses
-// because the tenant changed meanwhile (another URL or schema, registered
-// again, or another run's result) is not recorded, and the tenant is run
-// again as it is now, up to maxStaleReruns times. A run cancelled by Stop's
-// deadline records nothing.
-func (o *Orchestrator) runTenant(ctx context.Context, tenantID string, gen uint64, run tenantRun) (runOutcome, error) {
-	for rerun := 0; ; rerun++ {
-		t, err := o.store.Get(ctx, tenantID)
-		if err != nil {
-			return runOutcome{}, fmt.Errorf("read tenant %s: %w", tenantID, err)
-		}
-		if o.newerRelease(t.MigrationsVersion) ||
-			((run.skipAtLatest || rerun > 0) && o.atLatest(t.MigrationsVersion, t.MigrationsStatus)) {
-			o.cache.addIf(tenantID, gen)
-			return runOutcome{version: *t.MigrationsVersion}, nil
-		}
+func (e *MigrationError) Error() string {
+	return fmt.Sprintf("migrate tenant %s: %v", e.TenantID, e.Err)
+}
 
-		res, err := o.migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
-		o.recordChecksums(ctx, res.Applied)
-		o.runHook(err, res.Duration)
-		attrs := append([]any{slog.String("tenant_id", tenantID), slog.Int64("version", res.Version)}, run.attrs...)
+func (e *MigrationError) Unwrap() error { return e.Err }
 
-		if err == nil {
-			if rerr := o.store.RecordSuccess(ctx, tenantID, t.Origin(), res.Version); rerr != nil {
-				if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < maxStaleReruns {
-					o.logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
-					continue
-				}
-				return runOutcome{version: res.Version, recordErr: rerr}, nil
-			}
-			o.logger.Info("tenant migrated", append(attrs, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())...)
-			if res.Version >= o.latest {
-				o.cache.addIf(tenantID, gen)
-			}
-			return runOutcome{version: res.Version}, nil
-		}
-
-		if cancelledByShutdown(ctx) {
-			// A queued job goes back to the queue without using the attempt;
-			// the tenant keeps the state it had.
-			o.logger.Info("tenant migration interrupted by shutdown; nothing recorded", append(attrs, "duration_ms", res.Duration.Milliseconds())...)
-			return runOutcome{version: res.Version, err: err}, nil
-		}
-		status := run.failStatus(err)
-		o.logger.Warn("tenant migration failed", append(attrs, "status", status, "duration_ms", res.Duration.Milliseconds(), "err", err)...)
-		rerr := o.recordFailure(ctx, t, res, status, err)
-		if errors.Is(rerr, controlplane.ErrStaleResult) {
-			if rerun < maxStaleReruns && ctx.Err() == nil {
-				o.logger.Info("tenant changed during its run; failure not recorded, running it again", attrs...)
-				continue
-			}
-			rerr = nil
-		}
-		return runOutcome{version: res.Version, err: err, recordErr: rerr}, nil
+// newMigrationError is the MigrationError of a failed run.
+func newMigrationError(tenantID string, out run.Outcome) *MigrationError {
+	e := &MigrationError{TenantID: tenantID, Version: out.Version, Applied: slices.Clone(out.Applied), Err: out.Err}
+	var applyErr *migrator.ApplyError
+	if errors.As(out.Err, &applyErr) {
+		e.FailedVersion, e.FailedFile = applyErr.Version, applyErr.Name
 	}
+	return e
+}
+
+// newExecutor is the executor every trigger runs tenants with.
+func (o *Orchestrator) newExecutor() *run.Executor {
+	cfg := run.Config{
+		Store:           o.store,
+		Latest:          o.latest,
+		RecordChecksums: o.recordChecksums,
+		UpToDate:        o.cache.addIf,
+		Interrupted:     cancelledByShutdown,
+		OnRun:           o.runHook,
+		Logger:          o.logger,
+	}
+	if o.migrator != nil { // a nil *Migrator in the interface would not be nil
+		cfg.Migrator = o.migrator
+	}
+	if o.cfg.ReadOnly {
+		cfg.ReadOnly = ErrReadOnly
+	}
+	return run.New(cfg)
 }
 
 // migrateNow migrates one tenant in this goroutine and records the result in
-// the control plane. A failure is recorded with failStatus.
-func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status) (int64, error) {
-	if o.cfg.ReadOnly {
-		return 0, ErrReadOnly
-	}
-	out, err := o.runTenant(ctx, tenantID, gen, tenantRun{
-		failStatus: func(error) controlplane.Status { return failStatus },
+// the control plane. A failure is recorded with failStatus and returned, not
+// logged: the caller returns it too, or logs it.
+func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status, trigger Trigger) (int64, error) {
+	out, err := o.exec.Run(ctx, run.Request{
+		TenantID:   tenantID,
+		Trigger:    string(trigger),
+		Generation: gen,
+		FailStatus: func(error) controlplane.Status { return failStatus },
 	})
-	switch {
-	case err != nil:
+	if err != nil {
 		return 0, err
-	case out.err != nil:
-		if out.recordErr != nil {
-			o.logger.Error("record tenant failure", "tenant_id", tenantID, "err", out.recordErr)
-		}
-		return out.version, &MigrationError{TenantID: tenantID, Version: out.version, Err: out.err}
-	case out.recordErr != nil:
-		return out.version, fmt.Errorf("record tenant %s at version %d: %w", tenantID, out.version, out.recordErr)
 	}
-	return out.version, nil
+	return out.Version, outcomeErr(tenantID, out)
+}
+
+// outcomeErr is the error of a run that read its tenant: a *MigrationError
+// for a failed migration (joined with the error of recording it, if that
+// failed too), the recording error of a successful one, or nil.
+func outcomeErr(tenantID string, out run.Outcome) error {
+	switch {
+	case out.Err != nil && out.RecordErr != nil:
+		return fmt.Errorf("record failure of tenant %s: %w (%w)", tenantID, out.RecordErr, newMigrationError(tenantID, out))
+	case out.Err != nil:
+		return newMigrationError(tenantID, out)
+	case out.RecordErr != nil:
+		return fmt.Errorf("record tenant %s at version %d: %w", tenantID, out.Version, out.RecordErr)
+	}
+	return nil
 }
 
 // jobRunner runs queued migrate_tenant jobs for the queue package.
@@ -137,70 +157,73 @@ type jobRunner Orchestrator
 // at once when it was deleted or is already at the latest version; otherwise
 // it migrates and records COMPLETED, FAILED while attempts remain, or
 // FAILED_STALE after the last attempt or a non-retryable error.
+//
+// A queued job is the top of its stack (River only keeps the error for the
+// job's state, logging it at info), so a failure is logged here, once, at
+// warn, and returned to River.
 func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, maxAttempts int) error {
 	o := (*Orchestrator)(r)
-	if o.cfg.ReadOnly {
-		return ErrReadOnly // not reached: a ReadOnly Orchestrator runs no workers
-	}
-	out, err := o.runTenant(ctx, tenantID, o.cache.generation(), tenantRun{
-		skipAtLatest: true,
-		failStatus: func(err error) controlplane.Status {
+	out, err := o.exec.Run(ctx, run.Request{
+		TenantID:     tenantID,
+		Trigger:      string(TriggerQueue),
+		Attempt:      attempt,
+		Generation:   o.cache.generation(),
+		SkipAtLatest: true,
+		FailStatus: func(err error) controlplane.Status {
 			interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 			if attempt >= maxAttempts || (!interrupted && !migrator.IsRetryable(err)) {
 				return controlplane.StatusFailedStale
 			}
 			return controlplane.StatusFailed
 		},
-		attrs: []any{"attempt", attempt, "max_attempts", maxAttempts},
 	})
-	switch {
-	case errors.Is(err, controlplane.ErrTenantNotFound):
+	if errors.Is(err, controlplane.ErrTenantNotFound) {
 		o.logger.Info("queued tenant was deleted; nothing to do", "tenant_id", tenantID)
 		return nil
-	case err != nil:
-		return err
-	case out.err != nil && out.recordErr != nil:
-		return fmt.Errorf("record failure of tenant %s: %w (migration error: %w)", tenantID, out.recordErr, out.err)
-	case out.err != nil:
-		return &MigrationError{TenantID: tenantID, Version: out.version, Err: out.err}
-	case out.recordErr != nil:
-		return fmt.Errorf("record tenant %s at version %d: %w", tenantID, out.version, out.recordErr)
 	}
-	return nil
+	if err != nil {
+		return err
+	}
+	err = outcomeErr(tenantID, out)
+	if err != nil && !out.Interrupted {
+		o.logger.Warn("tenant migration failed", "tenant_id", tenantID, "version", out.Version,
+			"attempt", attempt, "max_attempts", maxAttempts, "status", out.Status,
+			"duration_ms", out.Duration.Milliseconds(), "err", err)
+	}
+	return err
 }
 
-func (o *Orchestrator) runHook(err error, d time.Duration) {
-	h := o.cfg.Hooks.OnMigrationRun
-	if h == nil {
+// runHook reports one run to Hooks.OnRun and Hooks.OnMigrationRun.
+func (o *Orchestrator) runHook(ctx context.Context, e run.Event) {
+	h := o.cfg.Hooks
+	if h.OnMigrationRun != nil {
+		result := "completed"
+		if e.Err != nil {
+			result = "failed"
+		}
+		h.OnMigrationRun(o.cfg.Strategy, result, e.Duration)
+	}
+	if h.OnRun == nil {
 		return
 	}
-	result := "completed"
-	if err != nil {
-		result = "failed"
+	ev := RunEvent{
+		TenantID:    e.TenantID,
+		Trigger:     Trigger(e.Trigger),
+		Strategy:    o.cfg.Strategy,
+		Attempt:     e.Attempt,
+		FromVersion: e.From,
+		ToVersion:   e.To,
+		Applied:     slices.Clone(e.Applied),
+		Duration:    e.Duration,
 	}
-	h(o.cfg.Strategy, result, d)
-}
-
-// knownVersion is the tenant's version after a failed run, or nil when the
-// run learnt nothing (it could not connect: the migrator reports -1) or the
-// tenant has nothing applied, so the stored one stays.
-func knownVersion(res migrator.Result) *int64 {
-	if res.Version <= 0 {
-		return nil
+	if e.Err != nil {
+		ev.Err = newMigrationError(e.TenantID, run.Outcome{Version: e.To, Applied: e.Applied, Err: e.Err})
 	}
-	return &res.Version
+	h.OnRun(ctx, ev)
 }
 
 // cleanupCtx detaches ctx from cancellation for a short write that must
 // happen even when the caller gave up, e.g. recording a failure.
 func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-}
-
-// recordFailure records a failed run of t (as it was read before the run),
-// even when ctx has ended.
-func (o *Orchestrator) recordFailure(ctx context.Context, t controlplane.Tenant, res migrator.Result, status controlplane.Status, runErr error) error {
-	ctx, cancel := cleanupCtx(ctx)
-	defer cancel()
-	return o.store.RecordFailure(ctx, t.ID, t.Origin(), knownVersion(res), status, runErr.Error())
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 )
 
@@ -275,8 +276,13 @@ type Config struct {
 type Hooks struct {
 	// OnGateDecision is called once per EnsureMigrated call with its outcome.
 	OnGateDecision func(d GateDecision)
-	// OnMigrationRun is called after every migration run of one tenant.
+	// OnMigrationRun is called after every migration run of one tenant, with
+	// its result ("completed" or "failed"). OnRun gets the same runs with
+	// every detail.
 	OnMigrationRun func(strategy Strategy, result string, d time.Duration)
+	// OnRun is called after every migration run of one tenant, whatever
+	// triggered it (see Trigger), before its result is recorded.
+	OnRun func(ctx context.Context, e RunEvent)
 }
 
 // GateDecision is what EnsureMigrated did for one request.
@@ -341,20 +347,6 @@ var (
 // migrations when there are none.
 var errNoMigrationsConfigured = fmt.Errorf("%w: set Config.Migrations (a directory of goose SQL files, e.g. os.DirFS or an embed.FS) or Config.GoMigrations", ErrNoMigrations)
 
-// MigrationError is returned by EnsureMigrated and MigrateTenant when a
-// tenant's migration failed. Version is the last version that applied.
-type MigrationError struct {
-	TenantID string
-	Version  int64
-	Err      error
-}
-
-func (e *MigrationError) Error() string {
-	return fmt.Sprintf("migrate tenant %s: %v", e.TenantID, e.Err)
-}
-
-func (e *MigrationError) Unwrap() error { return e.Err }
-
 // Orchestrator keeps tenants migrated. It is safe for concurrent use.
 type Orchestrator struct {
 	cfg      Config
@@ -363,6 +355,7 @@ type Orchestrator struct {
 	ownsPool bool
 	store    *controlplane.Store
 	migrator *migrator.Migrator
+	exec     *run.Executor // runs one tenant, for every trigger (run.go)
 	latest   int64
 	hostRE   *regexp.Regexp
 
@@ -498,6 +491,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, redact.Error(err, cfg.DatabaseURL) // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
+	o.exec = o.newExecutor()
 	if err := o.checkMigrations(ctx); err != nil {
 		o.Close()
 		return nil, err

@@ -25,7 +25,6 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate"
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 )
 
 // encryptionKey encrypts the tenant URLs of the bench's control planes.
@@ -534,9 +533,10 @@ func (e *fleetEnv) runMigrate(ctx context.Context, res *fleetResult) (runResult,
 	return r, nil
 }
 
-// runMigrateInProcess drives the root package as migrate --all does: the
-// tenants behind, 4 at a time (the command's default) or -concurrency, each
-// retried up to twice after a transient failure.
+// runMigrateInProcess drives the root package as migrate --all does, with
+// Orchestrator.MigrateTenants: the tenants behind, 4 at a time (the
+// command's default) or -concurrency, each retried up to twice after a
+// transient failure.
 func (e *fleetEnv) runMigrateInProcess(ctx context.Context) (runResult, error) {
 	stopProfile := e.profile("migrate")
 	defer stopProfile()
@@ -557,36 +557,19 @@ func (e *fleetEnv) runMigrateInProcess(ctx context.Context) (runResult, error) {
 	}
 	defer orch.Close()
 	var retries atomic.Int64
-	var eg errgroup.Group
-	eg.SetLimit(concurrency)
-	for cursor := int64(0); ; {
-		page, next, err := orch.ListTenants(ctx, cursor, 1000)
-		if err != nil {
-			return runResult{}, err
-		}
-		for _, tn := range page {
-			if tn.MigrationsVersion != nil && *tn.MigrationsVersion >= orch.Latest() {
-				continue
+	res, err := orch.MigrateTenants(ctx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{
+		Concurrency:  concurrency,
+		Retries:      2, // migrate --all's default
+		RetryBackoff: time.Second,
+		OnProgress: func(_ context.Context, p tenantmigrate.MigrateProgress) {
+			if p.Kind == tenantmigrate.ProgressRetry {
+				retries.Add(1)
 			}
-			eg.Go(func() error {
-				for attempt := 1; ; attempt++ {
-					_, err := orch.MigrateTenant(ctx, tn.ID)
-					if err == nil || attempt > 2 || !migrator.IsRetryable(err) {
-						return err
-					}
-					retries.Add(1)
-					if err := sleep(ctx, time.Second<<(attempt-1)); err != nil {
-						return err
-					}
-				}
-			})
-		}
-		if next == 0 {
-			break
-		}
-		cursor = next
+		},
+	})
+	if err == nil && res.Failed > 0 {
+		err = fmt.Errorf("%d tenants failed", res.Failed)
 	}
-	err = eg.Wait()
 	r := t.stop("migrate --all (in-process stand-in)")
 	r.Concurrency = concurrency
 	r.ClientCPUSeconds = (selfCPU() - cpu0).Seconds()

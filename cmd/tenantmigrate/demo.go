@@ -164,7 +164,7 @@ func runDemo(cmd *cobra.Command, g *globalOpts, o *demoOpts) (retErr error) {
 	}
 
 	// 3. The fleet migration, 4. the status.
-	res, err := migrateSelection(ctx, selection{orch: orch, all: true}, o.runOpts, prog, out)
+	res, err := migrateSelection(ctx, orch, tenantmigrate.Selection{AllBehind: true}, o.runOpts, prog, out)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,175 +12,42 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
-	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 )
 
-// flaky fails each tenant with err its first failures times.
-type flaky struct {
-	mu       sync.Mutex
-	calls    map[string]int
-	failures int
-	err      error
-}
-
-func (f *flaky) migrate(_ context.Context, id string) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.calls == nil {
-		f.calls = map[string]int{}
-	}
-	f.calls[id]++
-	if f.calls[id] <= f.failures {
-		return 0, &tenantmigrate.MigrationError{TenantID: id, Err: f.err}
-	}
-	return 4, nil
-}
-
-var (
-	errTransient = fmt.Errorf("wait for lock: %w", migrator.ErrLockTimeout)
-	errPermanent = errors.New("syntax error")
-)
-
-func TestMigrateWithRetry(t *testing.T) {
+// TestPrintSummary: the summary counts, the retried and removed tenants,
+// and the failures without their "migrate tenant ID" prefix. The runs
+// themselves are Orchestrator.MigrateTenants' (the root package's tests);
+// migrate_test.go runs the command end to end.
+func TestPrintSummary(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name         string
-		failures     int
-		err          error
-		retries      int
-		wantAttempts int
-		wantErr      bool
-	}{
-		{"FirstTime", 0, nil, 2, 1, false},
-		{"TransientRecovers", 2, errTransient, 2, 3, false},
-		{"TransientPersists", 3, errTransient, 2, 3, true},
-		{"NoRetries", 1, errTransient, 0, 1, true},
-		{"Permanent", 1, errPermanent, 2, 1, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			f := &flaky{failures: tc.failures, err: tc.err}
-			_, attempts, err := migrateWithRetry(t.Context(), f.migrate, "acme", tc.retries, time.Millisecond)
-			require.Equal(t, tc.wantAttempts, attempts)
-			require.Equal(t, tc.wantAttempts, f.calls["acme"])
-			if tc.wantErr {
-				require.ErrorIs(t, err, tc.err)
-			} else {
-				require.NoError(t, err)
-			}
-		})
+	errPermanent := errors.New("syntax error")
+	res := fleetResult{
+		MigrateResult: tenantmigrate.MigrateResult{Selected: 25, Completed: 22, Failed: 2, Removed: 1, Retried: 3, Duration: 2 * time.Second},
+		failures: []tenantFailure{
+			{id: "t-03", err: &tenantmigrate.MigrationError{TenantID: "t-03", Err: errPermanent}},
+			{id: "t-07", err: &tenantmigrate.MigrationError{TenantID: "t-07", Err: errPermanent}},
+		},
 	}
-
-	// A cancelled run does not wait for a retry.
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	f := &flaky{failures: 5, err: errTransient}
-	_, attempts, err := migrateWithRetry(ctx, f.migrate, "acme", 3, time.Hour)
-	require.Equal(t, 1, attempts)
-	require.ErrorIs(t, err, migrator.ErrLockTimeout)
-}
-
-func TestRunFleet(t *testing.T) {
-	t.Parallel()
-	ids := make([]string, 25)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("t-%02d", i)
-	}
-	each := func(_ context.Context, fn func(string) error) error {
-		for _, id := range ids {
-			if err := fn(id); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	// The first three tenants wait until all three run at once: the
-	// workers run concurrently, and never more than three.
-	var (
-		mu            sync.Mutex
-		running, peak int
-		allIn         = make(chan struct{})
-	)
-	migrate := func(_ context.Context, id string) (int64, error) {
-		mu.Lock()
-		running++
-		peak = max(peak, running)
-		if running == 3 {
-			select {
-			case <-allIn:
-			default:
-				close(allIn)
-			}
-		}
-		mu.Unlock()
-		defer func() {
-			mu.Lock()
-			running--
-			mu.Unlock()
-		}()
-		if id <= "t-02" {
-			select {
-			case <-allIn:
-			case <-time.After(30 * time.Second):
-				return 0, errors.New("the workers did not run at the same time")
-			}
-		}
-		switch id {
-		case "t-03", "t-07":
-			return 0, &tenantmigrate.MigrationError{TenantID: id, Err: errPermanent}
-		case "t-05":
-			return 0, tenantmigrate.ErrTenantNotFound
-		}
-		return 4, nil
-	}
-
-	var out bytes.Buffer
-	prog := newProgress(&out, progressNone, time.Hour)
-	prog.Start(int64(len(ids)))
-	res := runFleet(t.Context(), each, migrate, fleetOpts{concurrency: 3}, prog)
-	prog.Stop()
-	require.Equal(t, int64(25), res.selected)
-	require.Equal(t, int64(22), res.completed)
-	require.Equal(t, int64(2), res.failed)
-	require.Equal(t, int64(1), res.removed)
 	require.False(t, res.ok())
-	require.Equal(t, 3, peak)
-	require.Len(t, res.failures, 2)
-
 	var summary bytes.Buffer
 	printSummary(&summary, res, 4)
-	require.Contains(t, summary.String(), "22 completed, 2 failed, 1 removed from the control plane meanwhile")
-	require.Contains(t, summary.String(), "  t-03: syntax error\n")
-	require.Contains(t, summary.String(), "  t-07: syntax error\n")
-}
+	require.Contains(t, summary.String(), "ran 24 tenants toward version 4 in 2s (12.0 tenants/s): 22 completed, 2 failed, 3 needed a retry, 1 removed from the control plane meanwhile\n")
+	require.Contains(t, summary.String(), "failed tenants:\n  t-03: syntax error\n  t-07: syntax error\n")
+	require.ErrorContains(t, resultErr(res), "2 of 24 tenants failed")
 
-// TestRunFleetCancel: after ctx ends no tenant is started, and the run says
-// it was interrupted.
-func TestRunFleetCancel(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithCancel(t.Context())
-	each := func(ctx context.Context, fn func(string) error) error {
-		for i := 0; ; i++ {
-			if err := fn(fmt.Sprintf("t-%d", i)); err != nil {
-				return err
-			}
-		}
-	}
-	var started int
-	migrate := func(_ context.Context, id string) (int64, error) {
-		started++ // one worker: no race
-		if started == 3 {
-			cancel()
-		}
-		return 4, nil
-	}
-	prog := newProgress(&bytes.Buffer{}, progressNone, time.Hour)
-	res := runFleet(ctx, each, migrate, fleetOpts{concurrency: 1}, prog)
-	require.True(t, res.interrupted)
-	require.False(t, res.ok())
-	require.LessOrEqual(t, started, 4)
-	require.Equal(t, int64(started), res.completed)
-	require.Error(t, resultErr(res))
+	// More failures than shown; an interrupted run.
+	res.Failed = 12
+	res.Interrupted = true
+	summary.Reset()
+	printSummary(&summary, res, 4)
+	require.Contains(t, summary.String(), "interrupted: the tenants not started yet were left as they are\n")
+	require.Contains(t, summary.String(), "failed tenants (first 2 of 12; all of them: tenantmigrate status):\n")
+
+	ok := fleetResult{MigrateResult: tenantmigrate.MigrateResult{Selected: 3, Completed: 3, Duration: time.Second}}
+	require.True(t, ok.ok())
+	require.NoError(t, resultErr(ok))
+	ok.Interrupted = true
+	require.ErrorContains(t, resultErr(ok), "interrupted")
 }
 
 // fakeClock is a clock and ticker the test drives.

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -65,11 +65,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.err.Error() != "" {
-			fmt.Fprintln(stderr, "error:", redact.Error(ee.err, dbURLs...))
+			fmt.Fprintln(stderr, "error:", tenantmigrate.RedactError(ee.err, dbURLs...))
 		}
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "error:", redact.Error(err, dbURLs...))
+	fmt.Fprintln(stderr, "error:", tenantmigrate.RedactError(err, dbURLs...))
 	if isUsageError(err) {
 		return exitUsage
 	}

@@ -19,7 +19,7 @@ import (
 )
 
 // defaultConcurrency is the default of --concurrency; see its help.
-const defaultConcurrency = 4
+const defaultConcurrency = tenantmigrate.DefaultMigrateConcurrency
 
 // runOpts are the flags of a fleet run, shared by migrate and demo.
 type runOpts struct {
@@ -59,8 +59,12 @@ func (o *runOpts) validate() error {
 	return validProgressMode(o.progress)
 }
 
-func (o *runOpts) fleetOpts() fleetOpts {
-	return fleetOpts{concurrency: o.concurrency, retries: o.retries, retryBackoff: o.retryBackoff}
+func (o *runOpts) migrateOptions() tenantmigrate.MigrateOptions {
+	backoff := o.retryBackoff
+	if backoff == 0 {
+		backoff = -1 // --retry-backoff 0: no wait (0 is the library's default)
+	}
+	return tenantmigrate.MigrateOptions{Concurrency: o.concurrency, Retries: o.retries, RetryBackoff: backoff}
 }
 
 type migrateOpts struct {
@@ -175,16 +179,16 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 	}
 	defer orch.Close()
 
-	sel := selection{orch: orch, explicit: dedupe(o.tenants), all: o.all, includeStale: o.includeStale}
-	for _, id := range sel.explicit {
+	sel := tenantmigrate.Selection{IDs: dedupe(o.tenants), AllBehind: o.all, IncludeStale: o.includeStale}
+	for _, id := range sel.IDs {
 		if _, err := orch.TenantState(ctx, id); err != nil {
 			return tenantErr(id, err)
 		}
 	}
 	if o.dryRun {
-		return dryRun(ctx, sel, o.concurrency, g.stdout)
+		return dryRun(ctx, orch, sel, o.concurrency, g.stdout)
 	}
-	res, err := migrateSelection(ctx, sel, o.runOpts, prog, g.stdout)
+	res, err := migrateSelection(ctx, orch, sel, o.runOpts, prog, g.stdout)
 	if err != nil {
 		return err
 	}
@@ -194,9 +198,8 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 // migrateSelection counts the selection, then migrates it with a progress
 // display and prints the summary. With nothing to do it says so and returns
 // a zero result.
-func migrateSelection(ctx context.Context, sel selection, o runOpts, prog *progress, stdout io.Writer) (fleetResult, error) {
-	orch := sel.orch
-	total, err := sel.count(ctx)
+func migrateSelection(ctx context.Context, orch *tenantmigrate.Orchestrator, sel tenantmigrate.Selection, o runOpts, prog *progress, stdout io.Writer) (fleetResult, error) {
+	total, err := countSelection(ctx, orch, sel)
 	if err != nil {
 		return fleetResult{}, failedErr(fmt.Errorf("select tenants: %w", err))
 	}
@@ -208,7 +211,7 @@ func migrateSelection(ctx context.Context, sel selection, o runOpts, prog *progr
 	}
 	fmt.Fprintf(stdout, "migrating %s to version %d, %d at a time\n", pluralize(total, "tenant"), orch.Latest(), o.concurrency)
 	prog.Start(total)
-	res := runFleet(ctx, sel.each, orch.MigrateTenant, o.fleetOpts(), prog)
+	res := runFleet(ctx, orch, sel, o.migrateOptions(), prog)
 	prog.Stop()
 	printSummary(stdout, res, orch.Latest())
 	return res, nil
@@ -219,9 +222,9 @@ func resultErr(res fleetResult) error {
 	switch {
 	case res.ok():
 		return nil
-	case res.failed > 0:
-		return failedErr(fmt.Errorf("%d of %d tenants failed", res.failed, res.completed+res.failed))
-	case res.interrupted:
+	case res.Failed > 0:
+		return failedErr(fmt.Errorf("%d of %d tenants failed", res.Failed, res.Completed+res.Failed))
+	case res.Interrupted:
 		return failedErr(errors.New("interrupted"))
 	default:
 		return failedErr(fmt.Errorf("read the control plane: %w", res.scanErr))
@@ -267,7 +270,7 @@ type pendingResult struct {
 
 // dryRun prints the selected tenants with their pending versions, reading a
 // page of tenants at a time (concurrency at once) and printing it in order.
-func dryRun(ctx context.Context, sel selection, concurrency int, w io.Writer) error {
+func dryRun(ctx context.Context, orch *tenantmigrate.Orchestrator, sel tenantmigrate.Selection, concurrency int, w io.Writer) error {
 	var (
 		page           []string
 		total, errored int64
@@ -282,7 +285,7 @@ func dryRun(ctx context.Context, sel selection, concurrency int, w io.Writer) er
 		eg.SetLimit(concurrency)
 		for i, id := range page {
 			eg.Go(func() error {
-				cur, pending, err := sel.orch.PendingVersions(ctx, id)
+				cur, pending, err := orch.PendingVersions(ctx, id)
 				results[i] = pendingResult{id: id, current: cur, pending: pending, err: err}
 				return nil
 			})
@@ -307,14 +310,20 @@ func dryRun(ctx context.Context, sel selection, concurrency int, w io.Writer) er
 		page = page[:0]
 		return tw.Flush()
 	}
-	err := sel.each(ctx, func(id string) error {
+	var err error
+	for id, serr := range orch.SelectTenants(ctx, sel) {
+		if serr != nil {
+			err = serr
+			break
+		}
 		total++
 		page = append(page, id)
 		if len(page) == dryRunPage {
-			return flush()
+			if err = flush(); err != nil {
+				break
+			}
 		}
-		return nil
-	})
+	}
 	if err == nil {
 		err = flush()
 	}
@@ -322,9 +331,9 @@ func dryRun(ctx context.Context, sel selection, concurrency int, w io.Writer) er
 		return failedErr(fmt.Errorf("select tenants: %w", err))
 	}
 	if total == 0 {
-		return printNothingToDo(ctx, sel.orch, w)
+		return printNothingToDo(ctx, orch, w)
 	}
-	fmt.Fprintf(w, "dry run: %s would be migrated to version %d; nothing was changed\n", pluralize(total, "tenant"), sel.orch.Latest())
+	fmt.Fprintf(w, "dry run: %s would be migrated to version %d; nothing was changed\n", pluralize(total, "tenant"), orch.Latest())
 	if errored > 0 {
 		return failedErr(fmt.Errorf("could not read the pending versions of %s", pluralize(errored, "tenant")))
 	}

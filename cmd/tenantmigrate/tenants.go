@@ -13,9 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantmigrate/tenantmigrate"
-	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
-	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 func newTenantsCmd(g *globalOpts) *cobra.Command {
@@ -81,11 +79,11 @@ func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) 
 	if err := tenantmigrate.ValidateTenantID(id); err != nil {
 		return failedErr(err)
 	}
-	if err := controlplane.ValidateDatabaseURL(dbURL); err != nil {
+	if err := tenantmigrate.ValidateDatabaseURL(dbURL); err != nil {
 		return failedErr(err)
 	}
 	if schema != "" {
-		if err := controlplane.ValidateSchemaName(schema); err != nil {
+		if err := tenantmigrate.ValidateSchemaName(schema); err != nil {
 			return failedErr(err)
 		}
 	}
@@ -328,7 +326,7 @@ func printTenant(w io.Writer, t tenantmigrate.Tenant) error {
 	fmt.Fprintf(tw, "version:\t%s\n", versionText(t.MigrationsVersion))
 	fmt.Fprintf(tw, "status:\t%s\n", statusText(t.MigrationsStatus))
 	if t.LastError != "" {
-		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(redact.String(t.LastError, t.DatabaseURL), 2000))
+		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(tenantmigrate.RedactString(t.LastError, t.DatabaseURL), 2000))
 	}
 	fmt.Fprintf(tw, "created:\t%s\n", timeText(t.CreatedAt))
 	fmt.Fprintf(tw, "updated:\t%s\n", timeText(t.UpdatedAt))

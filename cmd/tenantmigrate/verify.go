@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmigrate/tenantmigrate"
-	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // verifyPageSize is how many tenants verify reads from the control plane at
@@ -217,7 +216,7 @@ func verifyFleet(ctx context.Context, orch *tenantmigrate.Orchestrator, o *verif
 				v := orch.VerifyTenant(tctx, t)
 				cancel()
 				if v.Err != nil {
-					v.Err = redact.Error(v.Err, t.DatabaseURL)
+					v.Err = tenantmigrate.RedactError(v.Err, t.DatabaseURL)
 				}
 				results <- v
 			}

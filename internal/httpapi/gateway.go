@@ -13,7 +13,7 @@ import (
 const tenantIDHeader = "X-Tenant-Id"
 
 // newTenantHandler returns the handler of tenant traffic, which runs after
-// Service.Middleware has resolved and gated the tenant: the reverse proxy to
+// Service.MiddlewareWithErrorHandler has resolved and gated the tenant: the reverse proxy to
 // Config.Upstream, or without one the tenant info endpoint.
 func newTenantHandler(cfg Config, logger *slog.Logger) http.Handler {
 	tenantID := cfg.TenantIDFromContext
@@ -26,9 +26,9 @@ func newTenantHandler(cfg Config, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := tenantID(r.Context())
 		if !ok || id == "" {
-			// Service.Middleware passed a request without a tenant: a
+			// Service.MiddlewareWithErrorHandler passed a request without a tenant: a
 			// wiring mistake (TenantIDFromContext of another package?).
-			setLogError(r, errors.New("no tenant id in the request context after Service.Middleware"))
+			setLogError(r, errors.New("no tenant id in the request context after Service.MiddlewareWithErrorHandler"))
 			writeError(w, http.StatusInternalServerError, "internal error")
 			return
 		}

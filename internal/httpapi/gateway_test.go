@@ -69,6 +69,9 @@ func TestGatewayFailedMigration(t *testing.T) {
 	line := e.requestLog(http.MethodGet, "/tenant")
 	require.Equal(t, "ERROR", line["level"])
 	require.Equal(t, 500.0, line["status"])
+	// The failure is on the request's line, the only one that logs it.
+	require.Equal(t, "acme", line["tenant_id"])
+	require.Contains(t, line["err"], "no_such_table")
 
 	res = e.admin(http.MethodGet, "/admin/tenants/acme/migrations", "")
 	require.Equal(t, http.StatusOK, res.status)

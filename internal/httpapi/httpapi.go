@@ -41,10 +41,11 @@ import (
 // Service is what the HTTP layer needs from tenantmigrate;
 // *tenantmigrate.Orchestrator implements it.
 type Service interface {
-	// Middleware resolves the tenant of a request, makes sure it is migrated
-	// (answering 400, 404, 500 or 503 itself when it cannot be served) and
+	// MiddlewareWithErrorHandler resolves the tenant of a request, makes
+	// sure it is migrated (answering 400, 404, 500 or 503 itself when it
+	// cannot be served, and handing the error behind a 5xx to onError) and
 	// passes the request to next with the tenant id in its context.
-	Middleware(next http.Handler) http.Handler
+	MiddlewareWithErrorHandler(next http.Handler, onError func(r *http.Request, tenantID string, status int, err error)) http.Handler
 
 	CreateTenant(ctx context.Context, t controlplane.Tenant) (controlplane.Tenant, error)
 	UpsertTenant(ctx context.Context, t controlplane.Tenant) (controlplane.Tenant, bool, error)
@@ -72,7 +73,7 @@ type Config struct {
 	// Service serves every request. Required.
 	Service Service
 
-	// TenantIDFromContext returns the tenant id Service.Middleware put in a
+	// TenantIDFromContext returns the tenant id Service.MiddlewareWithErrorHandler put in a
 	// request context: tenantmigrate.TenantIDFromContext. Required. (This
 	// package cannot import the root package, which sits above it.)
 	TenantIDFromContext func(ctx context.Context) (string, bool)
@@ -192,7 +193,11 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	control.handle("GET /metrics", metrics)
 	control.finish()
 
-	tenant := cfg.Service.Middleware(newTenantHandler(cfg, logger))
+	// The gate's failure goes on the request's log line, its only line.
+	tenant := cfg.Service.MiddlewareWithErrorHandler(newTenantHandler(cfg, logger), func(r *http.Request, id string, _ int, err error) {
+		setLogTenant(r, id)
+		setLogError(r, err)
+	})
 
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isControlPath(r.URL.Path) {

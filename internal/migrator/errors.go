@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -16,6 +17,25 @@ import (
 // process) holds the tenant's migration lock for longer than Config.LockTimeout. Nothing was
 // applied; the run can be retried later ([IsRetryable] reports true).
 var ErrLockTimeout = errors.New("timed out waiting for the tenant migration lock")
+
+// ApplyError is returned by [Migrator.Migrate] when a migration failed: it names the
+// migration, as goose's PartialError does, and wraps the database error. The versions applied
+// before it are in Result.Applied.
+type ApplyError struct {
+	// Version is the failed migration's version.
+	Version int64
+	// Name is its file's base name ("00002_add_plan.sql"), or "go migration" for a goose Go
+	// migration without a file.
+	Name string
+	// Err is the error of the failed statement.
+	Err error
+}
+
+func (e *ApplyError) Error() string {
+	return fmt.Sprintf("apply migration %d (%s): %v", e.Version, e.Name, e.Err)
+}
+
+func (e *ApplyError) Unwrap() error { return e.Err }
 
 // IsRetryable reports whether err, returned by Migrate or Pending, is likely transient, so the
 // same run may succeed later without anyone changing the migrations or the tenant:

@@ -54,8 +54,8 @@ const versionQueryTimeout = 10 * time.Second
 // A migration that fails stops the run: its transaction is rolled back (a NO TRANSACTION
 // migration keeps the statements that completed before the failing one, so such files should be
 // safe to re-run), Result.Applied lists the versions applied before it and Result.Version is the
-// last good version. The error names the
-// failing version and file and wraps the database error (see IsRetryable). Error messages never
+// last good version. The error is an *ApplyError naming the
+// failing version and file; it wraps the database error (see IsRetryable). Error messages never
 // contain the URL's password.
 func (m *Migrator) Migrate(ctx context.Context, t Target) (Result, error) {
 	start := time.Now()
@@ -156,7 +156,7 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 			name = path.Base(f.Path)
 		}
 		// partial.Err, not partial: its message would repeat the version.
-		return res, fmt.Errorf("apply migration %d (%s): %w", f.Version, name, partial.Err)
+		return res, &ApplyError{Version: f.Version, Name: name, Err: partial.Err}
 	default:
 		return res, fmt.Errorf("goose up: %w", upErr)
 	}

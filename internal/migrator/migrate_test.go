@@ -134,6 +134,10 @@ func TestMigrateFailingMigrationKeepsLastGoodVersion(t *testing.T) {
 	require.Equal(t, []int64{1, 2}, res.Applied)
 	require.Equal(t, int64(2), res.Version)
 	require.Contains(t, err.Error(), "apply migration 3 (00003_broken.sql)")
+	var applyErr *ApplyError
+	require.ErrorAs(t, err, &applyErr)
+	require.Equal(t, int64(3), applyErr.Version)
+	require.Equal(t, "00003_broken.sql", applyErr.Name)
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr)
 	require.Equal(t, "42601", pgErr.Code)

@@ -1,0 +1,325 @@
+package tenantmigrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/run"
+)
+
+// This file runs a migration over a selection of tenants in this process:
+// MigrateTenants, the engine of the CLI's migrate and demo. Each tenant goes
+// through the one executor (run.go), as a request or a queued job would.
+
+// Defaults of MigrateOptions.
+const (
+	// DefaultMigrateConcurrency is the default of MigrateOptions.Concurrency:
+	// each run holds DDL on its tenant's database host, and 4 keeps a 2-4
+	// core host busy without queueing DDL behind DDL.
+	DefaultMigrateConcurrency = 4
+	// DefaultMigrateRetryBackoff is the default of MigrateOptions.RetryBackoff.
+	DefaultMigrateRetryBackoff = time.Second
+)
+
+// scanPageSize is how many tenant ids one control-plane read returns.
+const scanPageSize = 1000
+
+// Selection says which tenants MigrateTenants runs: the IDs first, in their
+// order, then (with AllBehind) every tenant behind the latest version, in
+// cursor order. A tenant is selected once.
+type Selection struct {
+	// IDs are run whatever their state (a tenant COMPLETED at the latest
+	// version is run too: the run checks its database).
+	IDs []string
+	// AllBehind adds every tenant whose version is unknown or below Latest,
+	// or that is FAILED (at the latest version too: its run failed after the
+	// last migration committed), but not FAILED_STALE ones.
+	AllBehind bool
+	// IncludeStale adds the FAILED_STALE tenants to AllBehind.
+	IncludeStale bool
+}
+
+// selected is one tenant of a Selection.
+type selected struct {
+	id       string
+	explicit bool // from Selection.IDs
+}
+
+// selection walks sel a page of ids at a time (no URL is decrypted, and
+// memory does not grow with the fleet).
+func (o *Orchestrator) selection(ctx context.Context, sel Selection) iter.Seq2[selected, error] {
+	return func(yield func(selected, error) bool) {
+		seen := make(map[string]bool, len(sel.IDs))
+		for _, id := range sel.IDs {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if !yield(selected{id: id, explicit: true}, nil) {
+				return
+			}
+		}
+		if !sel.AllBehind {
+			return
+		}
+		for cursor := int64(0); ; {
+			ids, next, err := o.store.ScanBehind(ctx, o.latest, sel.IncludeStale, cursor, scanPageSize)
+			if err != nil {
+				yield(selected{}, err)
+				return
+			}
+			for _, id := range ids {
+				if seen[id] {
+					continue
+				}
+				if !yield(selected{id: id}, nil) {
+					return
+				}
+			}
+			if next == 0 {
+				return
+			}
+			cursor = next
+		}
+	}
+}
+
+// SelectTenants yields the ids MigrateTenants would run now for sel, in its
+// order, reading the control plane a page at a time. A read that fails
+// yields its error and ends the sequence.
+func (o *Orchestrator) SelectTenants(ctx context.Context, sel Selection) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		for s, err := range o.selection(ctx, sel) {
+			if !yield(s.id, err) {
+				return
+			}
+		}
+	}
+}
+
+// MigrateOptions tune MigrateTenants. The zero value of each field means its
+// default.
+type MigrateOptions struct {
+	// Concurrency is how many tenants are run at once. Defaults to
+	// DefaultMigrateConcurrency.
+	Concurrency int
+	// Retries is how many more attempts a tenant gets after a failure that is
+	// likely transient (the tenant lock's timeout, a lost connection, a
+	// deadlock, a serialization failure, too many connections, ...: what
+	// queued jobs retry too). Defaults to 0: none.
+	Retries int
+	// RetryBackoff is the wait before a tenant's first retry; it doubles
+	// for each one after. Defaults to DefaultMigrateRetryBackoff; negative
+	// means no wait.
+	RetryBackoff time.Duration
+	// OnProgress, when set, is told of each step (see MigrateProgress).
+	// Calls never overlap; they block the worker that makes them, so keep
+	// them short.
+	OnProgress func(ctx context.Context, p MigrateProgress)
+}
+
+// ProgressKind is the kind of a MigrateProgress.
+type ProgressKind string
+
+// Kinds of MigrateProgress.
+const (
+	// ProgressSelected: a tenant was selected and handed to a worker.
+	ProgressSelected ProgressKind = "selected"
+	// ProgressRetry: an attempt failed with a transient error; the tenant is
+	// run again after Wait.
+	ProgressRetry ProgressKind = "retry"
+	// ProgressDone: the tenant is finished, COMPLETED when Err is nil.
+	ProgressDone ProgressKind = "done"
+)
+
+// MigrateProgress is one step of MigrateTenants.
+type MigrateProgress struct {
+	Kind     ProgressKind
+	TenantID string
+	// Selected is how many tenants were selected so far.
+	Selected int64
+	// Attempt is the attempt that ended (ProgressRetry, ProgressDone), from 1.
+	Attempt int
+	// Version is the tenant's version after the attempt (ProgressDone),
+	// -1 when a failed run could not read it.
+	Version int64
+	// Err is the attempt's error: a *MigrationError for a failed migration,
+	// an error wrapping ErrTenantNotFound for a tenant removed meanwhile
+	// (Removed), nil when the tenant is COMPLETED.
+	Err error
+	// Removed reports a tenant removed from the control plane since it was
+	// selected (or one of Selection.IDs that it never listed): no failure.
+	Removed bool
+	// Wait is the wait before the next attempt (ProgressRetry).
+	Wait time.Duration
+}
+
+// MigrateResult is what MigrateTenants did.
+type MigrateResult struct {
+	// Selected counts the tenants handed to workers; each ended Completed,
+	// Failed or Removed.
+	Selected, Completed, Failed, Removed int64
+	// Retried counts the tenants that needed more than one attempt.
+	Retried int64
+	// Interrupted reports that ctx ended before every selected tenant was
+	// started: the ones not started were left as they are.
+	Interrupted bool
+	Duration    time.Duration
+}
+
+// OK reports whether every selected tenant ended COMPLETED (or was removed
+// meanwhile).
+func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted }
+
+// MigrateTenants migrates the tenants of sel now, in this process,
+// opts.Concurrency at a time, and records each result as a request or a
+// queued job would: COMPLETED, or FAILED with the error. It is safe while
+// servers run: every run holds the tenant's lock. A failure that is likely
+// transient is retried opts.Retries times. The tenants' errors are not
+// returned or logged: they go to opts.OnProgress (ProgressDone) and are
+// counted in the result, and the control plane records them.
+//
+// When ctx ends, no new tenant (and no retry) is started, but the running
+// ones finish: a migration holds the tenant's lock and may run statements
+// that are not transactional. Stop waits for them like for inline runs.
+//
+// It returns ErrReadOnly on a ReadOnly Orchestrator, and an error when
+// reading the selection from the control plane failed, with what was done
+// until then.
+func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts MigrateOptions) (MigrateResult, error) {
+	if o.cfg.ReadOnly {
+		return MigrateResult{}, ErrReadOnly
+	}
+	start := time.Now()
+	var (
+		mu      sync.Mutex // guards res and serialises OnProgress
+		res     MigrateResult
+		scanErr error
+	)
+	progress := func(p MigrateProgress) {
+		if opts.OnProgress != nil {
+			opts.OnProgress(ctx, p)
+		}
+	}
+
+	work := make(chan selected)
+	var eg errgroup.Group
+	eg.Go(func() error {
+		defer close(work)
+		for s, err := range o.selection(ctx, sel) {
+			if err != nil {
+				mu.Lock()
+				if ctx.Err() != nil {
+					res.Interrupted = true
+				} else {
+					scanErr = err
+				}
+				mu.Unlock()
+				return nil
+			}
+			select {
+			case work <- s:
+			case <-ctx.Done():
+				mu.Lock()
+				res.Interrupted = true
+				mu.Unlock()
+				return nil
+			}
+			mu.Lock()
+			res.Selected++
+			progress(MigrateProgress{Kind: ProgressSelected, TenantID: s.id, Selected: res.Selected})
+			mu.Unlock()
+		}
+		return nil
+	})
+	for range cmpOr(opts.Concurrency, DefaultMigrateConcurrency) {
+		eg.Go(func() error {
+			for s := range work {
+				o.migrateWithRetry(ctx, s, opts, func(p MigrateProgress) {
+					mu.Lock()
+					defer mu.Unlock()
+					if p.Kind == ProgressDone {
+						if p.Attempt > 1 {
+							res.Retried++
+						}
+						switch {
+						case p.Removed:
+							res.Removed++
+						case p.Err != nil:
+							res.Failed++
+						default:
+							res.Completed++
+						}
+					}
+					p.Selected = res.Selected
+					progress(p)
+				})
+			}
+			return nil
+		})
+	}
+	_ = eg.Wait() // the goroutines record their errors in res
+	res.Duration = time.Since(start)
+	if scanErr != nil {
+		return res, fmt.Errorf("select tenants: %w", scanErr)
+	}
+	return res, nil
+}
+
+// migrateWithRetry runs one selected tenant, trying again after a retryable
+// failure (migrator.IsRetryable) up to opts.Retries times, after
+// opts.RetryBackoff and then doubling waits, and reports each attempt's end
+// to report. The waits end with ctx; the runs do not.
+func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts MigrateOptions, report func(MigrateProgress)) {
+	wait := cmpOr(opts.RetryBackoff, DefaultMigrateRetryBackoff)
+	for attempt := 1; ; attempt++ {
+		v, err := o.batchAttempt(ctx, s, attempt)
+		if err == nil || attempt > opts.Retries || !migrator.IsRetryable(err) || ctx.Err() != nil {
+			report(MigrateProgress{Kind: ProgressDone, TenantID: s.id, Attempt: attempt, Version: v, Err: err,
+				Removed: errors.Is(err, ErrTenantNotFound)})
+			return
+		}
+		wait = max(wait, 0)
+		report(MigrateProgress{Kind: ProgressRetry, TenantID: s.id, Attempt: attempt, Version: v, Err: err, Wait: wait})
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			report(MigrateProgress{Kind: ProgressDone, TenantID: s.id, Attempt: attempt, Version: v, Err: err})
+			return
+		case <-timer.C:
+		}
+		wait *= 2
+	}
+}
+
+// batchAttempt is one attempt of MigrateTenants on one tenant: a run that
+// Stop waits for, under a context that ctx does not cancel.
+func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (int64, error) {
+	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
+	defer done()
+	runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
+	defer cancel()
+	out, err := o.exec.Run(runCtx, run.Request{
+		TenantID:   s.id,
+		Trigger:    string(TriggerBatch),
+		Attempt:    attempt,
+		Generation: o.cache.generation(),
+		// A scanned tenant that a server migrated since costs no tenant
+		// connection; a named one is checked in its database.
+		SkipAtLatest: !s.explicit,
+		FailStatus:   func(error) controlplane.Status { return controlplane.StatusFailed },
+	})
+	if err != nil {
+		return 0, err
+	}
+	return out.Version, outcomeErr(s.id, out)
+}
