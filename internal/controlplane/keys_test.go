@@ -144,4 +144,3 @@ func requireNoSecrets(t *testing.T, msg string, enc []byte) {
 		require.NotContains(t, msg, s)
 	}
 }
-
