@@ -34,6 +34,9 @@ type RekeyResult struct {
 	// current key (with DryRun: would be).
 	Rekeyed int
 	// AlreadyCurrent is the number of tenants found under the current key.
+	// Each tenant is counted once, in one of the three counts, as it was
+	// when Rekey reached it; tenants added during the run may be missed
+	// (they are under the current key of their writer).
 	AlreadyCurrent int
 	// Failed are the tenants that could not be re-encrypted, left as they
 	// were: no configured key decrypts their URL (Err wraps ErrDecrypt), or

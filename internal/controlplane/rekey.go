@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -34,6 +35,8 @@ type RekeyResult struct {
 	// current key (with DryRun: would be).
 	Rekeyed int
 	// AlreadyCurrent is the number of tenants found under the current key.
+	// Each tenant is counted once, in one of the three counts, as it was
+	// when its page was read (or, when it changed before its write, after).
 	AlreadyCurrent int
 	// Failed are the tenants whose URL no configured key decrypts, and
 	// those that changed concurrently at every attempt, in the order found.
@@ -82,17 +85,13 @@ func (s *Store) Rekey(ctx context.Context, opts RekeyOptions) (RekeyResult, erro
 	if opts.PageSize > 0 {
 		limit = min(opts.PageSize, MaxPageSize)
 	}
-	if err := s.pool.QueryRow(ctx,
-		`SELECT count(*) FROM tenantmigrate.tenants WHERE key_id = $1`, current).Scan(&res.AlreadyCurrent); err != nil {
-		return res, fmt.Errorf("rekey tenants: count tenants under the current key: %w", err)
-	}
-
 	var after int64
 	for {
-		rows, err := s.rekeyPage(ctx, current, after, limit)
+		rows, currentInPage, err := s.rekeyPage(ctx, current, after, limit)
 		if err != nil {
 			return res, fmt.Errorf("rekey tenants: read tenants after cursor %d: %w", after, err)
 		}
+		res.AlreadyCurrent += currentInPage
 		if len(rows) == 0 {
 			return res, nil
 		}
@@ -141,23 +140,34 @@ func (s *Store) Rekey(ctx context.Context, opts RekeyOptions) (RekeyResult, erro
 }
 
 // rekeyPage reads up to limit rows after cursor after that are not under the
-// key current.
-func (s *Store) rekeyPage(ctx context.Context, current string, after int64, limit int) ([]rekeyRow, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT id, cursor_id, database_url, coalesce(key_id, '') FROM tenantmigrate.tenants
-		WHERE cursor_id > $1 AND key_id IS DISTINCT FROM $2
-		ORDER BY cursor_id LIMIT $3`, after, current, limit)
-	if err != nil {
-		return nil, err
-	}
-	var out []rekeyRow
-	var r rekeyRow
-	_, err = pgx.ForEachRow(rows, []any{&r.id, &r.cursorID, &r.enc.b, &r.enc.keyID}, func() error {
-		out = append(out, r)
-		r = rekeyRow{} // the next Scan must not reuse the byte slice
-		return nil
+// key current, and counts the rows under it in the same cursor range (to the
+// end when the page is empty), in one snapshot: every row is counted once,
+// as it was when its page was read, also while others write.
+func (s *Store) rekeyPage(ctx context.Context, current string, after int64, limit int) (page []rekeyRow, currentInRange int, err error) {
+	err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT id, cursor_id, database_url, coalesce(key_id, '') FROM tenantmigrate.tenants
+			WHERE cursor_id > $1 AND key_id IS DISTINCT FROM $2
+			ORDER BY cursor_id LIMIT $3`, after, current, limit)
+		if err != nil {
+			return err
+		}
+		var r rekeyRow
+		if _, err := pgx.ForEachRow(rows, []any{&r.id, &r.cursorID, &r.enc.b, &r.enc.keyID}, func() error {
+			page = append(page, r)
+			r = rekeyRow{} // the next Scan must not reuse the byte slice
+			return nil
+		}); err != nil {
+			return err
+		}
+		upTo := int64(math.MaxInt64)
+		if len(page) > 0 {
+			upTo = page[len(page)-1].cursorID
+		}
+		return tx.QueryRow(ctx, `SELECT count(*) FROM tenantmigrate.tenants
+			WHERE cursor_id > $1 AND cursor_id <= $2 AND key_id = $3`, after, upTo, current).Scan(&currentInRange)
 	})
-	return out, err
+	return page, currentInRange, err
 }
 
 // rekeyWrite sets database_url to news[i] under the key current for each
