@@ -123,7 +123,8 @@ func (s *Store) Rekey(ctx context.Context, opts RekeyOptions) (RekeyResult, erro
 				return res, fmt.Errorf("rekey tenants: write tenants after cursor %d: %w", after, err)
 			}
 			res.Rekeyed += len(done)
-			// A row not written changed (or went) since it was read.
+			// A row not written was held by another writer, or changed (or
+			// went) since it was read.
 			for _, id := range ids {
 				if done[id] {
 					continue
@@ -172,12 +173,18 @@ func (s *Store) rekeyPage(ctx context.Context, current string, after int64, limi
 
 // rekeyWrite sets database_url to news[i] under the key current for each
 // tenant ids[i] whose database_url is still olds[i], in one statement, and
-// returns the ids written. Only database_url and key_id change.
+// returns the ids written. Only database_url and key_id change. Rows another
+// transaction holds are skipped (SKIP LOCKED), not waited for: a statement
+// that locks many rows while it waits for one could deadlock with another
+// writer of several tenants; the caller does the skipped ones one by one.
 func (s *Store) rekeyWrite(ctx context.Context, current string, ids []string, olds, news [][]byte) (map[string]bool, error) {
 	rows, err := s.pool.Query(ctx, `
+		WITH free AS (
+			SELECT id FROM tenantmigrate.tenants WHERE id = ANY($2) FOR UPDATE SKIP LOCKED
+		)
 		UPDATE tenantmigrate.tenants AS t SET database_url = u.new_url, key_id = $1
 		FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS u(id, old_url, new_url)
-		WHERE t.id = u.id AND t.database_url = u.old_url
+		WHERE t.id = u.id AND t.id IN (SELECT id FROM free) AND t.database_url = u.old_url
 		RETURNING t.id`, current, ids, olds, news)
 	if err != nil {
 		return nil, err
@@ -191,10 +198,11 @@ func (s *Store) rekeyWrite(ctx context.Context, current string, ids []string, ol
 	return done, err
 }
 
-// rekeyOne re-encrypts tenant id, which changed between the page's read and
-// its write: it reads it again and counts it by what it is now (gone: not
-// counted; under the current key: already current), up to rekeyAttempts
-// times.
+// rekeyOne re-encrypts tenant id, which the page's write skipped (held by
+// another transaction, or changed since the page was read): it reads it
+// again and counts it by what it is now (gone: not counted; under the
+// current key: already current), up to rekeyAttempts times. It holds one
+// row lock at a time, so it may wait without risk of a deadlock.
 func (s *Store) rekeyOne(ctx context.Context, id string, res *RekeyResult) error {
 	current := s.cipher.KeyID()
 	for range rekeyAttempts {

@@ -166,11 +166,12 @@ func TestRekeyResumable(t *testing.T) {
 	require.Len(t, rest.Failed, 1)
 }
 
-// TestRekeyConcurrentWrites: rows written while a rekey runs. The rekey's
-// UPDATE waits on rows another transaction holds, which then changes their
-// URL (PATCHes, one by an instance still writing under A) or records a
-// migration result. The changed URLs win, the results are kept, and every
-// row ends under the current key.
+// TestRekeyConcurrentWrites: rows written while a rekey runs. Another
+// transaction holds three rows; the rekey skips them in its page's UPDATE
+// and waits for them one at a time, while that transaction changes their URL
+// (PATCHes, one by an instance still writing under A) or records a migration
+// result. The changed URLs win, the result is kept, and every row ends under
+// the current key.
 func TestRekeyConcurrentWrites(t *testing.T) {
 	t.Parallel()
 	st := newRotationStores(t)
@@ -200,9 +201,13 @@ func TestRekeyConcurrentWrites(t *testing.T) {
 	waitFor(t, 30*time.Second, "the rekey waiting on the held rows", func() bool {
 		var n int
 		require.NoError(t, st.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE tenantmigrate.tenants AS t%'`).Scan(&n))
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE tenantmigrate.tenants%'`).Scan(&n))
 		return n > 0
 	})
+
+	// The page's UPDATE did not wait for the held rows: the free one is
+	// committed already.
+	require.Equal(t, st.b.KeyID(), *readStored(t, st.pool, "quiet").keyID)
 
 	// Meanwhile: two PATCHes (as updateLocked writes them) and a run's result.
 	for id, c := range map[string]*Cipher{"patched-b": st.b, "patched-a": st.a} {
@@ -225,8 +230,9 @@ func TestRekeyConcurrentWrites(t *testing.T) {
 	}
 	require.NoError(t, out.err)
 	require.Empty(t, out.res.Failed)
-	// patched-b was made current by its PATCH; patched-a was read again and
-	// rekeyed; ran and quiet were rekeyed by the page's UPDATE.
+	// The page's UPDATE skipped the held rows and rekeyed quiet; then, one
+	// by one: patched-b was made current by its PATCH, patched-a was read
+	// again and rekeyed, ran was rekeyed keeping its result.
 	require.Equal(t, 3, out.res.Rekeyed)
 	require.Equal(t, 1, out.res.AlreadyCurrent)
 
