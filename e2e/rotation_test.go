@@ -157,7 +157,8 @@ func TestEncryptionKeyRotation(t *testing.T) {
 	var rekeyDone atomic.Bool
 	var lastCheck time.Time
 	registered := ids // the load's tenants; those added meanwhile are not in it
-	loadUntil := func() bool { // on the load's goroutine: no require
+	// loadUntil runs on the load's goroutine: no require in it.
+	loadUntil := func() bool {
 		if !rekeyDone.Load() || time.Since(lastCheck) < 100*time.Millisecond {
 			return false
 		}
