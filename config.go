@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
@@ -79,6 +81,14 @@ func (c *Config) validate() error {
 	} {
 		if f.d < 0 {
 			return fmt.Errorf("%w: %s is %s: want 0 (the default) or more", ErrInvalidConfig, f.name, f.d)
+		}
+	}
+	if len(c.PreviousEncryptionKeys) > 0 && c.EncryptionKey == "" {
+		return fmt.Errorf("%w: PreviousEncryptionKeys without EncryptionKey: every write needs the current key", ErrInvalidConfig)
+	}
+	for i, k := range c.PreviousEncryptionKeys {
+		if utf8.RuneCountInString(k) < controlplane.MinSecretLen {
+			return fmt.Errorf("%w: PreviousEncryptionKeys[%d] has fewer than %d characters", ErrInvalidConfig, i, controlplane.MinSecretLen)
 		}
 	}
 	if c.JobTimeout > 0 && c.RescueAfter > 0 && c.RescueAfter < c.JobTimeout {

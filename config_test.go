@@ -29,6 +29,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"ProgressiveInterval", tenantmigrate.Config{ProgressiveInterval: -1}},
 		{"StaleRetryInterval", tenantmigrate.Config{StaleRetryInterval: -1}},
 		{"is below JobTimeout", tenantmigrate.Config{JobTimeout: 10 * time.Minute, RescueAfter: time.Minute}},
+		{"PreviousEncryptionKeys without EncryptionKey", tenantmigrate.Config{PreviousEncryptionKeys: []string{rotationKeyA}}},
+		{"PreviousEncryptionKeys[1] has fewer than 16 characters", tenantmigrate.Config{
+			EncryptionKey: rotationKeyB, PreviousEncryptionKeys: []string{rotationKeyA, "too-short"}}},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			t.Parallel()

@@ -83,8 +83,17 @@ type Config struct {
 
 	// EncryptionKey encrypts tenant database URLs at rest (AES-256-GCM, the
 	// key stretched with HKDF-SHA256). Any secret of at least 16 characters.
-	// Without it, tenants can be read for status but not stored or migrated.
+	// Every write of a URL is under it. Without it, tenants can be read for
+	// status but not stored or migrated.
 	EncryptionKey string
+
+	// PreviousEncryptionKeys are secrets that URLs may still be encrypted
+	// under while the fleet moves to a new EncryptionKey: reads open a row
+	// with the key it names (its key id), the current one or one of these;
+	// writes never use them. Rekey re-encrypts every row under
+	// EncryptionKey, after which they can be dropped. Each must have at least
+	// 16 characters, and they need EncryptionKey. Defaults to none.
+	PreviousEncryptionKeys []string
 
 	// Migrations is a directory tree of goose v3 SQL files (at its root).
 	// Migrations or GoMigrations must hold at least one migration: New
@@ -447,7 +456,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 
 	var cipher *controlplane.Cipher
 	if cfg.EncryptionKey != "" {
-		if cipher, err = controlplane.NewCipher(cfg.EncryptionKey); err != nil {
+		if cipher, err = controlplane.NewCipher(cfg.EncryptionKey, cfg.PreviousEncryptionKeys...); err != nil {
 			return nil, err
 		}
 	}

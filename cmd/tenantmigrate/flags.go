@@ -67,3 +67,22 @@ func isUsageError(err error) bool {
 	}
 	return false
 }
+
+// keyList is the value of --previous-encryption-keys: secrets separated by
+// commas, spaces around each ignored, empty ones dropped; the flag may be
+// repeated. Parsing never fails and String shows nothing, so neither an
+// error nor --help can print a key.
+type keyList []string
+
+func (k *keyList) String() string { return "" }
+
+func (k *keyList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*k = append(*k, s)
+		}
+	}
+	return nil
+}
+
+func (k *keyList) Type() string { return "keys" }

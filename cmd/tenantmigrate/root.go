@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ import (
 type globalOpts struct {
 	databaseURL       string
 	encryptionKey     string
+	previousKeys      keyList
 	migrationsDir     string
 	logLevel          string
 	lockTimeout       time.Duration
@@ -59,7 +61,11 @@ lists the tenants and records each one's migrations_version and status.`,
   DATABASE_URL=postgres://... ENCRYPTION_KEY=... tenantmigrate serve --migrations ./migrations
 
   # A goose fleet whose version table lives in schema app
-  tenantmigrate migrate --all --migrations ./migrations --version-table app.goose_db_version`,
+  tenantmigrate migrate --all --migrations ./migrations --version-table app.goose_db_version
+
+  # Rotate the encryption key: every server restarted with the new key and the
+  # old one as previous, then every tenant URL re-encrypted under the new key
+  ENCRYPTION_KEY=$NEW_KEY PREVIOUS_ENCRYPTION_KEYS=$OLD_KEY tenantmigrate rekey`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -75,6 +81,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "database-url", "DATABASE_URL")
 	pf.StringVar(&g.encryptionKey, "encryption-key", "", "secret (16+ characters) that encrypts tenant database URLs at rest")
 	bindEnv(pf, "encryption-key", "ENCRYPTION_KEY")
+	pf.Var(&g.previousKeys, "previous-encryption-keys", "comma-separated secrets tenant URLs may still be encrypted under (read, never written), while tenantmigrate rekey moves them to --encryption-key")
+	bindEnv(pf, "previous-encryption-keys", "PREVIOUS_ENCRYPTION_KEYS")
 	pf.StringVar(&g.migrationsDir, "migrations", "", "directory of goose v3 migration files; serve, migrate and verify need it, status shows the latest version with it (no default)")
 	bindEnv(pf, "migrations", "MIGRATIONS_DIR")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -97,7 +105,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "version-table", "VERSION_TABLE")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
-	root.AddCommand(newVerifyCmd(g))
+	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
 	root.AddCommand(newTenantsCmd(g), newMigrateCmd(g), newStatusCmd(g), newDemoCmd(g), newCompletionCmd(g))
 	return root
 }
@@ -117,8 +125,10 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		return tenantmigrate.Config{}, usageErr("no control-plane database: set --database-url or DATABASE_URL")
 	}
 	cfg := tenantmigrate.Config{
-		DatabaseURL:       g.databaseURL,
-		EncryptionKey:     g.encryptionKey,
+		DatabaseURL:            g.databaseURL,
+		EncryptionKey:          g.encryptionKey,
+		PreviousEncryptionKeys: g.previousKeys,
+
 		LockTimeout:       g.lockTimeout,
 		TenantLockTimeout: g.tenantLockTimeout,
 		StatementTimeout:  g.statementTimeout,
@@ -135,6 +145,14 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 	}
 	if g.encryptionKey != "" && len(g.encryptionKey) < 16 {
 		return cfg, usageErr("--encryption-key (ENCRYPTION_KEY) must be at least 16 characters")
+	}
+	if len(g.previousKeys) > 0 && g.encryptionKey == "" {
+		return cfg, usageErr("--previous-encryption-keys (PREVIOUS_ENCRYPTION_KEYS) needs --encryption-key (ENCRYPTION_KEY): the current key, which every write uses")
+	}
+	for i, k := range g.previousKeys {
+		if utf8.RuneCountInString(k) < 16 {
+			return cfg, usageErr("--previous-encryption-keys (PREVIOUS_ENCRYPTION_KEYS): key %d of %d has fewer than 16 characters", i+1, len(g.previousKeys))
+		}
 	}
 	if g.versionTable != "" {
 		if err := tenantmigrate.ValidateVersionTable(g.versionTable); err != nil {

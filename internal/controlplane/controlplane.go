@@ -41,10 +41,12 @@ var (
 	// than MinSecretLen characters.
 	ErrEncryptionKeyTooShort = errors.New("encryption key too short: use at least 16 characters")
 
-	// ErrDecrypt is returned by Cipher.Decrypt (and so by Store.Get and
-	// Store.List) when a stored URL cannot be decrypted, most often because it
-	// was encrypted with another key.
-	ErrDecrypt = errors.New("cannot decrypt tenant database URL (was it stored with another encryption key?)")
+	// ErrDecrypt is wrapped by the error of Cipher.Decrypt (and so of
+	// Store.Get, Store.List and, per tenant, Store.Rekey) when no configured
+	// key decrypts a stored URL, most often because it is under a key that
+	// is neither the current one nor a previous one. The error says which
+	// key id the row names, never the ciphertext.
+	ErrDecrypt = errors.New("cannot decrypt tenant database URL")
 
 	// ErrStaleResult is returned by RecordSuccess and RecordFailure when the
 	// tenant changed since the run read it (RunOrigin): another URL or

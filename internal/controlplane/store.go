@@ -19,7 +19,7 @@ const (
 )
 
 // tenantColumns are the columns scanTenant reads, in its order.
-const tenantColumns = `id, database_url, coalesce(schema_name, ''), migrations_version,
+const tenantColumns = `id, database_url, coalesce(key_id, ''), coalesce(schema_name, ''), migrations_version,
 	coalesce(migrations_status, ''), coalesce(last_error, ''), cursor_id, target_seq, created_at, updated_at`
 
 // Store reads and writes the tenants table. It is safe for concurrent use.
@@ -29,9 +29,11 @@ type Store struct {
 }
 
 // NewStore returns a Store on the control-plane pool. cipher encrypts and
-// decrypts tenant database URLs; with a nil cipher the methods that only read
-// or record migration state work, and those that store or return a database
-// URL (Create, Upsert, Patch, Get, List) return ErrNoEncryptionKey.
+// decrypts tenant database URLs: every write is under its current key, and
+// reads open rows under any of its keys. With a nil cipher the methods that
+// only read or record migration state work, and those that store or return
+// a database URL (Create, Upsert, Patch, Get, List, Rekey) return
+// ErrNoEncryptionKey.
 func NewStore(pool *pgxpool.Pool, cipher *Cipher) *Store {
 	return &Store{pool: pool, cipher: cipher}
 }
@@ -52,10 +54,10 @@ func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
 	out, _, err := scanTenant(s.pool.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.tenants (id, database_url, schema_name)
-		VALUES ($1, $2, NULLIF($3, ''))
+		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name)
+		VALUES ($1, $2, $3, NULLIF($4, ''))
 		RETURNING `+tenantColumns,
-		t.ID, enc, t.Schema))
+		t.ID, enc.b, enc.keyID, t.Schema))
 	if err != nil {
 		if isUniqueViolation(err, "tenants_pkey") {
 			return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, ErrTenantExists)
@@ -118,11 +120,11 @@ func (s *Store) insertIfAbsent(ctx context.Context, tx pgx.Tx, t Tenant) (Tenant
 		return Tenant{}, false, err
 	}
 	out, _, err := scanTenant(tx.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.tenants (id, database_url, schema_name)
-		VALUES ($1, $2, NULLIF($3, ''))
+		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name)
+		VALUES ($1, $2, $3, NULLIF($4, ''))
 		ON CONFLICT (id) DO NOTHING
 		RETURNING `+tenantColumns,
-		t.ID, enc, t.Schema))
+		t.ID, enc.b, enc.keyID, t.Schema))
 	if errors.Is(err, ErrTenantNotFound) {
 		return Tenant{}, false, errConcurrentInsert
 	}
@@ -173,16 +175,17 @@ func (s *Store) Patch(ctx context.Context, id string, p TenantPatch) (Tenant, er
 }
 
 // selectForUpdate reads and locks the row of tenant id.
-func selectForUpdate(ctx context.Context, tx pgx.Tx, id string) (Tenant, []byte, error) {
+func selectForUpdate(ctx context.Context, tx pgx.Tx, id string) (Tenant, sealedURL, error) {
 	return scanTenant(tx.QueryRow(ctx,
 		`SELECT `+tenantColumns+` FROM tenantmigrate.tenants WHERE id = $1 FOR UPDATE`, id))
 }
 
 // updateLocked sets the database URL and schema of the locked row cur (enc
 // is its encrypted URL) to the non-nil newURL and newSchema, writing only if
-// something changes.
-func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc []byte, newURL, newSchema *string) (Tenant, error) {
-	curURL, decryptErr := s.cipher.Decrypt(enc)
+// something changes. A write encrypts the URL under the current key, also
+// when only the schema changes.
+func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sealedURL, newURL, newSchema *string) (Tenant, error) {
+	curURL, decryptErr := s.cipher.Decrypt(enc.keyID, enc.b)
 	urlChanged := newURL != nil && (decryptErr != nil || curURL != *newURL)
 	schemaChanged := newSchema != nil && *newSchema != cur.Schema
 	if !urlChanged && decryptErr != nil {
@@ -197,24 +200,24 @@ func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc []b
 	url, schema := curURL, cur.Schema
 	if urlChanged {
 		url = *newURL
-		var err error
-		if enc, err = s.cipher.Encrypt(url); err != nil {
-			return Tenant{}, err
-		}
 	}
 	if schemaChanged {
 		schema = *newSchema
 	}
+	enc, err := s.encrypt(url)
+	if err != nil {
+		return Tenant{}, err
+	}
 	out, _, err := scanTenant(tx.QueryRow(ctx, `
 		UPDATE tenantmigrate.tenants
-		SET database_url = $2, schema_name = NULLIF($3, ''), updated_at = now(),
+		SET database_url = $2, key_id = $4, schema_name = NULLIF($3, ''), updated_at = now(),
 			-- Another target: what was known of the old one says nothing of
 			-- it, and a run still under way on the old one must not record.
 			target_seq = nextval('tenantmigrate.tenant_target_seq'),
 			migrations_version = NULL, migrations_status = NULL, last_error = NULL
 		WHERE id = $1
 		RETURNING `+tenantColumns,
-		cur.ID, enc, schema))
+		cur.ID, enc.b, schema, enc.keyID))
 	if err != nil {
 		return Tenant{}, err
 	}
@@ -240,8 +243,8 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 
 // Get returns tenant id with its decrypted database URL. It returns
 // ErrTenantNotFound when there is no such tenant (an invalid id never
-// matches), ErrNoEncryptionKey without a cipher and ErrDecrypt when the URL
-// was encrypted with another key.
+// matches), ErrNoEncryptionKey without a cipher and an error wrapping
+// ErrDecrypt, naming the tenant, when no key of the cipher decrypts the URL.
 func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 	if s.cipher == nil {
 		return Tenant{}, fmt.Errorf("get tenant %s: %w", quoteShort(id), ErrNoEncryptionKey)
@@ -254,7 +257,7 @@ func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 	if err != nil {
 		return Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
 	}
-	if t.DatabaseURL, err = s.cipher.Decrypt(enc); err != nil {
+	if t.DatabaseURL, err = s.cipher.Decrypt(enc.keyID, enc.b); err != nil {
 		return Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
 	}
 	return t, nil
@@ -282,7 +285,7 @@ func (s *Store) List(ctx context.Context, afterCursor int64, limit int) (tenants
 		if err != nil {
 			return nil, 0, fmt.Errorf("list tenants: %w", err)
 		}
-		if t.DatabaseURL, err = s.cipher.Decrypt(enc); err != nil {
+		if t.DatabaseURL, err = s.cipher.Decrypt(enc.keyID, enc.b); err != nil {
 			return nil, 0, fmt.Errorf("list tenants: tenant %s: %w", t.ID, err)
 		}
 		tenants = append(tenants, t)
@@ -294,12 +297,24 @@ func (s *Store) List(ctx context.Context, afterCursor int64, limit int) (tenants
 	return tenants, nextCursor, nil
 }
 
-// encrypt encrypts a database URL, or fails without a cipher.
-func (s *Store) encrypt(url string) ([]byte, error) {
+// sealedURL is a database URL as stored: its ciphertext and the id of the
+// key it is under ("" for a row stored before key ids were recorded).
+type sealedURL struct {
+	b     []byte
+	keyID string
+}
+
+// encrypt encrypts a database URL under the current key, or fails without a
+// cipher.
+func (s *Store) encrypt(url string) (sealedURL, error) {
 	if s.cipher == nil {
-		return nil, ErrNoEncryptionKey
+		return sealedURL{}, ErrNoEncryptionKey
 	}
-	return s.cipher.Encrypt(url)
+	b, err := s.cipher.Encrypt(url)
+	if err != nil {
+		return sealedURL{}, err
+	}
+	return sealedURL{b: b, keyID: s.cipher.KeyID()}, nil
 }
 
 // validateTenant validates the fields of t that Create and Upsert store.
@@ -318,19 +333,19 @@ func validateTenant(t Tenant) error {
 
 // scanTenant scans tenantColumns; the URL is returned encrypted. No row is
 // ErrTenantNotFound.
-func scanTenant(row pgx.Row) (Tenant, []byte, error) {
+func scanTenant(row pgx.Row) (Tenant, sealedURL, error) {
 	var (
 		t      Tenant
-		enc    []byte
+		enc    sealedURL
 		status string
 	)
-	err := row.Scan(&t.ID, &enc, &t.Schema, &t.MigrationsVersion, &status, &t.LastError,
+	err := row.Scan(&t.ID, &enc.b, &enc.keyID, &t.Schema, &t.MigrationsVersion, &status, &t.LastError,
 		&t.CursorID, &t.TargetSeq, &t.CreatedAt, &t.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Tenant{}, nil, ErrTenantNotFound
+		return Tenant{}, sealedURL{}, ErrTenantNotFound
 	}
 	if err != nil {
-		return Tenant{}, nil, err
+		return Tenant{}, sealedURL{}, err
 	}
 	t.MigrationsStatus = Status(status)
 	return t, enc, nil

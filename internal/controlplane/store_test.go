@@ -200,7 +200,7 @@ func TestStoreEncryptsURLAtRest(t *testing.T) {
 		require.False(t, bytes.Contains(raw, []byte(secret)), "stored bytes contain %q", secret)
 		require.NotContains(t, asText, secret)
 	}
-	plain, err := testCipher(t).Decrypt(raw)
+	plain, err := testCipher(t).Decrypt("", raw)
 	require.NoError(t, err)
 	require.Equal(t, testURL, plain)
 

@@ -319,8 +319,9 @@ func writeServiceError(w http.ResponseWriter, r *http.Request, err error) {
 
 // serviceErrorStatus maps an error to a status and a message for the
 // client: bad input is 4xx with its message; a missing encryption key is 503
-// (the server is misconfigured); other errors are 500 without details, which
-// go to the log instead.
+// (the server is misconfigured); a URL no configured key decrypts is 500
+// naming the tenant; other errors are 500 without details, which go to the
+// log instead.
 func serviceErrorStatus(err error) (int, string) {
 	var reqErr *requestError
 	switch {
@@ -335,6 +336,10 @@ func serviceErrorStatus(err error) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, controlplane.ErrNoEncryptionKey):
 		return http.StatusServiceUnavailable, "server misconfiguration: started without its encryption key; " + controlplane.ErrNoEncryptionKey.Error()
+	case errors.Is(err, controlplane.ErrDecrypt):
+		// A tenant URL under a key this server lacks: the message names the
+		// tenant and the key id, never the ciphertext or a key.
+		return http.StatusInternalServerError, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "request cancelled or timed out"
 	default:
