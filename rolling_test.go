@@ -13,10 +13,10 @@ import (
 
 // TestRollingDeployLosesNoWork: instances of the old release (latest 2) and
 // of the new one (latest 3) work the same queue, started in either order.
-// The old ones never complete a job aimed at 3 (they snooze it for the new
-// release, using no attempt) and never record over the new release's state:
-// every tenant ends COMPLETED at 3, each version applied once, with no
-// rescan needed.
+// The old one never completes a job aimed at 3 (it snoozes it for the new
+// release, using no attempt) and never records over the new release's
+// state; once it is gone, as at the end of a rolling deploy, every tenant
+// ends COMPLETED at 3, each version applied once, with no rescan needed.
 func TestRollingDeployLosesNoWork(t *testing.T) {
 	t.Parallel()
 	oldSource := fleettest.Migrations(
@@ -35,23 +35,45 @@ func TestRollingDeployLosesNoWork(t *testing.T) {
 				require.NoError(t, err)
 			}
 
-			start := func(src bool) {
+			start := func(src bool) *tenantmigrate.Orchestrator {
 				cfg := tenantmigrate.Config{DatabaseURL: cp, Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
 					Migrations: fleetMigrations(), FleetRescanInterval: -1, Workers: 4}
 				if !src {
 					cfg.Migrations = oldSource
 					cfg.Workers = 2
 				}
-				startOrchestrator(t, cfg)
+				return startOrchestrator(t, cfg)
 			}
+			var old *tenantmigrate.Orchestrator
 			if order == "OldFirst" {
-				start(false)
+				old = start(false)
 				start(true)
 			} else {
 				start(true)
-				start(false)
+				old = start(false)
 			}
-			fleettest.WaitAllCompleted(t, admin.Pool(), fleettest.IDs(tenants), 3, pollEvery, 180*time.Second)
+
+			// While both run, the old instance may fetch the new release's
+			// jobs: it must put them back, never complete them. Wait until it
+			// did so at least once, or the new instance got every job first.
+			waitFor(t, 60*time.Second, "a job left to the new release, or all done", func() bool {
+				var snoozed int
+				// migrate_tenant jobs, or the new release's fleet_scan itself.
+				require.NoError(t, admin.Pool().QueryRow(ctx, `SELECT count(*) FROM tenantmigrate.river_job
+					WHERE coalesce((metadata->>'snoozes')::int, 0) > 0`).Scan(&snoozed))
+				return snoozed > 0 || fleettest.CountCompleted(t, admin.Pool(), fleettest.IDs(tenants), 3) == len(tenants)
+			})
+			for _, tn := range tenants {
+				st, err := admin.TenantState(ctx, tn.ID)
+				require.NoError(t, err)
+				if job := fleettest.LastJob(t, admin.Pool(), tn.ID); job.State == "completed" {
+					require.EqualValues(t, 3, *st.MigrationsVersion, "tenant %s: its job completed without migrating it", tn.ID)
+				}
+			}
+			// The rolling deploy ends: the old instance goes, and the new one
+			// finishes what was left to it (a snooze is at most 30 s).
+			old.Close()
+			fleettest.WaitAllCompleted(t, admin.Pool(), fleettest.IDs(tenants), 3, pollEvery, 120*time.Second)
 			fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 			for _, tn := range tenants {
 				job := fleettest.LastJob(t, admin.Pool(), tn.ID)
