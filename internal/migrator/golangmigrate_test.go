@@ -8,13 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
 	gmpostgres "github.com/golang-migrate/migrate/v4/database/postgres"
 	_ "github.com/golang-migrate/migrate/v4/source/file" // file:// sources for golang-migrate
-	_ "github.com/lib/pq" // golang-migrate's postgres driver is built on it
+	_ "github.com/lib/pq"                                // golang-migrate's postgres driver is built on it
 	"github.com/stretchr/testify/require"
 )
 
@@ -341,4 +342,34 @@ func TestGolangMigrateFormatDetection(t *testing.T) {
 	require.ErrorContains(t, err, "both the up migration of version 1")
 	_, err = New(Config{FS: gm, Format: "flyway"})
 	require.ErrorContains(t, err, "invalid migrations format")
+}
+
+// FuzzGolangMigrateSource: any set of file names and contents either loads, with versions
+// ascending and each up file's checksum, or is refused with an error; never a panic.
+func FuzzGolangMigrateSource(f *testing.F) {
+	f.Add("1_a.up.sql", "SELECT 1;", "1_a.down.sql", "SELECT 1;")
+	f.Add("1_a.up.sql", "", "00002_b.sql", "-- +goose Up\nSELECT 1;")
+	f.Add("99999999999999999999_a.up.sql", "x", "2_.down.sql", "")
+	f.Add("1_a.up.sql", "x", "01_b.up.sql", "y")
+	f.Fuzz(func(t *testing.T, name1, data1, name2, data2 string) {
+		fsys := sqlFS(map[string]string{})
+		for name, data := range map[string]string{name1: data1, name2: data2} {
+			if name != "" && !strings.ContainsAny(name, "/\\\x00") && name != "." && name != ".." {
+				fsys[name] = &fstest.MapFile{Data: []byte(data)}
+			}
+		}
+		m, err := New(Config{FS: fsys, Format: FormatGolangMigrate})
+		if err != nil {
+			return
+		}
+		migs := m.Migrations()
+		for i, sm := range migs {
+			if i > 0 && migs[i-1].Version >= sm.Version {
+				t.Fatalf("versions not ascending: %v", m.Versions())
+			}
+			if sm.Checksum != sqlChecksum(fsys[sm.Name].Data) {
+				t.Fatalf("checksum of %s is not its up file's", sm.Name)
+			}
+		}
+	})
 }
