@@ -181,7 +181,7 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 	}
 	res.Version = st.current()
 	if st.dirty {
-		return res, &DirtyError{Version: st.version}
+		return res.dirtyAt(m, st)
 	}
 	if len(m.gmPending(st.version)) == 0 {
 		return res, nil
@@ -202,7 +202,7 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 	}
 	res.Version = st.current()
 	if st.dirty {
-		return res, &DirtyError{Version: st.version}
+		return res.dirtyAt(m, st)
 	}
 	pending := m.gmPending(st.version)
 	if len(pending) == 0 {
@@ -314,4 +314,14 @@ func (m *Migrator) readGMTarget(ctx context.Context, t Target) (gmState, Version
 	}
 	st, err := readGMState(ctx, conn.QueryRow, table, exists)
 	return st, table, err
+}
+
+// dirtyAt is the result of a run refused because the tenant is dirty: its version is the last
+// one applied successfully (below the dirty one), as Result.Version says of a failure.
+func (res Result) dirtyAt(m *Migrator, st gmState) (Result, error) {
+	res.Version = 0
+	if applied := m.gmApplied(st); len(applied) > 0 {
+		res.Version = applied[len(applied)-1]
+	}
+	return res, &DirtyError{Version: st.version}
 }

@@ -187,6 +187,7 @@ func TestGolangMigrateDirtyTenantLeftAlone(t *testing.T) {
 	require.Contains(t, err.Error(), "`migrate force 4`")
 	require.False(t, IsRetryable(err))
 	require.Empty(t, res.Applied)
+	require.Equal(t, int64(3), res.Version, "the last version applied whole")
 
 	_, _, err = m.Pending(t.Context(), tgt)
 	require.ErrorIs(t, err, ErrDirty)
