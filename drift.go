@@ -410,6 +410,12 @@ type TenantVerification struct {
 	// migrations may have run twice); the tenant is then not migrated and
 	// nothing else is compared. Empty otherwise.
 	VersionTables []string
+	// Dirty reports a golang-migrate tenant whose schema_migrations row is
+	// dirty at DirtyVersion: that migration failed or was interrupted, and
+	// the tenant is not migrated until the flag is cleared.
+	Dirty bool
+	// DirtyVersion is the version a Dirty tenant is dirty at.
+	DirtyVersion int64
 	// Err is why the tenant database could not be read.
 	Err error
 }
@@ -433,10 +439,10 @@ func (v TenantVerification) VersionMismatch() bool {
 	return cp != v.DatabaseVersion
 }
 
-// Inconsistent reports a version mismatch, gaps, versions recorded twice or
-// more than one version table.
+// Inconsistent reports a version mismatch, gaps, versions recorded twice,
+// more than one version table or a dirty golang-migrate tenant.
 func (v TenantVerification) Inconsistent() bool {
-	return v.VersionMismatch() || len(v.Gaps) > 0 || len(v.Duplicates) > 0 || len(v.VersionTables) > 0
+	return v.VersionMismatch() || len(v.Gaps) > 0 || len(v.Duplicates) > 0 || len(v.VersionTables) > 0 || v.Dirty
 }
 
 // OK reports whether nothing is wrong with the tenant.
@@ -465,6 +471,9 @@ func (v TenantVerification) Problems() []string {
 	}
 	if len(v.Gaps) > 0 {
 		out = append(out, fmt.Sprintf("inconsistent: its database lacks versions %s below its version %d", formatVersions(v.Gaps), v.DatabaseVersion))
+	}
+	if v.Dirty {
+		out = append(out, "inconsistent: "+(&migrator.DirtyError{Version: v.DirtyVersion}).Error())
 	}
 	if len(v.Duplicates) > 0 {
 		out = append(out, fmt.Sprintf("inconsistent: versions %s are recorded more than once in its version table (applied twice)", formatVersions(v.Duplicates)))
@@ -498,6 +507,7 @@ func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerific
 	}
 	applied := in.Applied
 	v.Duplicates = in.Duplicates
+	v.Dirty, v.DirtyVersion = in.Dirty, in.DirtyVersion
 	if n := len(applied); n > 0 {
 		v.DatabaseVersion = applied[n-1]
 	}

@@ -20,6 +20,17 @@ var (
 	// Nothing was applied; it is not retryable.
 	ErrInvalidIndexes = migrator.ErrInvalidIndexes
 
+	// ErrDirty is wrapped by the run error of a golang-migrate tenant whose
+	// schema_migrations row is dirty: a migration failed or was interrupted
+	// there (under golang-migrate or tenantmigrate) and nothing is applied
+	// until someone repairs the database and clears the flag. The message
+	// names the version. It is not retryable.
+	ErrDirty = migrator.ErrDirty
+
+	// ErrMixedFormats is wrapped by the error New returns for migrations that
+	// mix goose files and golang-migrate files (see Config.MigrationsFormat).
+	ErrMixedFormats = migrator.ErrMixedFormats
+
 	// ErrInvalid is wrapped by the errors of tenant operations given bad
 	// input: a tenant id, schema name or database URL out of its rules
 	// (CreateTenant, UpsertTenant, PatchTenant).

@@ -144,6 +144,18 @@ type Config struct {
 	// refused. Defaults to false.
 	AllowChangedMigrations bool
 
+	// MigrationsFormat is the format of Migrations: "goose" (goose v3's
+	// NNN_name.sql files, versions in goose_db_version) or "golang-migrate"
+	// ({version}_{title}.up.sql and .down.sql files, the version in
+	// golang-migrate's schema_migrations, read and written as golang-migrate
+	// does, so its migrate CLI keeps working on the tenants; see the README,
+	// "Coming from golang-migrate"). A source with files of both formats is
+	// refused. Any other value is an error wrapping ErrInvalidConfig.
+	//
+	// Defaults to "": recognised from the file names, golang-migrate when
+	// every migration file is an .up.sql or .down.sql one, goose otherwise.
+	MigrationsFormat string
+
 	// VersionTable is the schema-qualified name ("schema.table") of the goose
 	// version table in database-per-tenant tenants, for fleets that keep it
 	// somewhere goose would not look. Schema-per-tenant tenants keep the
@@ -423,11 +435,16 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		versionTable = &vt
 	}
+	format, err := migrator.ParseFormat(cfg.MigrationsFormat)
+	if err != nil {
+		return nil, fmt.Errorf("%w: MigrationsFormat: %v", ErrInvalidConfig, err)
+	}
 	var mig *migrator.Migrator // stays nil for a ReadOnly Orchestrator without migrations
 	switch {
 	case cfg.Migrations != nil || len(cfg.GoMigrations) > 0:
 		mig, err = migrator.New(migrator.Config{
 			FS:                 cfg.Migrations,
+			Format:             format,
 			GoMigrations:       cfg.GoMigrations,
 			LockTimeout:        cfg.LockTimeout,
 			TenantLockTimeout:  cfg.TenantLockTimeout,

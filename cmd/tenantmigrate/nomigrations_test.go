@@ -70,3 +70,34 @@ func TestEnvsubMigrationsNeedOptIn(t *testing.T) {
 	require.Contains(t, r.stderr, `"migrations":["00001_accounts.sql"]`)
 	require.True(t, queryBool(t, tenantURL, "SELECT to_regclass('accounts') IS NOT NULL"))
 }
+
+// TestGolangMigrateDirectory: migrate recognises a golang-migrate directory
+// and records the tenant's version in schema_migrations; a directory mixing
+// both formats, and an unknown --migrations-format, are usage errors.
+func TestGolangMigrateDirectory(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	tenantURL := pgtest.NewDatabase(t)
+	f.add("acme", tenantURL)
+	dir := writeMigrations(t, map[string]string{
+		"1_accounts.up.sql":   "CREATE TABLE accounts (id int);",
+		"1_accounts.down.sql": "DROP TABLE accounts;",
+		"2_plans.up.sql":      "CREATE TABLE plans (id int);",
+	})
+	r := f.run("migrate", "--all", "--progress", "none", "--migrations", dir)
+	requireCode(t, 0, r)
+	require.True(t, queryBool(t, tenantURL, "SELECT version = 2 AND NOT dirty FROM schema_migrations"))
+	require.False(t, queryBool(t, tenantURL, "SELECT to_regclass('goose_db_version') IS NOT NULL"))
+
+	r = f.run("migrate", "--all", "--progress", "none", "--migrations", dir, "--migrations-format", "flyway")
+	requireCode(t, 2, r)
+	require.Contains(t, r.stderr, "--migrations-format")
+
+	mixed := writeMigrations(t, map[string]string{
+		"1_accounts.up.sql": "CREATE TABLE accounts (id int);",
+		"00002_plans.sql":   "-- +goose Up\nCREATE TABLE plans (id int);",
+	})
+	r = f.run("migrate", "--all", "--progress", "none", "--migrations", mixed)
+	requireCode(t, 2, r)
+	require.Contains(t, r.stderr, "mix goose and golang-migrate files")
+}

@@ -32,6 +32,7 @@ type globalOpts struct {
 	allowMissing           bool
 	keepInvalidIndexes     bool
 	versionTable           string
+	migrationsFormat       string
 
 	// migrationsFS is the source when --migrations is not given; only demo
 	// sets it (to the example set). Nil: no migrations.
@@ -46,7 +47,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "tenantmigrate",
 		Short: "Keep every tenant database on the latest schema migrations",
 		Long: `tenantmigrate keeps a fleet of tenant PostgreSQL databases (or schemas) on the
-latest version of one set of goose v3 migrations. A control-plane database
+latest version of one set of goose v3 (or golang-migrate) migrations. A control-plane database
 lists the tenants and records each one's migrations_version and status.`,
 		Example: `  # Try it in one minute: a throwaway PostgreSQL with 50 tenants
   tenantmigrate demo
@@ -65,7 +66,10 @@ lists the tenants and records each one's migrations_version and status.`,
 
   # Rotate the encryption key: every server restarted with the new key and the
   # old one as previous, then every tenant URL re-encrypted under the new key
-  ENCRYPTION_KEY=$NEW_KEY PREVIOUS_ENCRYPTION_KEYS=$OLD_KEY tenantmigrate rekey`,
+  ENCRYPTION_KEY=$NEW_KEY PREVIOUS_ENCRYPTION_KEYS=$OLD_KEY tenantmigrate rekey
+
+  # A golang-migrate fleet (1_init.up.sql, 1_init.down.sql, ...), recognised by itself or forced
+  tenantmigrate migrate --all --migrations ./migrations --migrations-format golang-migrate`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -103,6 +107,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
 	pf.StringVar(&g.versionTable, "version-table", "", "schema-qualified goose version table of database-per-tenant tenants, e.g. app.goose_db_version (default: the one found in the tenant's database, else public.goose_db_version)")
 	bindEnv(pf, "version-table", "VERSION_TABLE")
+	pf.StringVar(&g.migrationsFormat, "migrations-format", "", "format of --migrations: goose or golang-migrate (default: recognised from the file names, golang-migrate for NNN_title.up.sql/.down.sql files; a directory mixing both is refused)")
+	bindEnv(pf, "migrations-format", "MIGRATIONS_FORMAT")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
 	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
@@ -138,6 +144,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		AllowMissing:           g.allowMissing,
 		KeepInvalidIndexes:     g.keepInvalidIndexes,
 		VersionTable:           g.versionTable,
+		MigrationsFormat:       g.migrationsFormat,
 		Logger:                 logger,
 	}
 	if cfg.TenantLockTimeout == 0 {
@@ -153,6 +160,11 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		if utf8.RuneCountInString(k) < 16 {
 			return cfg, usageErr("--previous-encryption-keys (PREVIOUS_ENCRYPTION_KEYS): key %d of %d has fewer than 16 characters", i+1, len(g.previousKeys))
 		}
+	}
+	switch g.migrationsFormat {
+	case "", "goose", "golang-migrate":
+	default:
+		return cfg, usageErr("--migrations-format (MIGRATIONS_FORMAT) is %q: want goose or golang-migrate", g.migrationsFormat)
 	}
 	if g.versionTable != "" {
 		if err := tenantmigrate.ValidateVersionTable(g.versionTable); err != nil {
@@ -201,6 +213,9 @@ func (g *globalOpts) newErr(err error) error {
 	if errors.As(err, &envsub) {
 		return usageErr("%v: %s: %s; write the values into the files, or pass --allow-envsub (ALLOW_ENVSUB) to accept the risk",
 			tenantmigrate.ErrEnvsubMigrations, strings.Join(envsub.Names, ", "), tenantmigrate.EnvsubRisk)
+	}
+	if errors.Is(err, tenantmigrate.ErrMixedFormats) {
+		return usageErr("--migrations %s (MIGRATIONS_DIR): %v", g.migrationsDir, err)
 	}
 	if errors.Is(err, tenantmigrate.ErrMigrationsChanged) {
 		return failedErr(fmt.Errorf("%w (--allow-changed-migrations, ALLOW_CHANGED_MIGRATIONS)", err))

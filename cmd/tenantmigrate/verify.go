@@ -312,8 +312,10 @@ type verifyTenantJSON struct {
 	Duplicates []int64 `json:"duplicates"`
 	// VersionTables lists the version tables when there are several.
 	VersionTables []string `json:"versionTables"`
-	Error         string   `json:"error,omitempty"`
-	Details       []string `json:"details"`
+	// DirtyVersion is the version a golang-migrate tenant is dirty at; null when clean.
+	DirtyVersion *int64   `json:"dirtyVersion"`
+	Error        string   `json:"error,omitempty"`
+	Details      []string `json:"details"`
 }
 
 type changedMigrationJSON struct {
@@ -359,6 +361,9 @@ func (out *verifyOutput) tenant(v tenantmigrate.TenantVerification) error {
 		Duplicates:          nonNil(v.Duplicates),
 		VersionTables:       v.VersionTables,
 		Details:             v.Problems(),
+	}
+	if v.Dirty {
+		j.DirtyVersion = &v.DirtyVersion
 	}
 	if j.VersionTables == nil {
 		j.VersionTables = []string{}

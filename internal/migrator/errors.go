@@ -37,6 +37,42 @@ func (e *ApplyError) Error() string {
 
 func (e *ApplyError) Unwrap() error { return e.Err }
 
+// ErrDirty is wrapped by the *DirtyError that Migrate and Pending return for a golang-migrate
+// tenant whose schema_migrations row is dirty: a migration failed or was interrupted there, by
+// golang-migrate or by Migrate, and nobody knows how much of it ran. Nothing is applied to it
+// until someone repairs the database and clears the flag. It is not retryable.
+var ErrDirty = errors.New("tenant is dirty")
+
+// DirtyError names the version a golang-migrate tenant is dirty at. It wraps ErrDirty.
+type DirtyError struct {
+	// Version is the version in the tenant's schema_migrations: the migration that failed or
+	// was interrupted.
+	Version int64
+}
+
+func (e *DirtyError) Error() string {
+	return fmt.Sprintf("dirty at version %d: fix it, then `tenantmigrate force` "+
+		"(or golang-migrate's `migrate force %d` once the migration is complete, `migrate force %d` with the previous version if it is undone); "+
+		"a migration failed or was interrupted there and nothing is applied until the flag is cleared",
+		e.Version, e.Version, e.Version-1)
+}
+
+// Unwrap returns ErrDirty.
+func (e *DirtyError) Unwrap() error { return ErrDirty }
+
+// leftDirtyError is the Err of the *ApplyError of a failed golang-migrate migration: the
+// database's error, and the tenant now dirty at that version, as golang-migrate leaves it.
+type leftDirtyError struct {
+	err   error
+	dirty *DirtyError
+}
+
+func (e *leftDirtyError) Error() string {
+	return fmt.Sprintf("%v; the tenant is left %v", e.err, e.dirty)
+}
+
+func (e *leftDirtyError) Unwrap() []error { return []error{e.err, e.dirty} }
+
 // IsRetryable reports whether err, returned by Migrate or Pending, is likely transient, so the
 // same run may succeed later without anyone changing the migrations or the tenant:
 //
@@ -50,12 +86,15 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 //     index of pg_catalog (concurrent creation of one catalog row, e.g. a role). Migrate itself
 //     retries these last two a few times before it returns them.
 //
-// Every other error is permanent: SQL errors in a migration (syntax, 42P07 duplicate table, ...),
+// An error wrapping ErrDirty is permanent whatever else it wraps. Every other error is permanent: SQL errors in a migration (syntax, 42P07 duplicate table, ...),
 // statement_timeout (57014), an invalid schema name or URL, out-of-order migrations. A canceled
 // or expired context is not retryable either: the caller chose to stop.
 func IsRetryable(err error) bool {
 	if err == nil {
 		return false
+	}
+	if errors.Is(err, ErrDirty) {
+		return false // a retry meets the dirty flag, whatever the database said
 	}
 	if errors.Is(err, ErrLockTimeout) {
 		return true

@@ -86,41 +86,48 @@ func (m *Migrator) invalidIndexCheck(schema string, table VersionTable, target s
 		if err != nil || !pending {
 			return err
 		}
-		candidates, err := listInvalidIndexes(ctx, conn, schema)
+		return m.repairInvalidIndexes(ctx, conn, schema, target)
+	}
+}
+
+// repairInvalidIndexes drops (or, with KeepInvalidIndexes, reports) the abandoned invalid
+// indexes of the target's namespace; see invalidIndexCheck. The caller holds the tenant's lock
+// on conn and has migrations pending.
+func (m *Migrator) repairInvalidIndexes(ctx context.Context, conn *sql.Conn, schema string, target slog.Attr) error {
+	candidates, err := listInvalidIndexes(ctx, conn, schema)
+	if err != nil {
+		return err
+	}
+	var abandoned []InvalidIndex
+	for _, c := range candidates {
+		if c.building {
+			m.logger.InfoContext(ctx, "invalid index is being built by another session; left alone",
+				target, slog.String("index", c.String()), slog.String("table", c.table()))
+			continue
+		}
+		still, err := m.stillInvalidWhenIdle(ctx, conn, c)
 		if err != nil {
-			return err
+			return fmt.Errorf("check invalid index %s: %w", c, err)
 		}
-		var abandoned []InvalidIndex
-		for _, c := range candidates {
-			if c.building {
-				m.logger.InfoContext(ctx, "invalid index is being built by another session; left alone",
-					target, slog.String("index", c.String()), slog.String("table", c.table()))
-				continue
-			}
-			still, err := m.stillInvalidWhenIdle(ctx, conn, c)
-			if err != nil {
-				return fmt.Errorf("check invalid index %s: %w", c, err)
-			}
-			if still {
-				abandoned = append(abandoned, c.InvalidIndex)
-			}
+		if still {
+			abandoned = append(abandoned, c.InvalidIndex)
 		}
-		if len(abandoned) == 0 {
-			return nil
-		}
-		if !m.repairIndexes {
-			return &InvalidIndexesError{Indexes: abandoned}
-		}
-		for _, ix := range abandoned {
-			// IF EXISTS: the application may have dropped it meanwhile.
-			if _, err := conn.ExecContext(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix.String()); err != nil {
-				return fmt.Errorf("drop invalid index %s: %w", ix, err)
-			}
-			m.logger.WarnContext(ctx, "dropped invalid index left by a failed or interrupted concurrent build; the pending migrations build it again",
-				target, slog.String("index", ix.String()), slog.String("table", ix.table()))
-		}
+	}
+	if len(abandoned) == 0 {
 		return nil
 	}
+	if !m.repairIndexes {
+		return &InvalidIndexesError{Indexes: abandoned}
+	}
+	for _, ix := range abandoned {
+		// IF EXISTS: the application may have dropped it meanwhile.
+		if _, err := conn.ExecContext(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+ix.String()); err != nil {
+			return fmt.Errorf("drop invalid index %s: %w", ix, err)
+		}
+		m.logger.WarnContext(ctx, "dropped invalid index left by a failed or interrupted concurrent build; the pending migrations build it again",
+			target, slog.String("index", ix.String()), slog.String("table", ix.table()))
+	}
+	return nil
 }
 
 // hasPendingOn reports whether source has versions the target has not applied, reading the

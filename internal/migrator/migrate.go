@@ -59,7 +59,11 @@ const versionQueryTimeout = 10 * time.Second
 // contain the URL's password.
 func (m *Migrator) Migrate(ctx context.Context, t Target) (Result, error) {
 	start := time.Now()
-	res, err := m.migrate(ctx, t, start)
+	migrate := m.migrate
+	if m.format == FormatGolangMigrate {
+		migrate = m.migrateGolangMigrate
+	}
+	res, err := migrate(ctx, t, start)
 	if err != nil {
 		return res, redact.Error(err, t.DatabaseURL)
 	}
@@ -85,7 +89,7 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 		}
 	}
 
-	table, _, err := resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable)
+	table, _, err := resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable, goose.DefaultTablename)
 	if err != nil {
 		return res, err
 	}

@@ -35,6 +35,12 @@ type Config struct {
 	// GoMigrations is not empty.
 	FS fs.FS
 
+	// Format is the source's format. Defaults to FormatAuto: golang-migrate when the
+	// migration files at FS's root are {version}_{title}.up.sql / .down.sql files, goose
+	// otherwise; a source with files of both is refused (ErrMixedFormats). See
+	// golangmigrate.go for how a golang-migrate source is applied.
+	Format Format
+
 	// GoMigrations are goose Go migrations built with goose.NewGoMigration. Their versions must
 	// not collide with the SQL files in FS. Go migrations registered globally with goose.AddMigration
 	// are ignored. Defaults to none.
@@ -102,7 +108,9 @@ type Config struct {
 // Migrator applies one migration set to tenant targets. It is safe for concurrent use; every
 // call to Migrate or Pending uses its own connection.
 type Migrator struct {
-	fsys         fs.FS // in-memory copy of the SQL files; nil if there are none
+	format       Format        // FormatGoose or FormatGolangMigrate, never auto
+	gm           []gmMigration // golang-migrate sources only
+	fsys         fs.FS         // in-memory copy of the SQL files; nil if there are none
 	goMigrations []*goose.Migration
 	versions     []int64 // sorted ascending, never empty
 	migrations   []SourceMigration
@@ -124,7 +132,11 @@ type Migrator struct {
 // error naming it, rather than on the first tenant. It returns an error if there are no
 // migrations at all.
 func New(cfg Config) (*Migrator, error) {
-	src, err := loadSource(cfg.FS, cfg.GoMigrations)
+	format, err := ParseFormat(string(cfg.Format))
+	if err != nil {
+		return nil, err
+	}
+	src, err := loadSource(cfg.FS, cfg.GoMigrations, format)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +168,8 @@ func New(cfg Config) (*Migrator, error) {
 	}
 
 	return &Migrator{
+		format:           src.format,
+		gm:               src.gm,
 		fsys:             src.fsys,
 		goMigrations:     slices.Clone(cfg.GoMigrations),
 		versions:         src.versions,
@@ -171,6 +185,10 @@ func New(cfg Config) (*Migrator, error) {
 		logger:           logger,
 	}, nil
 }
+
+// Format returns the source's format, as forced by Config.Format or recognised by New:
+// FormatGoose or FormatGolangMigrate.
+func (m *Migrator) Format() Format { return m.format }
 
 // Latest returns the highest migration version in the source.
 func (m *Migrator) Latest() int64 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
@@ -31,6 +32,16 @@ func (m *Migrator) Pending(ctx context.Context, t Target) (current int64, pendin
 }
 
 func (m *Migrator) pending(ctx context.Context, t Target) (int64, []int64, error) {
+	if m.format == FormatGolangMigrate {
+		st, _, err := m.readGMTarget(ctx, t)
+		if err != nil {
+			return 0, nil, err
+		}
+		if st.dirty {
+			return st.current(), nil, &DirtyError{Version: st.version}
+		}
+		return st.current(), m.gmPendingVersions(st.version), nil
+	}
 	applied, _, err := m.readApplied(ctx, t)
 	if err != nil {
 		return 0, nil, err
@@ -72,6 +83,11 @@ type Inspection struct {
 	// Conflict is set when the version table is ambiguous (more than one table); nothing else
 	// is then read.
 	Conflict *VersionTableConflictError
+	// Dirty reports a golang-migrate tenant whose schema_migrations row is dirty at
+	// DirtyVersion: that migration failed or was interrupted, and Applied stops below it.
+	Dirty bool
+	// DirtyVersion is the version a dirty tenant is dirty at; 0 when not Dirty.
+	DirtyVersion int64
 }
 
 // Inspect reads the target's version table as it is, in a read-only session, without taking
@@ -87,6 +103,9 @@ func (m *Migrator) Inspect(ctx context.Context, t Target) (Inspection, error) {
 }
 
 func (m *Migrator) inspect(ctx context.Context, t Target) (Inspection, error) {
+	if m.format == FormatGolangMigrate {
+		return m.inspectGolangMigrate(ctx, t)
+	}
 	rows, table, err := m.readApplied(ctx, t)
 	var conflict *VersionTableConflictError
 	if errors.As(err, &conflict) {
@@ -113,6 +132,25 @@ func (m *Migrator) inspect(ctx context.Context, t Target) (Inspection, error) {
 	return in, nil
 }
 
+// inspectGolangMigrate is Inspect for a golang-migrate source: schema_migrations holds one
+// version, so Applied is every source version up to it (see gmApplied) and never has
+// Duplicates.
+func (m *Migrator) inspectGolangMigrate(ctx context.Context, t Target) (Inspection, error) {
+	st, table, err := m.readGMTarget(ctx, t)
+	var conflict *VersionTableConflictError
+	if errors.As(err, &conflict) {
+		return Inspection{Conflict: conflict}, nil
+	}
+	if err != nil {
+		return Inspection{}, err
+	}
+	in := Inspection{Table: table, Exists: st.exists, Applied: m.gmApplied(st), Dirty: st.dirty}
+	if st.dirty {
+		in.DirtyVersion = st.version
+	}
+	return in, nil
+}
+
 // readApplied returns the rows of the target's version table, as they are (version 0
 // included), or nil when there is no version table, and the table. It connects in a read-only
 // session.
@@ -129,7 +167,7 @@ func (m *Migrator) readApplied(ctx context.Context, t Target) ([]int64, VersionT
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	table, exists, err := resolveVersionTable(ctx, conn.QueryRow, t.Schema, m.versionTable)
+	table, exists, err := resolveVersionTable(ctx, conn.QueryRow, t.Schema, m.versionTable, goose.DefaultTablename)
 	if err != nil || !exists {
 		return nil, table, err
 	}

@@ -40,6 +40,10 @@ type SourceMigration struct {
 	// ("-- +goose ENVSUB ON"): goose replaces ${VAR} in it from the environment of the process
 	// that applies it, so the SQL run can differ from the file Checksum covers.
 	Envsub bool
+	// DownName is the file name of the version's down migration in a golang-migrate source
+	// ("00003_add_index.down.sql"), loaded and kept but never applied; "" for goose sources and
+	// versions without one.
+	DownName string
 }
 
 // usesEnvsub reports whether a SQL migration file has a "-- +goose ENVSUB ON" annotation, read
@@ -76,16 +80,35 @@ func goMigrationName(v int64) string { return "go migration " + strconv.FormatIn
 
 // source is the migration set as loaded once by New.
 type source struct {
-	fsys       fs.FS // nil if there are no SQL files
+	format     Format
+	gm         []gmMigration // golang-migrate sources only, in version order
+	fsys       fs.FS         // goose sources only; nil if there are no SQL files
 	versions   []int64
 	migrations []SourceMigration // in version order
 	maxConns   int
 }
 
-// loadSource copies the versioned SQL files at the root of fsys into memory, checks the whole set
+// loadSource reads the source in its format (forced, or recognised from the file names, see
+// detectFormat).
+func loadSource(fsys fs.FS, goMigrations []*goose.Migration, forced Format) (*source, error) {
+	files, err := listSourceFiles(fsys)
+	if err != nil {
+		return nil, err
+	}
+	format, err := detectFormat(forced, files, len(goMigrations))
+	if err != nil {
+		return nil, err
+	}
+	if format == FormatGolangMigrate {
+		return loadGolangMigrateSource(fsys, files.gm)
+	}
+	return loadGooseSource(fsys, goMigrations)
+}
+
+// loadGooseSource copies the versioned SQL files at the root of fsys into memory, checks the whole set
 // with goose (duplicate versions, Go migrations built properly) and parses every SQL file with
 // goose's own parser.
-func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
+func loadGooseSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 	mem, err := copySQLFiles(fsys)
 	if err != nil {
 		return nil, err
@@ -144,7 +167,7 @@ func loadSource(fsys fs.FS, goMigrations []*goose.Migration) (*source, error) {
 		}
 	}
 
-	return &source{fsys: memFS, versions: versions, migrations: migrations, maxConns: maxConns}, nil
+	return &source{format: FormatGoose, fsys: memFS, versions: versions, migrations: migrations, maxConns: maxConns}, nil
 }
 
 // copySQLFiles returns the files at the root of fsys that goose treats as SQL migrations.

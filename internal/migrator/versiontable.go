@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
 )
 
@@ -96,7 +95,8 @@ func (e *VersionTableConflictError) Unwrap() error { return ErrVersionTableConfl
 // *sql.Conn, or QueryRow of *pgx.Conn.
 type queryRower[R interface{ Scan(...any) error }] func(ctx context.Context, sql string, args ...any) R
 
-// resolveVersionTable returns the version table of target t and whether it exists.
+// resolveVersionTable returns the version table of target t and whether it exists: named
+// defaultName (goose_db_version, or golang-migrate's schema_migrations) unless configured names one.
 //
 //   - Schema-per-tenant: the table inside the tenant schema, always; other schemas belong to
 //     other tenants.
@@ -108,9 +108,9 @@ type queryRower[R interface{ Scan(...any) error }] func(ctx context.Context, sql
 //
 // More than one table is a *VersionTableConflictError.
 func resolveVersionTable[R interface{ Scan(...any) error }](
-	ctx context.Context, queryRow queryRower[R], schema string, configured *VersionTable,
+	ctx context.Context, queryRow queryRower[R], schema string, configured *VersionTable, defaultName string,
 ) (VersionTable, bool, error) {
-	name := goose.DefaultTablename
+	name := defaultName
 	if configured != nil {
 		name = configured.Name
 	}
