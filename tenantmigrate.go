@@ -156,10 +156,11 @@ type Config struct {
 	// every migration file is an .up.sql or .down.sql one, goose otherwise.
 	MigrationsFormat string
 
-	// VersionTable is the schema-qualified name ("schema.table") of the goose
-	// version table in database-per-tenant tenants, for fleets that keep it
-	// somewhere goose would not look. Schema-per-tenant tenants keep the
-	// table in their own schema, under VersionTable's table name.
+	// VersionTable is the schema-qualified name ("schema.table") of the
+	// version table in database-per-tenant tenants (goose_db_version, or
+	// schema_migrations for golang-migrate sources), for fleets that keep it
+	// somewhere else. Schema-per-tenant tenants keep the table in their own
+	// schema, under VersionTable's table name.
 	//
 	// Defaults to "": the one goose_db_version table found in any schema of
 	// the tenant's database (fleets already on goose keep theirs), else

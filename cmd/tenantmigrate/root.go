@@ -105,7 +105,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "allow-missing", "ALLOW_MISSING")
 	pf.BoolVar(&g.keepInvalidIndexes, "keep-invalid-indexes", false, "do not drop the invalid indexes an interrupted CREATE INDEX CONCURRENTLY leaves; fail the tenant's run, naming them")
 	bindEnv(pf, "keep-invalid-indexes", "KEEP_INVALID_INDEXES")
-	pf.StringVar(&g.versionTable, "version-table", "", "schema-qualified goose version table of database-per-tenant tenants, e.g. app.goose_db_version (default: the one found in the tenant's database, else public.goose_db_version)")
+	pf.StringVar(&g.versionTable, "version-table", "", "schema-qualified version table of database-per-tenant tenants, e.g. app.goose_db_version (default: the one found in the tenant's database, else public.goose_db_version, or public.schema_migrations for golang-migrate sources)")
 	bindEnv(pf, "version-table", "VERSION_TABLE")
 	pf.StringVar(&g.migrationsFormat, "migrations-format", "", "format of --migrations: goose or golang-migrate (default: recognised from the file names, golang-migrate for NNN_title.up.sql/.down.sql files; a directory mixing both is refused)")
 	bindEnv(pf, "migrations-format", "MIGRATIONS_FORMAT")

@@ -1,11 +1,13 @@
-// Package migrator applies a goose migration set to one tenant target: a whole database
-// (database-per-tenant) or one schema inside a shared database (schema-per-tenant).
+// Package migrator applies a migration set, in goose's format or in golang-migrate's, to one
+// tenant target: a whole database (database-per-tenant) or one schema inside a shared database
+// (schema-per-tenant).
 //
 // A [Migrator] reads and validates its migrations once, in [New]. Each call to [Migrator.Migrate]
 // then opens a short-lived connection to the tenant, takes a per-tenant session advisory lock,
-// applies the pending migrations with a goose [goose.Provider] and closes the connection. The
-// version table is goose's default goose_db_version, so databases already managed by goose are
-// adopted as they are. Where that table lives is pinned, never left to search_path: see
+// applies the pending migrations (a goose [goose.Provider] for goose sources; see golangmigrate.go
+// for golang-migrate's) and closes the connection. The version table is the tool's own
+// (goose_db_version, or schema_migrations), so databases already managed by either are adopted
+// as they are. Where that table lives is pinned, never left to search_path: see
 // Config.VersionTable.
 package migrator
 
