@@ -38,6 +38,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
+	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
 
 // Strategy says when tenants are migrated.
@@ -320,26 +321,27 @@ const (
 	GateFailed         GateDecision = "failed"
 )
 
-// Tenant is a tenant as stored in the control plane.
-type Tenant = controlplane.Tenant
-
-// TenantPatch changes some fields of a tenant.
-type TenantPatch = controlplane.TenantPatch
-
-// TenantState is a tenant's migration state without its URL.
-type TenantState = controlplane.TenantState
-
-// Stats summarises the fleet.
-type Stats = controlplane.Stats
-
-// Status is a tenant's migrations_status.
-type Status = controlplane.Status
+// The tenant registry's types, from the public package tenanttype.
+type (
+	// Tenant is a tenant as stored in the control plane.
+	Tenant = tenanttype.Tenant
+	// TenantPatch changes some fields of a tenant.
+	TenantPatch = tenanttype.TenantPatch
+	// TenantState is a tenant's migration state without its URL.
+	TenantState = tenanttype.TenantState
+	// Stats summarises the fleet.
+	Stats = tenanttype.Stats
+	// VersionCount is the number of tenants at one version, in Stats.
+	VersionCount = tenanttype.VersionCount
+	// Status is a tenant's migrations_status.
+	Status = tenanttype.Status
+)
 
 // Migration statuses.
 const (
-	StatusCompleted   = controlplane.StatusCompleted
-	StatusFailed      = controlplane.StatusFailed
-	StatusFailedStale = controlplane.StatusFailedStale
+	StatusCompleted   = tenanttype.StatusCompleted
+	StatusFailed      = tenanttype.StatusFailed
+	StatusFailedStale = tenanttype.StatusFailedStale
 )
 
 var (

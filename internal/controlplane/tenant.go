@@ -1,49 +1,30 @@
 package controlplane
 
-import "time"
+import "github.com/tenantmigrate/tenantmigrate/tenanttype"
 
-// Status is the outcome of the last migration run of a tenant. The empty
-// Status means the tenant was never migrated (NULL in the database).
-type Status string
-
-const (
-	// StatusCompleted: the last run applied every migration it was asked to.
-	StatusCompleted Status = "COMPLETED"
-	// StatusFailed: the last run failed; it will be retried.
-	StatusFailed Status = "FAILED"
-	// StatusFailedStale: the last run failed in a way that retrying will not
-	// fix (for example a broken migration); ScanBehind skips such tenants
-	// unless asked to include them.
-	StatusFailedStale Status = "FAILED_STALE"
+// The registry's types are public (package tenanttype); the control plane
+// uses them as they are.
+type (
+	// Status is tenanttype.Status.
+	Status = tenanttype.Status
+	// Tenant is tenanttype.Tenant, one row of the tenants table.
+	Tenant = tenanttype.Tenant
+	// TenantState is tenanttype.TenantState.
+	TenantState = tenanttype.TenantState
+	// TenantPatch is tenanttype.TenantPatch, the fields Store.Patch changes.
+	TenantPatch = tenanttype.TenantPatch
+	// VersionCount is tenanttype.VersionCount.
+	VersionCount = tenanttype.VersionCount
+	// Stats is tenanttype.Stats.
+	Stats = tenanttype.Stats
 )
 
-// Tenant is one row of the tenants table.
-type Tenant struct {
-	// ID identifies the tenant; see ValidateTenantID.
-	ID string
-	// DatabaseURL is the postgres:// URL of the tenant's database, decrypted.
-	// Never log it: use RedactedURL.
-	DatabaseURL string
-	// Schema is the tenant's schema inside that database, or "" when the
-	// tenant has the whole database (database-per-tenant).
-	Schema string
-	// MigrationsVersion is the last migration version known to be applied,
-	// nil when the tenant was never migrated.
-	MigrationsVersion *int64
-	// MigrationsStatus is the outcome of the last migration run.
-	MigrationsStatus Status
-	// LastError is the error of the last failed run, "" after a success.
-	LastError string
-	// CursorID orders tenants for paging (List, ScanBehind, ListFailed).
-	CursorID int64
-	// TargetSeq identifies the target (URL and schema) the migration state
-	// describes. It changes when the URL or schema changes, and a tenant
-	// registered again gets a new one. A run passes the value it read to
-	// RecordSuccess and RecordFailure, which record nothing if it changed.
-	TargetSeq int64
-	// CreatedAt and UpdatedAt are set by the Store.
-	CreatedAt, UpdatedAt time.Time
-}
+// The statuses of tenanttype.
+const (
+	StatusCompleted   = tenanttype.StatusCompleted
+	StatusFailed      = tenanttype.StatusFailed
+	StatusFailedStale = tenanttype.StatusFailedStale
+)
 
 // RunOrigin is what a run read of a tenant before it started: the target it
 // ran against and the state it found. RecordSuccess and RecordFailure check
@@ -56,47 +37,7 @@ type RunOrigin struct {
 	Status  Status
 }
 
-// Origin returns the RunOrigin of a run that read t.
-func (t Tenant) Origin() RunOrigin {
+// OriginOf returns the RunOrigin of a run that read t.
+func OriginOf(t Tenant) RunOrigin {
 	return RunOrigin{TargetSeq: t.TargetSeq, Version: t.MigrationsVersion, Status: t.MigrationsStatus}
-}
-
-// TenantState is the migration state of a tenant, without its database URL.
-type TenantState struct {
-	ID                string
-	MigrationsVersion *int64
-	MigrationsStatus  Status
-	LastError         string
-	UpdatedAt         time.Time
-}
-
-// TenantPatch lists the fields Store.Patch changes; nil fields are left as
-// they are.
-type TenantPatch struct {
-	// DatabaseURL, when not nil, replaces the tenant's database URL.
-	DatabaseURL *string
-	// Schema, when not nil, replaces the tenant's schema; "" makes the tenant
-	// database-per-tenant.
-	Schema *string
-}
-
-// VersionCount is the number of tenants at one migration version.
-type VersionCount struct {
-	// Version is nil for tenants that were never migrated.
-	Version *int64
-	Count   int64
-}
-
-// Stats summarizes the fleet.
-type Stats struct {
-	// Total is the number of tenants.
-	Total int64
-	// Behind is the number of tenants whose version is nil or below latest.
-	Behind int64
-	// ByVersion counts tenants per version: never migrated first, then by
-	// ascending version.
-	ByVersion []VersionCount
-	// ByStatus counts tenants per status; the "" key counts tenants never
-	// migrated. Statuses without tenants are absent.
-	ByStatus map[Status]int64
 }

@@ -59,10 +59,6 @@ func ValidateDatabaseURL(s string) error {
 	return nil
 }
 
-// RedactedURL returns the tenant's database URL without its password, for
-// display; see redact.URL.
-func (t Tenant) RedactedURL() string { return redact.URL(t.DatabaseURL) }
-
 // quoteShort quotes s for an error message, cut to a readable length.
 func quoteShort(s string) string {
 	const maxLen = 70

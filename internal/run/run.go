@@ -209,7 +209,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			attrs = append(attrs, slog.Int("attempt", req.Attempt))
 		}
 		if err == nil {
-			if rerr := e.cfg.Store.RecordSuccess(ctx, req.TenantID, t.Origin(), res.Version); rerr != nil {
+			if rerr := e.cfg.Store.RecordSuccess(ctx, req.TenantID, controlplane.OriginOf(t), res.Version); rerr != nil {
 				if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < MaxStaleReruns {
 					e.cfg.Logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
 					continue
@@ -280,7 +280,7 @@ func (e *Executor) newerRelease(version *int64) bool {
 func (e *Executor) recordFailure(ctx context.Context, t controlplane.Tenant, res migrator.Result, status controlplane.Status, runErr error) error {
 	ctx, cancel := cleanupCtx(ctx)
 	defer cancel()
-	return e.cfg.Store.RecordFailure(ctx, t.ID, t.Origin(), knownVersion(res), status, runErr.Error())
+	return e.cfg.Store.RecordFailure(ctx, t.ID, controlplane.OriginOf(t), knownVersion(res), status, runErr.Error())
 }
 
 // knownVersion is the tenant's version after a failed run, or nil when the

@@ -1,0 +1,99 @@
+// Package tenanttype holds the types of tenantmigrate's tenant registry that
+// callers of the library see: a tenant, its migration state and the fleet's
+// summary. Like rivertype for River, it is a small public package that the
+// root package and its internal packages share, so the public API never
+// exposes internal types.
+package tenanttype
+
+import (
+	"time"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+)
+
+// Status is the outcome of the last migration run of a tenant. The empty
+// Status means the tenant was never migrated (NULL in the database).
+type Status string
+
+const (
+	// StatusCompleted: the last run applied every migration it was asked to.
+	StatusCompleted Status = "COMPLETED"
+	// StatusFailed: the last run failed; it will be retried.
+	StatusFailed Status = "FAILED"
+	// StatusFailedStale: the last run failed in a way that retrying will not
+	// fix (for example a broken migration); scans skip such tenants
+	// unless asked to include them.
+	StatusFailedStale Status = "FAILED_STALE"
+)
+
+// Tenant is one row of the tenants table.
+type Tenant struct {
+	// ID identifies the tenant; see tenantmigrate.ValidateTenantID.
+	ID string
+	// DatabaseURL is the postgres:// URL of the tenant's database, decrypted.
+	// Never log it: use RedactedURL.
+	DatabaseURL string
+	// Schema is the tenant's schema inside that database, or "" when the
+	// tenant has the whole database (database-per-tenant).
+	Schema string
+	// MigrationsVersion is the last migration version known to be applied,
+	// nil when the tenant was never migrated.
+	MigrationsVersion *int64
+	// MigrationsStatus is the outcome of the last migration run.
+	MigrationsStatus Status
+	// LastError is the error of the last failed run, "" after a success.
+	LastError string
+	// CursorID orders tenants for paging (the registry's list calls).
+	CursorID int64
+	// TargetSeq identifies the target (URL and schema) the migration state
+	// describes. It changes when the URL or schema changes, and a tenant
+	// registered again gets a new one. A run's result is recorded only if it
+	// did not change while the run ran.
+	TargetSeq int64
+	// CreatedAt and UpdatedAt are set by the Store.
+	CreatedAt, UpdatedAt time.Time
+}
+
+// TenantState is the migration state of a tenant, without its database URL.
+type TenantState struct {
+	ID                string
+	MigrationsVersion *int64
+	MigrationsStatus  Status
+	LastError         string
+	UpdatedAt         time.Time
+}
+
+// TenantPatch lists the fields a patch of a tenant changes; nil fields are left as
+// they are.
+type TenantPatch struct {
+	// DatabaseURL, when not nil, replaces the tenant's database URL.
+	DatabaseURL *string
+	// Schema, when not nil, replaces the tenant's schema; "" makes the tenant
+	// database-per-tenant.
+	Schema *string
+}
+
+// VersionCount is the number of tenants at one migration version.
+type VersionCount struct {
+	// Version is nil for tenants that were never migrated.
+	Version *int64
+	Count   int64
+}
+
+// Stats summarizes the fleet.
+type Stats struct {
+	// Total is the number of tenants.
+	Total int64
+	// Behind is the number of tenants whose version is nil or below latest.
+	Behind int64
+	// ByVersion counts tenants per version: never migrated first, then by
+	// ascending version.
+	ByVersion []VersionCount
+	// ByStatus counts tenants per status; the "" key counts tenants never
+	// migrated. Statuses without tenants are absent.
+	ByStatus map[Status]int64
+}
+
+// RedactedURL returns the tenant's database URL without its password, for
+// display and logs.
+func (t Tenant) RedactedURL() string { return redact.URL(t.DatabaseURL) }
