@@ -384,6 +384,7 @@ type Orchestrator struct {
 	hostRE   *regexp.Regexp
 
 	cache  latestCache
+	target targetState // the fleet target (target.go)
 	flight singleflight.Group
 	inline chan struct{} // a slot per inline migration allowed at once
 
@@ -490,6 +491,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		hostRE:   hostRE,
 	}
 	o.cache.init()
+	o.target.init()
 	o.runs.init()
 	o.inline = make(chan struct{}, cmpOr(cfg.InlineConcurrency, DefaultInlineConcurrency))
 	if o.pool == nil {
@@ -521,6 +523,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	o.exec = o.newExecutor()
+	if _, err := o.FleetTarget(ctx); err != nil {
+		o.Close()
+		return nil, err
+	}
 	if err := o.checkMigrations(ctx); err != nil {
 		o.Close()
 		return nil, err
@@ -539,7 +545,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
 		// Every working instance can run a scan job; full_fleet ones schedule them.
 		FleetScan: func(ctx context.Context, latest int64, includeStale bool) (int, error) {
-			return o.fleet.ScanAt(ctx, cmpOr(latest, o.latest), includeStale)
+			return o.fleet.ScanAt(ctx, min(cmpOr(latest, o.latest), o.Target()), includeStale)
 		},
 		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
 		Latest:              o.latest,
