@@ -2,12 +2,12 @@ package tenantmigrate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
 
 // This file holds the fleet's target version: by default the source's
@@ -18,7 +18,7 @@ import (
 
 // ErrInvalidTarget is wrapped by the error of SetTarget (and of Rollback and
 // Force) for a version below 0 or above the source's latest.
-var ErrInvalidTarget = errors.New("invalid target version")
+var ErrInvalidTarget = fmt.Errorf("%w target version", controlplane.ErrInvalid)
 
 // targetReadTimeout bounds the read of the pin after a notification.
 const targetReadTimeout = 5 * time.Second
@@ -31,18 +31,9 @@ type targetState struct {
 
 func (s *targetState) init() { s.pin.Store(-1) }
 
-// FleetTarget is the fleet's target as stored in the control plane.
-type FleetTarget struct {
-	// Version is the version tenants are migrated to: Pinned, or the
-	// source's latest when nothing is pinned. It is never above Latest.
-	Version int64 `json:"version"`
-	// Pinned is the pinned version; nil when none is pinned.
-	Pinned *int64 `json:"pinned"`
-	// Latest is the source's latest version.
-	Latest int64 `json:"latestVersion"`
-	// UpdatedAt is when the pin last changed.
-	UpdatedAt time.Time `json:"updatedAt"`
-}
+// FleetTarget is the fleet's target version, as FleetTarget, SetTarget and
+// ClearTarget return it.
+type FleetTarget = tenanttype.FleetTarget
 
 // Target is the version tenants are migrated to now: the pinned fleet target
 // when one is pinned (see SetTarget), else Latest.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
 )
 
 // This file holds the commands of the way back: target (the fleet's pinned
@@ -416,3 +417,4 @@ func runForce(cmd *cobra.Command, g *globalOpts, o *forceOpts) error {
 	printSummary(g.stdout, res, version)
 	return resultErr(res)
 }
+var _ httpapi.WaybackService = (*tenantmigrate.Orchestrator)(nil)
