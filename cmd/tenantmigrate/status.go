@@ -71,7 +71,7 @@ shows the rest, with latestVersion, atLatest and behind null in --json.`,
 type statusReport struct {
 	// LatestVersion, AtLatest and Behind are null without --migrations:
 	// the latest version is that of the migrations.
-	LatestVersion *int64             `json:"latestVersion"`
+	LatestVersion *int64 `json:"latestVersion"`
 	// TargetVersion is the version tenants are migrated to (the pinned
 	// fleet target, or the latest); null without --migrations. AtLatest
 	// and Behind count against it. TargetPinned is the pin, null if none.

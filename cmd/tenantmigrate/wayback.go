@@ -417,4 +417,5 @@ func runForce(cmd *cobra.Command, g *globalOpts, o *forceOpts) error {
 	printSummary(g.stdout, res, version)
 	return resultErr(res)
 }
+
 var _ httpapi.WaybackService = (*tenantmigrate.Orchestrator)(nil)

@@ -35,7 +35,7 @@ type fleetPage struct {
 // fleetData is the data of the "fleet" template.
 type fleetData struct {
 	pageFrame
-	Latest      int64
+	Latest int64
 	// Target is the version tenants are migrated to; Pinned when it is a
 	// pinned fleet target.
 	Target      int64

@@ -293,15 +293,15 @@ func (e *Executor) report(ctx context.Context, req Request, out Outcome) {
 		return
 	}
 	e.cfg.OnRun(ctx, Event{
-		TenantID: req.TenantID,
-		Trigger:  req.Trigger,
+		TenantID:  req.TenantID,
+		Trigger:   req.Trigger,
 		Attempt:   req.Attempt,
 		Direction: cmpOr(req.Direction, DirectionUp),
 		From:      out.From,
-		To:       out.Version,
-		Applied:  out.Applied,
-		Duration: out.Duration,
-		Err:      out.Err,
+		To:        out.Version,
+		Applied:   out.Applied,
+		Duration:  out.Duration,
+		Err:       out.Err,
 	})
 }
 
