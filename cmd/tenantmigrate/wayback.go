@@ -363,8 +363,6 @@ func (o *forceOpts) validate() error {
 		return usageErr("--tenant needs --version V (0 or more)")
 	case o.allAbove >= 0 && o.version >= 0 && o.version != o.allAbove:
 		return usageErr("--all-above %d sets tenants to %d: leave out --version, or give the same", o.allAbove, o.allAbove)
-	case len(o.tenants) == 0 && o.version >= 0 && o.allAbove < 0:
-		return usageErr("--version goes with --tenant")
 	}
 	for _, id := range o.tenants {
 		if err := tenantmigrate.ValidateTenantID(id); err != nil {
