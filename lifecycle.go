@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 )
 
@@ -72,13 +73,19 @@ func (o *Orchestrator) startListener(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := o.store.Listen(ctx, o.cache.drop, func() {
-			o.cache.reset()
-			o.cache.live.Store(true)
-		}, func() {
-			// Changes go unheard until the listener is back: serve nothing
-			// from the cache meanwhile (see latestCache.has).
-			o.cache.live.Store(false)
+		err := o.store.ListenWith(ctx, controlplane.Listener{
+			OnChange: o.cache.drop,
+			OnReset: func() {
+				o.loadTarget(ctx) // it may have changed unheard
+				o.cache.reset()
+				o.cache.live.Store(true)
+			},
+			OnLost: func() {
+				// Changes go unheard until the listener is back: serve nothing
+				// from the cache meanwhile (see latestCache.has).
+				o.cache.live.Store(false)
+			},
+			OnTarget: func() { o.loadTarget(ctx) },
 		})
 		o.cache.live.Store(false)
 		if err != nil && !errors.Is(err, context.Canceled) {

@@ -324,6 +324,7 @@ type Orchestrator struct {
 	hostRE   *regexp.Regexp
 
 	cache  latestCache
+	target targetState // the fleet target (target.go)
 	flight singleflight.Group
 	inline chan struct{} // a slot per inline migration allowed at once
 
@@ -430,6 +431,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		hostRE:   hostRE,
 	}
 	o.cache.init()
+	o.target.init()
 	o.runs.init()
 	o.inline = make(chan struct{}, cmpOr(cfg.Limits.InlineConcurrency, DefaultInlineConcurrency))
 	if o.pool == nil {
@@ -461,6 +463,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	o.exec = o.newExecutor()
+	if _, err := o.FleetTarget(ctx); err != nil {
+		o.Close()
+		return nil, err
+	}
 	if err := o.checkMigrations(ctx); err != nil {
 		o.Close()
 		return nil, err
@@ -479,7 +485,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
 		// Every working instance can run a scan job; full_fleet ones schedule them.
 		FleetScan: func(ctx context.Context, latest int64, includeStale bool) (int, error) {
-			return o.fleet.ScanAt(ctx, cmpOr(latest, o.latest), includeStale)
+			return o.fleet.ScanAt(ctx, min(cmpOr(latest, o.latest), o.Target()), includeStale)
 		},
 		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
 		Latest:              o.latest,

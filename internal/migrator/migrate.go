@@ -100,7 +100,7 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 
 	// Up checks for pending migrations without the lock (the common no-op case costs no lock),
 	// then takes the lock, lists the applied versions again and applies the rest.
-	results, upErr := m.up(ctx, p, target)
+	results, upErr := m.up(ctx, p, target, upToVersion(t.UpTo))
 
 	var (
 		partial  *goose.PartialError
@@ -209,14 +209,14 @@ func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, af
 // spares the request that waits for an on_request migration a 500, and a queued tenant a
 // FAILED status and the queue's backoff. A NO TRANSACTION migration that fails this way is
 // re-run from its first statement, as a retry by the queue would.
-func (m *Migrator) up(ctx context.Context, p *goose.Provider, target slog.Attr) ([]*goose.MigrationResult, error) {
+func (m *Migrator) up(ctx context.Context, p *goose.Provider, target slog.Attr, upTo int64) ([]*goose.MigrationResult, error) {
 	var (
 		applied       []*goose.MigrationResult
 		firstConflict time.Time
 		backoff       = conflictBackoff
 	)
 	for retry := 1; ; retry++ {
-		results, err := p.Up(ctx)
+		results, err := p.UpTo(ctx, upTo)
 		var partial *goose.PartialError
 		if errors.As(err, &partial) {
 			results = partial.Applied

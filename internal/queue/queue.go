@@ -289,6 +289,9 @@ func New(cfg Config) (*Queue, error) {
 		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable, latest: cfg.Latest, snooze: snooze}); err != nil {
 			return nil, fmt.Errorf("queue: register %s worker: %w", KindMigrateTenant, err)
 		}
+		if err := addRollbackWorker(workers, cfg.Runner, cfg.IsRetryable); err != nil {
+			return nil, err
+		}
 		if cfg.FleetScan != nil {
 			if err := river.AddWorkerSafely(workers, &fleetScanWorker{scan: cfg.FleetScan, latest: cfg.Latest, snooze: snooze}); err != nil {
 				return nil, fmt.Errorf("queue: register %s worker: %w", KindFleetScan, err)
