@@ -198,6 +198,17 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	if o.cfg.ReadOnly {
 		return MigrateResult{}, ErrReadOnly
 	}
+	// This process heartbeats while it migrates (instances.go).
+	if err := o.holdHeartbeat(ctx); err != nil {
+		return MigrateResult{}, fmt.Errorf("start instance heartbeat: %w", err)
+	}
+	defer func() {
+		stopCtx, cancel := cleanupCtx(ctx)
+		defer cancel()
+		if err := o.releaseHeartbeat(stopCtx); err != nil {
+			o.logger.Warn("stop instance heartbeat", "err", err)
+		}
+	}()
 	start := time.Now()
 	var (
 		mu      sync.Mutex // guards res and serialises OnProgress
@@ -306,7 +317,7 @@ func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts Mi
 func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (int64, error) {
 	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
 	defer done()
-	runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
+	runCtx, cancel := o.withInlineTimeout(runCtx)
 	defer cancel()
 	out, err := o.exec.Run(runCtx, run.Request{
 		TenantID:   s.id,

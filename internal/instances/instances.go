@@ -66,10 +66,12 @@ type Config struct {
 	// (HOST_PID_RANDOM).
 	ID string
 
-	// Timeout is how long an instance may go without a heartbeat before it is
-	// taken as dead and its running jobs are rescued. A healthy instance
-	// writes ten heartbeats per Timeout, so it takes ten failed writes in a
-	// row to be taken for dead.
+	// Timeout is how long this instance may go without a heartbeat before it
+	// is taken as dead and its running jobs are rescued; it is recorded with
+	// the heartbeat, so every rescuer applies this instance's own. A healthy
+	// instance writes ten heartbeats per Timeout, so it takes ten failed
+	// writes in a row to be taken for dead. It is also how long this
+	// instance's heartbeats must have succeeded before it rescues.
 	//
 	// Defaults to 15 seconds.
 	Timeout time.Duration
@@ -261,9 +263,10 @@ func (s *Service) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, max(s.cfg.Timeout/2, s.cfg.Interval))
 	defer cancel()
 	_, err := s.cfg.Pool.Exec(ctx, `
-		INSERT INTO tenantmigrate.instances (id, host, pid) VALUES ($1, $2, $3)
-		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL`,
-		s.cfg.ID, s.host, s.pid)
+		INSERT INTO tenantmigrate.instances (id, host, pid, timeout)
+		VALUES ($1, $2, $3, $4::bigint * interval '1 microsecond')
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), timeout = excluded.timeout, stopped_at = NULL`,
+		s.cfg.ID, s.host, s.pid, s.cfg.Timeout.Microseconds())
 	if err != nil {
 		return fmt.Errorf("write heartbeat: %w", err)
 	}

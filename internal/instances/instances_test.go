@@ -42,8 +42,8 @@ func runningJob(t *testing.T, pool *pgxpool.Pool, tenant, client string, attempt
 func instanceRow(t *testing.T, pool *pgxpool.Pool, id string, ago time.Duration) {
 	t.Helper()
 	_, err := pool.Exec(t.Context(), `
-		INSERT INTO tenantmigrate.instances (id, host, pid, heartbeat_at)
-		VALUES ($1, 'elsewhere', 1, now() - $2::bigint * interval '1 microsecond')`, id, ago.Microseconds())
+		INSERT INTO tenantmigrate.instances (id, host, pid, heartbeat_at, timeout)
+		VALUES ($1, 'elsewhere', 1, now() - $2::bigint * interval '1 microsecond', interval '15 seconds')`, id, ago.Microseconds())
 	require.NoError(t, err)
 }
 

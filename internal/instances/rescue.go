@@ -30,12 +30,13 @@ const RescuesKey = "tenantmigrate_rescues"
 // rescueSQL gives the running jobs of dead instances back to the queue, in
 // one statement:
 //
-//   - dead: instances stopped, or silent for longer than $1;
+//   - dead: instances stopped, or silent for longer than their own timeout;
 //   - stuck: jobs running on a dead instance (the last element of
 //     attempted_by is the client running the current attempt), and jobs
-//     running for longer than $2 on a client with no row at all (an older
-//     release, which does not heartbeat); $2 <= 0 leaves those alone;
-//   - a job rescued fewer than $3 times before gets its attempt back (River
+//     running for longer than $1 (microseconds) on a client with no row at
+//     all (an older release, which does not heartbeat); $1 <= 0 leaves those
+//     alone;
+//   - a job rescued fewer than $2 times before gets its attempt back (River
 //     counted it when the job was fetched) and becomes available now, as a
 //     job snoozed by a shutdown does; later rescues count as failed
 //     attempts, with an error in the job's list, and a job out of attempts
@@ -48,7 +49,7 @@ const RescuesKey = "tenantmigrate_rescues"
 const rescueSQL = `
 WITH dead AS (
     SELECT id FROM tenantmigrate.instances
-    WHERE stopped_at IS NOT NULL OR heartbeat_at < now() - $1::bigint * interval '1 microsecond'
+    WHERE stopped_at IS NOT NULL OR heartbeat_at + timeout < now()
 ),
 stuck AS (
     SELECT j.id, d.id AS instance
@@ -58,14 +59,14 @@ stuck AS (
   UNION ALL
     SELECT j.id, coalesce(j.attempted_by[cardinality(j.attempted_by)], '')
     FROM tenantmigrate.river_job j
-    WHERE j.state = 'running' AND $2::bigint > 0 AND j.attempted_at < now() - $2::bigint * interval '1 microsecond'
+    WHERE j.state = 'running' AND $1::bigint > 0 AND j.attempted_at < now() - $1::bigint * interval '1 microsecond'
       AND NOT EXISTS (SELECT 1 FROM tenantmigrate.instances i WHERE i.id = j.attempted_by[cardinality(j.attempted_by)])
 ),
 decided AS (
     SELECT s.id, s.instance,
            coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) + 1 AS rescues,
-           coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) < $3 AS free,
-           coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) >= $3 AND j.attempt >= j.max_attempts AS discard
+           coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) < $2 AS free,
+           coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) >= $2 AND j.attempt >= j.max_attempts AS discard
     FROM stuck s JOIN tenantmigrate.river_job j ON j.id = s.id
 )
 UPDATE tenantmigrate.river_job j SET
@@ -85,7 +86,7 @@ RETURNING j.id, j.kind, coalesce(j.args->>'tenant_id', ''), d.instance, d.rescue
 // the table holds the live instances and the dead ones still to be rescued.
 const pruneSQL = `
 DELETE FROM tenantmigrate.instances i
-WHERE (i.stopped_at IS NOT NULL OR i.heartbeat_at < now() - $1::bigint * interval '1 microsecond')
+WHERE (i.stopped_at IS NOT NULL OR i.heartbeat_at + i.timeout < now())
   AND NOT EXISTS (
     SELECT 1 FROM tenantmigrate.river_job j
     WHERE j.state = 'running' AND j.attempted_by[cardinality(j.attempted_by)] = i.id)`
@@ -117,7 +118,7 @@ func (s *Service) rescueOnce(ctx context.Context) error {
 	if len(discarded) > 0 && s.cfg.OnDiscard != nil {
 		s.cfg.OnDiscard(ctx, discarded)
 	}
-	if _, err := s.cfg.Pool.Exec(ctx, pruneSQL, s.cfg.Timeout.Microseconds()); err != nil {
+	if _, err := s.cfg.Pool.Exec(ctx, pruneSQL); err != nil {
 		return fmt.Errorf("delete dead instances: %w", err)
 	}
 	return nil
@@ -129,7 +130,7 @@ func (s *Service) rescue(ctx context.Context) ([]Rescued, error) {
 	if orphans < 0 {
 		orphans = 0
 	}
-	rows, err := s.cfg.Pool.Query(ctx, rescueSQL, s.cfg.Timeout.Microseconds(), orphans.Microseconds(), s.cfg.MaxFreeRescues)
+	rows, err := s.cfg.Pool.Query(ctx, rescueSQL, orphans.Microseconds(), s.cfg.MaxFreeRescues)
 	if err != nil {
 		return nil, fmt.Errorf("rescue jobs of dead instances: %w", err)
 	}
