@@ -173,10 +173,7 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, done := o.runs.add(context.WithoutCancel(ctx)) // Stop waits for it
 		defer done()
-		cancel := context.CancelFunc(func() {})
-		if d := o.inlineTimeout(); d > 0 {
-			runCtx, cancel = context.WithTimeout(runCtx, d)
-		}
+		runCtx, cancel := o.withInlineTimeout(runCtx)
 		defer cancel()
 		select {
 		case o.inline <- struct{}{}:

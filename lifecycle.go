@@ -35,10 +35,16 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	if o.running {
 		return nil
 	}
+	// The heartbeat first: the queue's jobs run under the instance id it
+	// registers (see instances.go).
+	if err := o.holdHeartbeat(ctx); err != nil {
+		return fmt.Errorf("start instance heartbeat: %w", err)
+	}
 	stopListener := o.startListener(ctx)
 	if o.worksQueue() {
 		if err := o.queue.Start(ctx); err != nil {
 			stopListener()
+			o.releaseHeartbeatAfterFailedStart(ctx)
 			return fmt.Errorf("start queue: %w", err)
 		}
 	}
@@ -52,6 +58,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 				cancel()
 			}
 			stopListener()
+			o.releaseHeartbeatAfterFailedStart(ctx)
 			return fmt.Errorf("start progressive collector: %w", err)
 		}
 	}
@@ -164,6 +171,11 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 	}
 	if o.running {
 		o.stopListener()
+		// Last: the jobs have ended, and a job whose end could not be
+		// recorded is rescued at once once the instance is marked stopped.
+		if err := o.releaseHeartbeat(ctx); err != nil {
+			report(fmt.Errorf("stop instance heartbeat: %w", err))
+		}
 		o.running = false
 	}
 	return errors.Join(errs...)

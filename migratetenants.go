@@ -208,6 +208,17 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 // runBatch runs the tenants of seq, each as its selected says (up, down or
 // force), as MigrateTenants describes.
 func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, error], opts MigrateOptions) (MigrateResult, error) {
+	// This process heartbeats while it migrates (instances.go).
+	if err := o.holdHeartbeat(ctx); err != nil {
+		return MigrateResult{}, fmt.Errorf("start instance heartbeat: %w", err)
+	}
+	defer func() {
+		stopCtx, cancel := cleanupCtx(ctx)
+		defer cancel()
+		if err := o.releaseHeartbeat(stopCtx); err != nil {
+			o.logger.Warn("stop instance heartbeat", "err", err)
+		}
+	}()
 	start := time.Now()
 	var (
 		mu      sync.Mutex // guards res and serialises OnProgress
@@ -316,7 +327,7 @@ func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts Mi
 func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (int64, error) {
 	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
 	defer done()
-	runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
+	runCtx, cancel := o.withInlineTimeout(runCtx)
 	defer cancel()
 	out, err := o.exec.Run(runCtx, run.Request{
 		TenantID:   s.id,

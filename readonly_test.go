@@ -92,8 +92,9 @@ func TestReadOnlyLeavesControlPlaneSchemaAlone(t *testing.T) {
 	require.Zero(t, st.Total)
 
 	// An older schema: this build's control-plane migrations after the first undone.
-	driftExec(t, cpURL, `DROP TABLE tenantmigrate.migration_checksums, tenantmigrate.fleet_target;
+	driftExec(t, cpURL, `DROP TABLE tenantmigrate.migration_checksums, tenantmigrate.fleet_target, tenantmigrate.instances, tenantmigrate.tenant_counts;
 		DROP FUNCTION tenantmigrate.notify_fleet_target_changed();
+		DROP FUNCTION tenantmigrate.tenant_counts_apply() CASCADE;
 		ALTER TABLE tenantmigrate.tenants DROP COLUMN target_seq, DROP COLUMN key_id;
 		DELETE FROM tenantmigrate.controlplane_version WHERE version_id > 1`)
 	_, err = tenantmigrate.New(ctx, tenantmigrate.Config{DatabaseURL: cpURL, ReadOnly: true})

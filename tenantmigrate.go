@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
@@ -331,6 +332,8 @@ type Orchestrator struct {
 	drift *driftState // see drift.go
 
 	queue     *queue.Queue
+	instances *instances.Service // heartbeats and rescue; nil when ReadOnly (instances.go)
+	beats     heartbeatUsers
 	fleet     *strategy.Fleet
 	collector *strategy.Collector
 	stale     *strategy.StaleLimiter
@@ -472,7 +475,11 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, err
 	}
 
+	// One id for the instance heartbeat and River's client: the rescuer
+	// finds a dead instance's jobs by it in river_job.attempted_by.
+	instanceID := instances.DefaultID()
 	if o.queue, err = queue.New(queue.Config{
+		ID:           instanceID,
 		Pool:         o.pool,
 		Runner:       (*jobRunner)(o),
 		IsRetryable:  migrator.IsRetryable,
@@ -493,6 +500,12 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("set up job queue: %w", err)
+	}
+	if !cfg.ReadOnly {
+		if o.instances, err = o.newInstances(instanceID); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("set up instance heartbeat: %w", err)
+		}
 	}
 	o.fleet = strategy.NewFleet(strategy.FleetConfig{
 		Scanner: o.store,
