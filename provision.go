@@ -115,7 +115,9 @@ func (o *Orchestrator) ProvisionTenant(ctx context.Context, id string) (Tenant, 
 	o.recordChecksums(ctx, o.migrator.Versions())
 	t, err := o.store.CreateProvisioned(ctx, Tenant{ID: id, DatabaseURL: db.URL}, o.latest,
 		controlplane.Provisioned{Database: db.Name, Token: db.Token},
-		func(ctx context.Context, tx pgx.Tx) error { return recordProvisionedRun(ctx, tx, id, o.latest, started) })
+		func(ctx context.Context, tx pgx.Tx) error {
+			return recordProvisionedRun(ctx, tx, id, o.latest, started)
+		})
 	if err != nil {
 		// The tenant is not registered: its database goes too.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
