@@ -168,15 +168,11 @@ func (c ProvisionConfig) validate() error {
 	if err := controlplane.ValidateDatabaseURL(c.URL); err != nil {
 		return fmt.Errorf("%w: Provision.URL: %v", ErrInvalidConfig, err)
 	}
-	if err := provisioning.ValidateConfig(provisioning.Config{URL: c.URL, NameTemplate: c.NameTemplate, TenantURLTemplate: c.TenantURLTemplate}); err != nil {
+	pc := provisioning.Config{URL: c.URL, NameTemplate: c.NameTemplate, TenantURLTemplate: c.TenantURLTemplate}
+	if err := provisioning.ValidateConfig(pc); err != nil {
 		return fmt.Errorf("%w: Provision: %v", ErrInvalidConfig, err)
 	}
-	p, err := provisioning.New(provisioning.Config{URL: c.URL, NameTemplate: c.NameTemplate, TenantURLTemplate: c.TenantURLTemplate})
-	if err != nil {
-		return fmt.Errorf("%w: Provision: %v", ErrInvalidConfig, err)
-	}
-	defer p.Close()
-	url, err := p.TenantURL("x", "tenant_x")
+	url, err := provisioning.TenantURL(pc, "x", "tenant_x")
 	if err == nil {
 		err = controlplane.ValidateDatabaseURL(url)
 	}

@@ -246,11 +246,15 @@ func (p *Provisioner) DatabaseName(id string) (string, error) {
 }
 
 // TenantURL returns the URL stored for tenant id whose database is name.
-func (p *Provisioner) TenantURL(id, name string) (string, error) {
-	if ut := p.cfg.TenantURLTemplate; ut != "" {
+func (p *Provisioner) TenantURL(id, name string) (string, error) { return TenantURL(p.cfg, id, name) }
+
+// TenantURL returns the URL cfg stores for tenant id whose database is name:
+// cfg.TenantURLTemplate filled in, or cfg.URL with its database replaced.
+func TenantURL(cfg Config, id, name string) (string, error) {
+	if ut := cfg.TenantURLTemplate; ut != "" {
 		return strings.ReplaceAll(strings.ReplaceAll(ut, DatabasePlaceholder, name), IDPlaceholder, id), nil
 	}
-	return withDatabase(p.cfg.URL, name)
+	return withDatabase(cfg.URL, name)
 }
 
 // withDatabase returns connString pointed at database, for a URL or a
