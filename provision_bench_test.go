@@ -59,6 +59,18 @@ func benchSource(b *testing.B, n int) fstest.MapFS {
 	return out
 }
 
+// benchSourceSameSchema is the 45-migration set followed by n-45 migrations
+// that add no relation (a comment each): a longer history, the same files
+// to copy.
+func benchSourceSameSchema(b *testing.B, n int) fstest.MapFS {
+	b.Helper()
+	out := benchSource(b, 45)
+	for v := 46; v <= n; v++ {
+		out[fmt.Sprintf("%05d_comment_%d.sql", v, v)] = &fstest.MapFile{Data: fmt.Appendf(nil, "-- +goose Up\nCOMMENT ON SCHEMA app IS 'v%d';\n", v)}
+	}
+	return out
+}
+
 // benchProvisioner is an Orchestrator provisioning on serverURL from src.
 func benchProvisioner(b *testing.B, serverURL string, src fs.FS) *tenantmigrate.Orchestrator {
 	b.Helper()
@@ -94,7 +106,8 @@ var benchSeq atomic.Int64
 // each:
 //
 //   - provision/mN: ProvisionTenant with the template already built, at 10,
-//     45 and 90 migrations;
+//     45 and 90 migrations (the 90 add 45 tables), and m90-same-schema: 90
+//     migrations whose last 45 add no relation;
 //   - floor: a bare CREATE DATABASE ... TEMPLATE (STRATEGY WAL_LOG, what
 //     provisioning uses) of the 45-migration template on an open connection;
 //   - file_copy: the same with STRATEGY FILE_COPY;
@@ -107,8 +120,12 @@ func BenchmarkProvision(b *testing.B) {
 	serverURL := benchServer(b)
 	ctx := b.Context()
 	orchs := map[int]*tenantmigrate.Orchestrator{}
-	for _, n := range []int{10, 45, 90} {
-		orchs[n] = benchProvisioner(b, serverURL, benchSource(b, n))
+	for _, n := range []int{10, 45, 90, -90} { // -90: 90 migrations, the 45's relations
+		src := benchSource(b, n)
+		if n < 0 {
+			src = benchSourceSameSchema(b, -n)
+		}
+		orchs[n] = benchProvisioner(b, serverURL, src)
 		_, err := orchs[n].ProvisionTenant(ctx, "warm") // builds the template
 		require.NoError(b, err)
 	}
@@ -129,8 +146,12 @@ func BenchmarkProvision(b *testing.B) {
 		times[kind] = append(times[kind], time.Since(start))
 	}
 	for b.Loop() {
-		for _, n := range []int{10, 45, 90} {
-			timed(fmt.Sprintf("provision/m%d", n), func() {
+		for _, n := range []int{10, 45, 90, -90} {
+			kind := fmt.Sprintf("provision/m%d", n)
+			if n < 0 {
+				kind = fmt.Sprintf("provision/m%d-same-schema", -n)
+			}
+			timed(kind, func() {
 				_, err := orchs[n].ProvisionTenant(ctx, fmt.Sprintf("t%d", benchSeq.Add(1)))
 				require.NoError(b, err)
 			})
@@ -160,6 +181,7 @@ func BenchmarkProvision(b *testing.B) {
 	}
 	b.ReportMetric(med["provision/m45"]/med["floor"], "provision45/floor")
 	b.ReportMetric(med["provision/m90"]/med["provision/m10"], "provision90/provision10")
+	b.ReportMetric(med["provision/m90-same-schema"]/med["provision/m45"], "provision90same/provision45")
 	b.ReportMetric(med["provision/m45"]/med["create_migrate"], "provision45/create_migrate")
 	b.ReportMetric(med["file_copy"]/med["floor"], "file_copy/wal_log")
 	b.ReportMetric(0, "ns/op")
