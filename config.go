@@ -10,6 +10,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 )
@@ -45,6 +46,9 @@ const (
 	DefaultProgressiveBatchSize = strategy.DefaultCollectBatchSize
 	// DefaultStaleRetryInterval is the default of Config.Progressive.StaleRetryInterval.
 	DefaultStaleRetryInterval = strategy.DefaultStaleRetryInterval
+	// DefaultProvisionNameTemplate is the default of
+	// Config.Provision.NameTemplate.
+	DefaultProvisionNameTemplate = provisioning.DefaultNameTemplate
 )
 
 // LimitsConfig is Config.Limits: how long a run waits for locks and
@@ -142,6 +146,57 @@ type ProgressiveConfig struct {
 	StaleRetryInterval time.Duration
 }
 
+// ProvisionConfig is Config.Provision: creating new tenants' databases by
+// cloning a template kept at the latest version (ProvisionTenant), and
+// dropping them (DeprovisionTenant). The zero value turns it off.
+type ProvisionConfig struct {
+	// URL is a postgres:// URL of a role that may CREATE DATABASE on the
+	// server where new tenants go, to a database that always exists (such as
+	// postgres). The template is built and kept there, and every instance
+	// must use the same database: it holds the advisory lock of template
+	// builds. Defaults to "": provisioning is off, and ProvisionTenant and
+	// DeprovisionTenant return ErrProvisioningNotConfigured.
+	URL string
+
+	// NameTemplate names a provisioned tenant's database; "{id}" is
+	// replaced by the tenant id. Only a-z, 0-9 and _ besides "{id}", and the
+	// name must fit PostgreSQL's 63 bytes. Defaults to
+	// DefaultProvisionNameTemplate ("tenant_{id}").
+	NameTemplate string
+
+	// TenantURLTemplate is the URL registered for a provisioned tenant:
+	// "{database}" (required) is replaced by its database name and "{id}" by
+	// its id, e.g. "postgres://app:secret@db1:5432/{database}". Defaults to
+	// URL with its database replaced: the tenant connects as the provision
+	// role, which owns the database and everything the migrations created.
+	TenantURLTemplate string
+}
+
+// validate checks c, set or not.
+func (c ProvisionConfig) validate() error {
+	if c.URL == "" {
+		if c.NameTemplate != "" || c.TenantURLTemplate != "" {
+			return fmt.Errorf("%w: Provision.NameTemplate or Provision.TenantURLTemplate without Provision.URL", ErrInvalidConfig)
+		}
+		return nil
+	}
+	if err := controlplane.ValidateDatabaseURL(c.URL); err != nil {
+		return fmt.Errorf("%w: Provision.URL: %v", ErrInvalidConfig, err)
+	}
+	pc := provisioning.Config{URL: c.URL, NameTemplate: c.NameTemplate, TenantURLTemplate: c.TenantURLTemplate}
+	if err := provisioning.ValidateConfig(pc); err != nil {
+		return fmt.Errorf("%w: Provision: %v", ErrInvalidConfig, err)
+	}
+	url, err := provisioning.TenantURL(pc, "x", "tenant_x")
+	if err == nil {
+		err = controlplane.ValidateDatabaseURL(url)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: Provision.TenantURLTemplate gives no valid tenant URL: %v", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
 // ErrInvalidConfig is wrapped by the error New returns for a Config field
 // out of its range, naming the field.
 var ErrInvalidConfig = errors.New("invalid config")
@@ -188,6 +243,9 @@ func (c *Config) validate() error {
 		if utf8.RuneCountInString(k) < controlplane.MinSecretLen {
 			return fmt.Errorf("%w: PreviousEncryptionKeys[%d] has fewer than %d characters", ErrInvalidConfig, i, controlplane.MinSecretLen)
 		}
+	}
+	if err := c.Provision.validate(); err != nil {
+		return err
 	}
 	if c.Queue.JobTimeout > 0 && c.Queue.RescueAfter > 0 && c.Queue.RescueAfter < c.Queue.JobTimeout {
 		return fmt.Errorf("%w: Queue.RescueAfter (%s) is below Queue.JobTimeout (%s): a slow but healthy attempt would run twice",

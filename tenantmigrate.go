@@ -35,6 +35,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
@@ -206,6 +207,10 @@ type Config struct {
 	// Progressive configures StrategyProgressive.
 	Progressive ProgressiveConfig
 
+	// Provision configures provisioning new tenants from a template
+	// (ProvisionTenant, DeprovisionTenant). Defaults to off.
+	Provision ProvisionConfig
+
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
 	// it. Ignored for on_request, which needs no workers.
@@ -330,6 +335,8 @@ type Orchestrator struct {
 	inline chan struct{} // a slot per inline migration allowed at once
 
 	drift *driftState // see drift.go
+
+	provisioner *provisioning.Provisioner // nil without Config.Provision.URL; see provision.go
 
 	queue     *queue.Queue
 	instances *instances.Service // heartbeats and rescue; nil when ReadOnly (instances.go)
@@ -520,6 +527,10 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		Logger:    logger,
 	})
 	o.stale = strategy.NewStaleLimiter(cfg.Progressive.StaleRetryInterval)
+	if err := o.newProvisioner(); err != nil {
+		o.Close()
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -546,6 +557,9 @@ func (o *Orchestrator) Close() {
 	defer cancel()
 	if err := o.Stop(ctx); err != nil {
 		o.logger.Error("stop orchestrator", "err", err)
+	}
+	if o.provisioner != nil {
+		o.provisioner.Close()
 	}
 	if o.ownsPool && o.pool != nil {
 		o.pool.Close()

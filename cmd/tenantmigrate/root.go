@@ -34,6 +34,10 @@ type globalOpts struct {
 	versionTable           string
 	migrationsFormat       string
 
+	provisionURL               string
+	provisionNameTemplate      string
+	provisionTenantURLTemplate string
+
 	// migrationsFS is the source when --migrations is not given; only demo
 	// sets it (to the example set). Nil: no migrations.
 	migrationsFS fs.FS
@@ -67,6 +71,9 @@ lists the tenants and records each one's migrations_version and status.`,
   # Rotate the encryption key: every server restarted with the new key and the
   # old one as previous, then every tenant URL re-encrypted under the new key
   ENCRYPTION_KEY=$NEW_KEY PREVIOUS_ENCRYPTION_KEYS=$OLD_KEY tenantmigrate rekey
+
+  # New tenants cloned from a template database kept at the latest version
+  PROVISION_URL=postgres://provisioner:secret@db1/postgres tenantmigrate tenants add acme --provision --migrations ./migrations
 
   # A golang-migrate fleet (1_init.up.sql, 1_init.down.sql, ...), recognised by itself or forced
   tenantmigrate migrate --all --migrations ./migrations --migrations-format golang-migrate`,
@@ -109,6 +116,12 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "version-table", "VERSION_TABLE")
 	pf.StringVar(&g.migrationsFormat, "migrations-format", "", "format of --migrations: goose or golang-migrate (default: recognised from the file names, golang-migrate for NNN_title.up.sql/.down.sql files; a directory mixing both is refused)")
 	bindEnv(pf, "migrations-format", "MIGRATIONS_FORMAT")
+	pf.StringVar(&g.provisionURL, "provision-url", "", "postgres:// URL of a role that may CREATE DATABASE on the server where provisioned tenants go (tenants add --provision, POST /admin/tenants/ID {\"provision\": true}); none: provisioning is off")
+	bindEnv(pf, "provision-url", "PROVISION_URL")
+	pf.StringVar(&g.provisionNameTemplate, "provision-name-template", "", "database name of a provisioned tenant, {id} replaced by its id (default: "+tenantmigrate.DefaultProvisionNameTemplate+")")
+	bindEnv(pf, "provision-name-template", "PROVISION_NAME_TEMPLATE")
+	pf.StringVar(&g.provisionTenantURLTemplate, "provision-tenant-url-template", "", "URL registered for a provisioned tenant, {database} (and {id}) replaced, e.g. postgres://app:secret@db1/{database} (default: --provision-url with its database replaced)")
+	bindEnv(pf, "provision-tenant-url-template", "PROVISION_TENANT_URL_TEMPLATE")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
 	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
@@ -140,7 +153,12 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		KeepInvalidIndexes: g.keepInvalidIndexes,
 		VersionTable:       g.versionTable,
 		MigrationsFormat:   g.migrationsFormat,
-		Logger:             logger,
+		Provision: tenantmigrate.ProvisionConfig{
+			URL:               g.provisionURL,
+			NameTemplate:      g.provisionNameTemplate,
+			TenantURLTemplate: g.provisionTenantURLTemplate,
+		},
+		Logger: logger,
 	}
 	if cfg.Limits.TenantLockTimeout == 0 {
 		cfg.Limits.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default

@@ -42,29 +42,80 @@ func addJSONFlag(cmd *cobra.Command, v *bool) {
 }
 
 func newTenantsAddCmd(g *globalOpts) *cobra.Command {
-	var schema string
+	var (
+		schema    string
+		provision bool
+	)
 	cmd := &cobra.Command{
-		Use:   "add ID TENANT_DATABASE_URL",
-		Short: "Register a tenant and its database (or schema)",
+		Use:   "add ID [TENANT_DATABASE_URL]",
+		Short: "Register a tenant and its database (or schema), or provision a new database for it",
 		Long: `add registers tenant ID with the postgres:// URL of its database. With
 --schema the tenant is one schema of that database (schema-per-tenant);
 without, it has the whole database. The tenant is not migrated now: the
 gateway or "tenantmigrate migrate" does that.
+
+With --provision (and no URL), add creates the tenant's database instead: a
+clone of a template database kept at the latest version on the
+--provision-url server (built from --migrations on first use), and registers
+it COMPLETED at the latest version. See the README, "Provisioning tenants".
 
 ID is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or a
 digit. A URL of "-" is read from the first line of standard input, which keeps
 the password out of the shell history and the process list.`,
 		Example: `  tenantmigrate tenants add acme postgres://app:secret@db1:5432/acme
   tenantmigrate tenants add globex postgres://app:secret@db1/shared --schema globex
-  echo "$TENANT_URL" | tenantmigrate tenants add initech -`,
-		Args: cobra.ExactArgs(2),
+  echo "$TENANT_URL" | tenantmigrate tenants add initech -
+  PROVISION_URL=postgres://provisioner:secret@db1/postgres tenantmigrate tenants add hooli --provision --migrations ./migrations`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if provision {
+				if len(args) == 2 || schema != "" {
+					return usageErr("--provision creates the tenant's database: give no TENANT_DATABASE_URL and no --schema")
+				}
+				return runTenantsProvision(cmd, g, args[0])
+			}
+			if len(args) != 2 {
+				return usageErr("tenants add needs ID and TENANT_DATABASE_URL (or --provision to create the database)")
+			}
 			return runTenantsAdd(cmd, g, args[0], args[1], schema)
 		},
 	}
 	cmd.Flags().StringVar(&schema, "schema", "", "the tenant's schema in that database (schema-per-tenant); none: the whole database")
 	bindEnv(cmd.Flags(), "schema", "TENANT_SCHEMA")
+	cmd.Flags().BoolVar(&provision, "provision", false, "create the tenant's database from the template on the --provision-url server instead of registering one")
+	bindEnv(cmd.Flags(), "provision", "TENANT_PROVISION")
 	return cmd
+}
+
+// runTenantsProvision is tenants add --provision.
+func runTenantsProvision(cmd *cobra.Command, g *globalOpts, id string) error {
+	if err := tenantmigrate.ValidateTenantID(id); err != nil {
+		return failedErr(err)
+	}
+	if g.provisionURL == "" {
+		return usageErr("--provision needs --provision-url or PROVISION_URL: the server where provisioned tenants' databases go")
+	}
+	if g.encryptionKey == "" && g.databaseURL != "" {
+		return failedErr(errNoKey)
+	}
+	logger, err := cliLogger(cmd, g, g.stderr)
+	if err != nil {
+		return err
+	}
+	orch, err := openOrchestrator(cmd.Context(), g, logger, true, nil)
+	if err != nil {
+		return err
+	}
+	defer orch.Close()
+	t, err := orch.ProvisionTenant(cmd.Context(), id)
+	switch {
+	case errors.Is(err, tenantmigrate.ErrTenantExists):
+		return failedErr(fmt.Errorf("tenant %s already exists (remove it first with: tenantmigrate tenants rm %s)", id, id))
+	case err != nil:
+		return failedErr(tenantmigrate.RedactError(err, g.provisionURL, g.provisionTenantURLTemplate))
+	}
+	fmt.Fprintf(g.stdout, "provisioned tenant %s\n", t.ID)
+	return printTenant(g.stdout, t)
 }
 
 func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) error {
@@ -268,20 +319,36 @@ func newTenantsGetCmd(g *globalOpts) *cobra.Command {
 }
 
 func newTenantsRmCmd(g *globalOpts) *cobra.Command {
-	return &cobra.Command{
+	var dropDatabase bool
+	cmd := &cobra.Command{
 		Use:     "rm ID",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Remove a tenant from the control plane (its database is left alone)",
 		Long: `rm removes tenant ID from the control plane. Its database or schema is not
-touched: drop it yourself if you mean to. It needs no encryption key.`,
-		Example: `  tenantmigrate tenants rm acme`,
-		Args:    cobra.ExactArgs(1),
+touched: drop it yourself if you mean to. It needs no encryption key.
+
+With --drop-database, a tenant created by tenants add --provision has its
+database dropped too (WITH (FORCE): its sessions are ended), on the
+--provision-url server; any other tenant is refused, and nothing is changed.`,
+		Example: `  tenantmigrate tenants rm acme
+  PROVISION_URL=postgres://provisioner:secret@db1/postgres tenantmigrate tenants rm hooli --drop-database`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if dropDatabase && g.provisionURL == "" {
+				return usageErr("--drop-database needs --provision-url or PROVISION_URL: the server the tenant's database was provisioned on")
+			}
 			orch, err := openInspectOrchestrator(cmd, g, false, nil)
 			if err != nil {
 				return err
 			}
 			defer orch.Close()
+			if dropDatabase {
+				if err := orch.DeprovisionTenant(cmd.Context(), args[0]); err != nil {
+					return tenantErr(args[0], tenantmigrate.RedactError(err, g.provisionURL))
+				}
+				fmt.Fprintf(g.stdout, "removed tenant %s and dropped its database\n", args[0])
+				return nil
+			}
 			if err := orch.DeleteTenant(cmd.Context(), args[0]); err != nil {
 				return tenantErr(args[0], err)
 			}
@@ -289,6 +356,9 @@ touched: drop it yourself if you mean to. It needs no encryption key.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&dropDatabase, "drop-database", false, "also drop the tenant's database, if tenants add --provision created it (refused for any other tenant)")
+	bindEnv(cmd.Flags(), "drop-database", "TENANT_DROP_DATABASE")
+	return cmd
 }
 
 // tenantErr turns the error of a lookup of tenant id into an exit error.

@@ -214,7 +214,9 @@ func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sea
 			-- Another target: what was known of the old one says nothing of
 			-- it, and a run still under way on the old one must not record.
 			target_seq = nextval('tenantmigrate.tenant_target_seq'),
-			migrations_version = NULL, migrations_status = NULL, last_error = NULL
+			migrations_version = NULL, migrations_status = NULL, last_error = NULL,
+			-- Nor is it the database provisioned for the tenant, if it was.
+			provisioned_database = NULL, provision_token = NULL
 		WHERE id = $1
 		RETURNING `+tenantColumns,
 		cur.ID, enc.b, schema, enc.keyID))

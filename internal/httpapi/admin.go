@@ -9,15 +9,17 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // admin serves the admin API. Its routes, all JSON:
 //
-//	POST   /admin/tenants/{id}             create: 201 tenant, 409 when it exists
+//	POST   /admin/tenants/{id}             create: 201 tenant, 409 when it exists;
+//	                                       {"provision": true}: its database too (provision.go)
 //	PUT    /admin/tenants/{id}             upsert: 201 created, 200 updated
 //	PATCH  /admin/tenants/{id}             change databaseUrl and/or schema: 200
-//	DELETE /admin/tenants/{id}             204
+//	DELETE /admin/tenants/{id}             204; ?dropDatabase=true: a provisioned tenant's database too
 //	GET    /admin/tenants/{id}             tenant
 //	GET    /admin/tenants?cursor=&limit=   {"tenants": [...], "nextCursor": N|null}
 //	GET    /admin/tenants/{id}/migrations  migration state of one tenant
@@ -106,12 +108,16 @@ func (a *admin) withTenantID(h func(w http.ResponseWriter, r *http.Request, id s
 }
 
 func (a *admin) createTenant(w http.ResponseWriter, r *http.Request, id string) {
-	t, err := decodeTenant(http.MaxBytesReader(w, r.Body, a.maxBody), id)
+	t, provision, err := decodeCreate(http.MaxBytesReader(w, r.Body, a.maxBody), id)
 	if err != nil {
 		writeServiceError(w, r, err)
 		return
 	}
-	t, err = a.svc.CreateTenant(r.Context(), t)
+	if provision {
+		t, err = a.svc.ProvisionTenant(r.Context(), id)
+	} else {
+		t, err = a.svc.CreateTenant(r.Context(), t)
+	}
 	if err != nil {
 		writeServiceError(w, r, err)
 		return
@@ -152,7 +158,16 @@ func (a *admin) patchTenant(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 func (a *admin) deleteTenant(w http.ResponseWriter, r *http.Request, id string) {
-	if err := a.svc.DeleteTenant(r.Context(), id); err != nil {
+	drop, err := parseDropDatabase(r.URL.RawQuery)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	del := a.svc.DeleteTenant
+	if drop {
+		del = a.svc.DeprovisionTenant
+	}
+	if err := del(r.Context(), id); err != nil {
 		writeServiceError(w, r, err)
 		return
 	}
@@ -336,6 +351,13 @@ func serviceErrorStatus(err error) (int, string) {
 		return http.StatusConflict, "tenant already exists"
 	case errors.Is(err, controlplane.ErrInvalid):
 		// The Store's validation errors never contain a password.
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, provisioning.ErrNotConfigured):
+		return http.StatusBadRequest, "provisioning is not configured on this server: start it with a provision URL (PROVISION_URL)"
+	case errors.Is(err, provisioning.ErrNotProvisioned), errors.Is(err, provisioning.ErrDatabaseExists):
+		// Names the tenant and the database, never a URL.
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, provisioning.ErrInvalid):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, controlplane.ErrNoEncryptionKey):
 		return http.StatusServiceUnavailable, "server misconfiguration: started without its encryption key; " + controlplane.ErrNoEncryptionKey.Error()

@@ -55,6 +55,8 @@ type options struct {
 	maxBodyBytes    int64
 	// pool, when set, is the Orchestrator's control-plane pool.
 	pool *pgxpool.Pool
+	// provision is the Orchestrator's Config.Provision.
+	provision tenantmigrate.ProvisionConfig
 }
 
 // env is a real Orchestrator on a fresh control-plane database, served by
@@ -78,6 +80,7 @@ func newEnv(t *testing.T, opts options) *env {
 	}
 	cfg := tenantmigrate.Config{
 		Migrations: migrations,
+		Provision:  opts.provision,
 		Logger:     testLogger(t),
 		Hooks: tenantmigrate.Hooks{
 			OnMigrationRun: func(tenantmigrate.Strategy, string, time.Duration) { e.runs.Add(1) },

@@ -51,6 +51,11 @@ type Service interface {
 	UpsertTenant(ctx context.Context, t controlplane.Tenant) (controlplane.Tenant, bool, error)
 	PatchTenant(ctx context.Context, id string, p controlplane.TenantPatch) (controlplane.Tenant, error)
 	DeleteTenant(ctx context.Context, id string) error
+	// ProvisionTenant creates a tenant with a new database cloned from the
+	// template; DeprovisionTenant drops such a database and removes the
+	// tenant (see the root package).
+	ProvisionTenant(ctx context.Context, id string) (controlplane.Tenant, error)
+	DeprovisionTenant(ctx context.Context, id string) error
 	GetTenant(ctx context.Context, id string) (controlplane.Tenant, error)
 	ListTenants(ctx context.Context, afterCursor int64, limit int) ([]controlplane.Tenant, int64, error)
 

@@ -124,24 +124,61 @@ func jsonTypeName(goType string) string {
 type tenantBody struct {
 	DatabaseURL string `json:"databaseUrl"`
 	Schema      string `json:"schema"`
+	// Provision (POST only) creates the tenant's database from the template
+	// instead of registering one: no databaseUrl, no schema.
+	Provision bool `json:"provision"`
 }
 
-// decodeTenant decodes and validates a tenantBody for tenant id.
+// decodeTenant decodes and validates a tenantBody for tenant id, without
+// provision (PUT).
 func decodeTenant(body io.Reader, id string) (controlplane.Tenant, error) {
+	t, provision, err := decodeCreate(body, id)
+	if err == nil && provision {
+		return controlplane.Tenant{}, badRequest("provision is only for POST /admin/tenants/{id}, which creates the tenant")
+	}
+	return t, err
+}
+
+// decodeCreate decodes and validates a tenantBody for tenant id (POST): a
+// tenant to register, or provision true alone.
+func decodeCreate(body io.Reader, id string) (controlplane.Tenant, bool, error) {
 	var b tenantBody
 	if err := decodeJSON(body, &b); err != nil {
-		return controlplane.Tenant{}, err
+		return controlplane.Tenant{}, false, err
+	}
+	if b.Provision {
+		if b.DatabaseURL != "" || b.Schema != "" {
+			return controlplane.Tenant{}, false, badRequest("provision creates the tenant's database: send it without databaseUrl and schema")
+		}
+		return controlplane.Tenant{ID: id}, true, nil
 	}
 	if b.DatabaseURL == "" {
-		return controlplane.Tenant{}, badRequest("databaseUrl is required")
+		return controlplane.Tenant{}, false, badRequest("databaseUrl is required (or provision: true, to create the tenant's database)")
 	}
 	if err := validateURL(b.DatabaseURL); err != nil {
-		return controlplane.Tenant{}, err
+		return controlplane.Tenant{}, false, err
 	}
 	if err := validateSchema(b.Schema); err != nil {
-		return controlplane.Tenant{}, err
+		return controlplane.Tenant{}, false, err
 	}
-	return controlplane.Tenant{ID: id, DatabaseURL: b.DatabaseURL, Schema: b.Schema}, nil
+	return controlplane.Tenant{ID: id, DatabaseURL: b.DatabaseURL, Schema: b.Schema}, false, nil
+}
+
+// parseDropDatabase reads ?dropDatabase= of DELETE /admin/tenants/{id}.
+func parseDropDatabase(rawQuery string) (bool, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return false, badRequest("malformed query string")
+	}
+	s, ok, err := singleParam(q, "dropDatabase")
+	if err != nil || !ok {
+		return false, err
+	}
+	drop, perr := strconv.ParseBool(s)
+	if perr != nil {
+		return false, badRequest("dropDatabase must be true or false")
+	}
+	return drop, nil
 }
 
 // patchBody is the body of PATCH /admin/tenants/{id}; absent (or null)

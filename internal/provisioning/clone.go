@@ -1,0 +1,126 @@
+package provisioning
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Database is a tenant database Create made.
+type Database struct {
+	// Name is the database's name on the provision server.
+	Name string
+	// URL is the URL to store for the tenant (see Config.TenantURLTemplate).
+	// It may hold a password: never log it.
+	URL string
+	// Token is the random token of the database's comment; Drop needs it.
+	Token string
+	// TemplateBuilt reports whether this call built the template.
+	TemplateBuilt bool
+}
+
+// Create makes tenant id's database: it makes sure the template exists
+// (EnsureTemplate), clones it with CREATE DATABASE ... TEMPLATE ...
+// STRATEGY, and marks the clone with a comment holding a new random token.
+// A failure leaves no database behind; a name already taken is an error
+// wrapping ErrDatabaseExists, and that database is left as it is.
+func (p *Provisioner) Create(ctx context.Context, id string) (Database, error) {
+	name, err := p.DatabaseName(id)
+	if err != nil {
+		return Database{}, err
+	}
+	url, err := p.TenantURL(id, name)
+	if err != nil {
+		return Database{}, err
+	}
+	db := Database{Name: name, URL: url, Token: newToken()}
+	// A template dropped between EnsureTemplate and the clone (by hand, or
+	// by DropTemplate) is built again, once.
+	for attempt := 1; ; attempt++ {
+		built, err := p.EnsureTemplate(ctx)
+		if err != nil {
+			return Database{}, err
+		}
+		db.TemplateBuilt = db.TemplateBuilt || built
+		err = p.clone(ctx, name)
+		if err == nil {
+			break
+		}
+		if isCode(err, "3D000") && attempt < 2 { // invalid_catalog_name: no template
+			continue
+		}
+		if isCode(err, "42P04") { // duplicate_database
+			return Database{}, fmt.Errorf("create database %s for tenant %s: %w", name, id, ErrDatabaseExists)
+		}
+		return Database{}, fmt.Errorf("create database %s for tenant %s: %w", name, id, p.redact(err))
+	}
+	// The mark's commit need not wait for its WAL flush (one fsync less per
+	// provision): a crash that loses it leaves a database Drop refuses to
+	// drop, the safe side. The database itself is durable, as is the
+	// tenant's registration, a later commit.
+	if err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "COMMENT ON DATABASE "+ident(name)+" IS "+literal(comment(id, db.Token)))
+		return err
+	}); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_, _ = p.pool.Exec(cctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)")
+		return Database{}, fmt.Errorf("mark database %s of tenant %s: %w", name, id, p.redact(err))
+	}
+	return db, nil
+}
+
+// clone runs the CREATE DATABASE of a tenant.
+func (p *Provisioner) clone(ctx context.Context, name string) error {
+	_, err := p.pool.Exec(ctx, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(p.template)+" STRATEGY "+p.cfg.Strategy)
+	return err
+}
+
+// Drop drops database name of tenant id if it is the one Create made with
+// token (its comment says so), ending its sessions (WITH (FORCE)). A
+// database that no longer exists is not an error, so a Drop that failed
+// half-way can be repeated. A database of that name that Create did not make
+// for this token is left alone: the error wraps ErrNotProvisioned.
+func (p *Provisioner) Drop(ctx context.Context, id, name, token string) error {
+	var got *string
+	err := p.pool.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&got)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
+	}
+	if got == nil || *got != comment(id, token) {
+		return fmt.Errorf("drop database %s of tenant %s: %w: its comment is not the one tenantmigrate set when it created it (another database of that name?); it was left alone",
+			name, id, ErrNotProvisioned)
+	}
+	if _, err := p.pool.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
+	}
+	return nil
+}
+
+// comment is the comment Create puts on a tenant's database.
+func comment(id, token string) string {
+	return "tenantmigrate: provisioned for tenant " + id + ", token " + token
+}
+
+// literal quotes s as an SQL string literal (standard_conforming_strings,
+// the default since PostgreSQL 9.1).
+func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// newToken returns 16 random hex digits.
+func newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails
+	return hex.EncodeToString(b[:])
+}
