@@ -2,14 +2,18 @@ package tenantmigrate_test
 
 import (
 	"context"
+	"database/sql"
+	"os"
 	"testing"
 	"testing/fstest"
 
 	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
 	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/examplemigrations"
 	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
@@ -91,12 +95,9 @@ func TestReadOnlyLeavesControlPlaneSchemaAlone(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, st.Total)
 
-	// An older schema: this build's control-plane migrations after the first undone.
-	driftExec(t, cpURL, `DROP TABLE tenantmigrate.migration_checksums, tenantmigrate.fleet_target, tenantmigrate.instances, tenantmigrate.tenant_counts;
-		DROP FUNCTION tenantmigrate.notify_fleet_target_changed();
-		DROP FUNCTION tenantmigrate.tenant_counts_apply() CASCADE;
-		ALTER TABLE tenantmigrate.tenants DROP COLUMN target_seq, DROP COLUMN key_id;
-		DELETE FROM tenantmigrate.controlplane_version WHERE version_id > 1`)
+	// An older schema: this build's control-plane migrations after the first
+	// undone by their own Down sections (which this checks too).
+	undoControlPlaneTo(t, cpURL, 1)
 	_, err = tenantmigrate.New(ctx, tenantmigrate.Config{DatabaseURL: cpURL, ReadOnly: true})
 	require.ErrorContains(t, err, "control-plane schema is at version 1 and this build needs")
 	require.False(t, checksumsTableExists(t, cpURL), "a ReadOnly Orchestrator upgraded the control-plane schema")
@@ -158,4 +159,19 @@ func TestNewWithoutMigrations(t *testing.T) {
 	defer tconn.Close(context.WithoutCancel(ctx))
 	require.NoError(t, tconn.QueryRow(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&exists))
 	require.False(t, exists, "a ReadOnly Orchestrator migrated a tenant")
+}
+
+// undoControlPlaneTo runs the Down sections of the control-plane migrations
+// above version, newest first, with goose, as an older build would have left
+// the schema.
+func undoControlPlaneTo(t *testing.T, cpURL string, version int64) {
+	t.Helper()
+	db, err := sql.Open("pgx", cpURL)
+	require.NoError(t, err)
+	p, err := goose.NewProvider(goose.DialectPostgres, db, os.DirFS("internal/controlplane/migrations"),
+		goose.WithTableName(controlplane.VersionTable), goose.WithDisableGlobalRegistry(true))
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.DownTo(t.Context(), version)
+	require.NoError(t, err)
 }
