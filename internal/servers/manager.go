@@ -170,6 +170,9 @@ type serverRow struct {
 func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, error) {
 	backoff := 20 * time.Millisecond
 	for {
+		if wait && ctx.Err() != nil {
+			return nil, fmt.Errorf("server %s: %w: %w", server, ErrFull, context.Cause(ctx))
+		}
 		row, err := m.row(ctx, server)
 		if err != nil {
 			return nil, err
@@ -183,9 +186,21 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 			if err != nil {
 				return nil, fmt.Errorf("take a slot of server %s: %w", server, err)
 			}
-			if ok {
-				return &Slot{m: m, server: server, key: key}, nil
+			if !ok {
+				continue
 			}
+			slot := &Slot{m: m, server: server, key: key}
+			// Runs may hold slots at or above the cap (it was lowered, or
+			// a process runs with a higher default): count them all.
+			n, err := m.running(ctx, row.id)
+			if err != nil || n > row.cap {
+				m.unlock(ctx, key)
+				if err != nil {
+					return nil, fmt.Errorf("take a slot of server %s: %w", server, err)
+				}
+				break
+			}
+			return slot, nil
 		}
 		if !wait {
 			return nil, fmt.Errorf("server %s: %w", server, ErrFull)
@@ -199,6 +214,19 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// running counts the slots of the server numbered id held now, by every
+// process.
+func (m *Manager) running(ctx context.Context, id int32) (int, error) {
+	var n int
+	err := m.cfg.Pool.QueryRow(ctx, `
+		SELECT count(*) FROM pg_locks
+		WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND classid = $1::bigint::oid
+			AND objid::bigint BETWEEN $2 AND $2 + 1023
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		lockNamespace, int64(id)<<10).Scan(&n)
+	return n, err
 }
 
 // row reads server's row, adding it when missing.
@@ -234,6 +262,10 @@ func (m *Manager) tryLock(ctx context.Context, key int64) (bool, error) {
 	defer m.connMu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return false, err
+	}
+	if m.held[key] {
+		// Session locks stack: this session would get it again.
+		return false, nil
 	}
 	qctx, cancel := cleanupCtx(ctx)
 	defer cancel()
