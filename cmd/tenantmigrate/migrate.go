@@ -73,6 +73,7 @@ type migrateOpts struct {
 	includeStale bool
 	tenants      []string
 	dryRun       bool
+	servers      serverOpts
 }
 
 func newMigrateCmd(g *globalOpts) *cobra.Command {
@@ -117,7 +118,10 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 
   # Retry two tenants, whatever their state, and FAILED_STALE ones too
   tenantmigrate migrate --tenant acme --tenant globex
-  tenantmigrate migrate --all --include-stale --concurrency 8`,
+  tenantmigrate migrate --all --include-stale --concurrency 8
+
+  # Four at once per database server; wait up to 5m for a server that is down
+  tenantmigrate migrate --all --concurrency 16 --max-per-server 4 --server-down-timeout 5m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runMigrate(cmd, g, &o)
@@ -133,6 +137,7 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 	f.BoolVar(&o.dryRun, "dry-run", false, "list the tenants and their pending versions; change nothing")
 	bindEnv(f, "dry-run", "MIGRATE_DRY_RUN")
 	addRunFlags(f, &o.runOpts)
+	addServerFlags(f, &o.servers, true)
 	return cmd
 }
 
@@ -147,6 +152,9 @@ func (o *migrateOpts) validate() error {
 		if err := tenantmigrate.ValidateTenantID(id); err != nil {
 			return usageErr("--tenant: %v", err)
 		}
+	}
+	if err := o.servers.validate(); err != nil {
+		return err
 	}
 	return o.runOpts.validate()
 }
@@ -173,6 +181,7 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 		// A dry run writes nothing anywhere, but refuses a source that
 		// drifted as the run it previews would.
 		cfg.ReadOnly = o.dryRun
+		o.servers.apply(cfg)
 	})
 	if err != nil {
 		return err

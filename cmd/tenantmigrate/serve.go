@@ -38,6 +38,7 @@ type serveOpts struct {
 	metrics              bool
 	riverUI              bool
 	shutdownTimeout      time.Duration
+	servers              serverOpts
 }
 
 func newServeCmd(g *globalOpts) *cobra.Command {
@@ -53,7 +54,10 @@ share one control plane: they coordinate through it. It needs --migrations
   tenantmigrate serve --migrations ./migrations --upstream http://127.0.0.1:3000 --admin-api-keys "$KEY"
 
   # Migrate the whole fleet in the background at start
-  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4`,
+  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4
+
+  # At most 3 migrations at once per database server, over all instances
+  MAX_PER_SERVER=3 tenantmigrate serve --strategy full_fleet --server-probe-interval 5s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, &o)
@@ -96,6 +100,7 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "river-ui", "RIVER_UI")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long requests, jobs and inline migrations in flight get to finish; those still running are then cancelled and requeued without using an attempt")
 	bindEnv(f, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
+	addServerFlags(f, &o.servers, false)
 	return cmd
 }
 
@@ -114,7 +119,7 @@ func (o *serveOpts) validate() error {
 	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
 		return usageErr("durations must not be negative")
 	}
-	return nil
+	return o.servers.validate()
 }
 
 func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
@@ -155,6 +160,7 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	cfg.Progressive.Interval = o.progressiveInterval
 	cfg.Progressive.BatchSize = o.progressiveBatchSize
 	cfg.Progressive.StaleRetryInterval = o.staleRetryInterval
+	o.servers.apply(&cfg)
 	cfg.RunWorkers = true
 
 	ln, err := net.Listen("tcp", o.listen)
