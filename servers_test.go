@@ -259,3 +259,81 @@ func TestMigrateTenantsGivesUpDownServer(t *testing.T) {
 	}
 	waitAllLatest(t, o, good, time.Second)
 }
+
+// BenchmarkServerCapUtilization measures how busy a per-server cap keeps
+// the servers: 3 servers × 12 tenants whose migration takes about 0.5 s, a
+// cap of 2, three instances of 4 workers (12 workers). It reports
+// utilization = ideal / wall, the ideal being the sum of the per-tenant run
+// times / (servers × cap): 1 means every server ran 2 migrations at every
+// moment. utilization_from_first_run leaves out the start of the
+// instances (connecting, River's start, the fleet scan).
+//
+//	go test -run '^$' -bench BenchmarkServerCapUtilization -benchtime 1x .
+func BenchmarkServerCapUtilization(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		clusters := benchClusters(b, 3)
+		cp := pgtest.NewDatabase(b)
+		migs := fleettest.Migrations("CREATE TABLE accounts (id bigserial PRIMARY KEY); SELECT pg_sleep(0.5);")
+		admin, err := tenantmigrate.New(b.Context(), tenantmigrate.Config{DatabaseURL: cp, Migrations: migs, EncryptionKey: bgKey})
+		require.NoError(b, err)
+		var ids []string
+		for si, s := range clusters {
+			for i := range 12 {
+				id := fmt.Sprintf("bench-%d-%02d", si, i)
+				_, err := admin.CreateTenant(b.Context(), tenantmigrate.Tenant{ID: id, DatabaseURL: s.URL("fleet"), Schema: fmt.Sprintf("s%d_%02d", si, i)})
+				require.NoError(b, err)
+				ids = append(ids, id)
+			}
+		}
+		var mu sync.Mutex
+		var sum time.Duration
+		var first time.Time
+		hooks := tenantmigrate.Hooks{OnRun: func(_ context.Context, e tenantmigrate.RunEvent) {
+			mu.Lock()
+			sum += e.Duration
+			if began := time.Now().Add(-e.Duration); first.IsZero() || began.Before(first) {
+				first = began
+			}
+			mu.Unlock()
+		}}
+		b.StartTimer()
+		start := time.Now()
+		var orchs []*tenantmigrate.Orchestrator
+		for range 3 {
+			o, err := tenantmigrate.New(b.Context(), tenantmigrate.Config{
+				DatabaseURL: cp, Migrations: migs, EncryptionKey: bgKey, Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
+				Queue: tenantmigrate.QueueConfig{Workers: 4}, Servers: tenantmigrate.ServersConfig{MaxPerServer: 2}, Hooks: hooks,
+			})
+			require.NoError(b, err)
+			require.NoError(b, o.Start(b.Context()))
+			orchs = append(orchs, o)
+		}
+		fleettest.WaitAllCompleted(b, admin.Pool(), ids, admin.Latest(), 10*time.Millisecond, 5*time.Minute)
+		wall, fromFirst := time.Since(start), time.Since(first)
+		b.StopTimer()
+		for _, o := range orchs {
+			o.Close()
+		}
+		admin.Close()
+		ideal := sum / 6
+		b.ReportMetric(ideal.Seconds()/wall.Seconds(), "utilization")
+		b.ReportMetric(ideal.Seconds()/fromFirst.Seconds(), "utilization_from_first_run")
+		b.ReportMetric(wall.Seconds(), "wall_s")
+		b.ReportMetric(ideal.Seconds(), "ideal_s")
+	}
+}
+
+func benchClusters(b *testing.B, n int) []*pgserver.Server {
+	b.Helper()
+	out := make([]*pgserver.Server, n)
+	for i := range n {
+		out[i] = pgtest.NewServer(b, nil)
+		conn, err := pgx.Connect(b.Context(), out[i].URL("postgres"))
+		require.NoError(b, err)
+		_, err = conn.Exec(b.Context(), "CREATE DATABASE fleet")
+		require.NoError(b, err)
+		require.NoError(b, conn.Close(b.Context()))
+	}
+	return out
+}
