@@ -34,7 +34,7 @@ func requireMigrated(t *testing.T, pool *pgxpool.Pool) {
 		SELECT count(*), count(DISTINCT version_id), max(version_id)
 		FROM tenantmigrate.controlplane_version WHERE version_id > 0`).Scan(&gooseRows, &gooseVersions, &gooseMax))
 	require.Equal(t, gooseVersions, gooseRows, "a goose version applied twice")
-	require.EqualValues(t, 4, gooseMax)
+	require.EqualValues(t, 7, gooseMax)
 
 	var riverRows, riverVersions int64
 	require.NoError(t, pool.QueryRow(ctx, `
