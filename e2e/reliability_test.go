@@ -370,12 +370,15 @@ func TestTenantDatabaseOutage(t *testing.T) {
 	downAfter := time.Since(started)
 	sampler.finish(t)
 	for _, id := range []string{"lost", "hung"} {
-		var attempt int
-		var state string
-		require.NoError(t, cp.QueryRow(t.Context(), `SELECT state::text, attempt FROM tenantmigrate.river_job
-			WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id).Scan(&state, &attempt))
-		require.Contains(t, []string{"available", "scheduled"}, state, "the job of %s waits", id)
-		require.Zero(t, attempt, "attempts used by %s", id)
+		// Between two snoozes the job runs for a moment (attempt 1), to find
+		// its server DOWN; waiting, it is back at attempt 0.
+		waitFor(t, 30*time.Second, "the job of "+id+" waiting with no attempt used", func() bool {
+			var attempt int
+			var state string
+			require.NoError(t, cp.QueryRow(t.Context(), `SELECT state::text, attempt FROM tenantmigrate.river_job
+				WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id).Scan(&state, &attempt))
+			return (state == "available" || state == "scheduled") && attempt == 0
+		})
 		require.Nil(t, controlPlaneTenants(t, cp)[id].Status, "nothing recorded for %s", id)
 	}
 	staleAfter := downAfter
