@@ -12,6 +12,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 )
 
@@ -49,7 +50,41 @@ const (
 	// DefaultProvisionNameTemplate is the default of
 	// Config.Provision.NameTemplate.
 	DefaultProvisionNameTemplate = provisioning.DefaultNameTemplate
+	// DefaultMaxPerServer is the default of Config.Servers.MaxPerServer.
+	DefaultMaxPerServer = servers.DefaultMaxPerServer
+	// DefaultServerProbeInterval is the default of Config.Servers.ProbeInterval.
+	DefaultServerProbeInterval = servers.DefaultProbeInterval
+	// DefaultServerDownTimeout is the default of Config.Servers.DownTimeout.
+	DefaultServerDownTimeout = servers.DefaultDownTimeout
+	// MaxServerConcurrency is the highest cap of one server
+	// (Config.Servers.MaxPerServer, SetServerMaxConcurrent).
+	MaxServerConcurrency = servers.MaxConcurrentLimit
 )
+
+// ServersConfig is Config.Servers: the database servers the tenants live on
+// (a tenant's server is the lower-case host:port of its URL, or its
+// "server" label). Every process on the control plane shares the caps and
+// the UP/DOWN state of servers. The zero value of each field means its
+// default.
+type ServersConfig struct {
+	// MaxPerServer bounds the migrations that run at once against one
+	// database server, across every process on the control plane; a
+	// server's override (SetServerMaxConcurrent) takes precedence. A queued
+	// job that finds its server full goes back to the queue using no
+	// attempt; an inline run waits for a slot. Negative or above
+	// MaxServerConcurrency is an error. Defaults to DefaultMaxPerServer (2).
+	MaxPerServer int
+
+	// ProbeInterval is how often a DOWN server is probed (one process
+	// probes for all) until it answers and is UP again. Negative is an
+	// error. Defaults to DefaultServerProbeInterval (10s).
+	ProbeInterval time.Duration
+
+	// DownTimeout is how long MigrateTenants waits for the tenants of a
+	// DOWN server before it gives them up with a *ServerDownError. Negative
+	// is an error. Defaults to DefaultServerDownTimeout (1m).
+	DownTimeout time.Duration
+}
 
 // LimitsConfig is Config.Limits: how long a run waits for locks and
 // statements, and how many inline runs one instance allows at once. The zero
@@ -216,6 +251,7 @@ func (c *Config) validate() error {
 		{"Queue.Workers", c.Queue.Workers},
 		{"Queue.MaxAttempts", c.Queue.MaxAttempts},
 		{"Progressive.BatchSize", c.Progressive.BatchSize},
+		{"Servers.MaxPerServer", c.Servers.MaxPerServer},
 	} {
 		if f.n < 0 {
 			return fmt.Errorf("%w: %s is %d: want 0 (the default) or more", ErrInvalidConfig, f.name, f.n)
@@ -231,10 +267,15 @@ func (c *Config) validate() error {
 		{"Queue.InstanceTimeout", c.Queue.InstanceTimeout},
 		{"Progressive.Interval", c.Progressive.Interval},
 		{"Progressive.StaleRetryInterval", c.Progressive.StaleRetryInterval},
+		{"Servers.ProbeInterval", c.Servers.ProbeInterval},
+		{"Servers.DownTimeout", c.Servers.DownTimeout},
 	} {
 		if f.d < 0 {
 			return fmt.Errorf("%w: %s is %s: want 0 (the default) or more", ErrInvalidConfig, f.name, f.d)
 		}
+	}
+	if c.Servers.MaxPerServer > MaxServerConcurrency {
+		return fmt.Errorf("%w: Servers.MaxPerServer is %d: want at most %d", ErrInvalidConfig, c.Servers.MaxPerServer, MaxServerConcurrency)
 	}
 	if len(c.PreviousEncryptionKeys) > 0 && c.EncryptionKey == "" {
 		return fmt.Errorf("%w: PreviousEncryptionKeys without EncryptionKey: every write needs the current key", ErrInvalidConfig)

@@ -62,6 +62,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 			return fmt.Errorf("start progressive collector: %w", err)
 		}
 	}
+	if !o.cfg.ReadOnly {
+		o.servers.Start(ctx) // probes DOWN servers
+	}
 	o.stopListener = stopListener
 	o.runs.acceptBackground(true)
 	o.running = true
@@ -162,6 +165,9 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 		}
 	})
 	wg.Wait()
+	if o.servers != nil {
+		o.servers.Stop()
+	}
 
 	if o.running && o.cfg.Strategy == StrategyProgressive {
 		// Requests served while the rest drained may have added tenants.

@@ -104,6 +104,8 @@ func gateErrorStatus(err error) (int, string) {
 		return http.StatusNotFound, "unknown tenant"
 	case errors.As(err, &merr):
 		return http.StatusInternalServerError, merr.Error()
+	case errors.Is(err, ErrServerDown):
+		return http.StatusServiceUnavailable, "the tenant's database server is down"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, "request ended before the tenant was ready"
 	default:

@@ -13,6 +13,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
 // This file runs a migration over a selection of tenants in this process:
@@ -302,7 +303,7 @@ func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, err
 func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts MigrateOptions, report func(MigrateProgress)) {
 	wait := cmpOr(opts.RetryBackoff, DefaultMigrateRetryBackoff)
 	for attempt := 1; ; attempt++ {
-		v, err := o.batchAttempt(ctx, s, attempt)
+		v, err := o.batchAttemptHeld(ctx, s, attempt)
 		if err == nil || attempt > opts.Retries || !migrator.IsRetryable(err) || ctx.Err() != nil {
 			report(MigrateProgress{Kind: ProgressDone, TenantID: s.id, Attempt: attempt, Version: v, Err: err,
 				Removed: errors.Is(err, ErrTenantNotFound)})
@@ -322,9 +323,83 @@ func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts Mi
 	}
 }
 
+// batchAttemptHeld is one attempt of MigrateTenants on one tenant, run again
+// while its server holds it back: while the server is unreachable or DOWN
+// for up to Config.Servers.DownTimeout (then it fails with the server's
+// *ServerDownError, or the connection error of a server not marked DOWN),
+// and while the server is full until ctx ends. Waiting, this process
+// probes the DOWN server when its probe is due, so a batch needs no other
+// process to see it come UP.
+func (o *Orchestrator) batchAttemptHeld(ctx context.Context, s selected, attempt int) (int64, error) {
+	var deadline time.Time
+	for {
+		v, held, err := o.batchAttempt(ctx, s, attempt)
+		if held == nil {
+			return v, err
+		}
+		if errors.Is(held, servers.ErrFull) { // ctx ended while waiting for a slot
+			return v, fmt.Errorf("tenant %s: %w", s.id, held)
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(cmpOr(o.cfg.Servers.DownTimeout, DefaultServerDownTimeout))
+		}
+		var he *heldError
+		errors.As(held, &he)
+		if werr := o.waitServer(ctx, he.server, deadline, he.err); werr != nil {
+			if ctx.Err() != nil {
+				return v, fmt.Errorf("tenant %s: %w", s.id, held)
+			}
+			return v, fmt.Errorf("tenant %s: %w", s.id, werr)
+		}
+	}
+}
+
+// heldError carries the server of a held run.
+type heldError struct {
+	server string
+	err    error
+}
+
+func (e *heldError) Error() string { return e.err.Error() }
+func (e *heldError) Unwrap() error { return e.err }
+
+// waitServer waits until server may be tried again: it is not DOWN (any
+// more), or its probe ran from here; at least a second between tries. It
+// returns the server's *ServerDownError when deadline passes with the
+// server DOWN, an error for a deadline passed with it merely unreachable,
+// and ctx's error when ctx ends.
+func (o *Orchestrator) waitServer(ctx context.Context, server string, deadline time.Time, last error) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if !time.Now().Before(deadline) {
+			down, err := o.servers.IsDown(ctx, server)
+			if err == nil && down != nil {
+				return down
+			}
+			return fmt.Errorf("database server %s still unreachable after %s: %w", server, cmpOr(o.cfg.Servers.DownTimeout, DefaultServerDownTimeout), last)
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+		down, err := o.servers.IsDown(ctx, server)
+		if err != nil || down == nil {
+			return nil // UP (or unknown: the next try finds out)
+		}
+		if probed, err := o.servers.ProbeIfDue(ctx, server); err == nil && probed {
+			if down, err := o.servers.IsDown(ctx, server); err == nil && down == nil {
+				return nil
+			}
+		}
+	}
+}
+
 // batchAttempt is one attempt of MigrateTenants on one tenant: a run that
-// Stop waits for, under a context that ctx does not cancel.
-func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (int64, error) {
+// Stop waits for, under a context that ctx does not cancel. held is the
+// reason the tenant's server held the run back, nil when it ran.
+func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (v int64, held, err error) {
 	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
 	defer done()
 	runCtx, cancel := o.withInlineTimeout(runCtx)
@@ -336,13 +411,19 @@ func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int
 		Generation: o.cache.generation(),
 		// A scanned tenant that a server migrated since costs no tenant
 		// connection; a named one is checked in its database.
-		SkipAtLatest: !s.explicit,
-		FailStatus:   func(error) controlplane.Status { return controlplane.StatusFailed },
-		Direction:    s.direction,
-		To:           s.to,
+		SkipAtLatest:    !s.explicit,
+		FailStatus:      func(error) controlplane.Status { return controlplane.StatusFailed },
+		Direction:       s.direction,
+		To:              s.to,
+		WaitForServer:   true,
+		WaitContext:     ctx, // no new run once the batch is interrupted
+		HoldUnreachable: true,
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return out.Version, outcomeErr(s.id, out)
+	if out.Held != nil {
+		return out.Version, &heldError{server: out.Server, err: out.Held}, nil
+	}
+	return out.Version, nil, outcomeErr(s.id, out)
 }

@@ -183,7 +183,9 @@ func TestMigrateTenantsConcurrencyBound(t *testing.T) {
 		_, err := tx.ExecContext(ctx, "CREATE TABLE marker (id int)")
 		return err
 	}}, nil)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), GoMigrations: []*goose.Migration{wait}})
+	// All tenants share the test's one server: its cap must not be the bound.
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), GoMigrations: []*goose.Migration{wait},
+		Servers: tenantmigrate.ServersConfig{MaxPerServer: 2 * limit}})
 	tenants := addSchemaTenants(t, o, "conc", 2, 5)
 
 	res, err := o.MigrateTenants(t.Context(), tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{Concurrency: limit})

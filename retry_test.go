@@ -128,12 +128,12 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint REFERENCES ac
 	fleettest.RequireAppliedOnce(t, []fleettest.SchemaTenant{broken}, 1)
 }
 
-// TestUnreachableTenantStaleThenRescheduled: a tenant whose database cannot
-// be reached is tried MaxAttempts (3) times, FAILED after each but the last
-// and FAILED_STALE after it, while the others complete. Once its URL is
-// fixed, a fleet scan that includes stale tenants brings it to the latest
-// version; one that does not leaves it alone.
-func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
+// TestUnreachableTenantWaitsForItsServer: a tenant whose database cannot be
+// reached (nothing listens on its port) fails no attempt and is never
+// FAILED_STALE: its server turns DOWN, the job waits as snoozes, while the
+// others complete. Once its URL is fixed, a fleet scan brings it to the
+// latest version, the old job finding it done.
+func TestUnreachableTenantWaitsForItsServer(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cp := pgtest.NewDatabase(t)
@@ -141,49 +141,46 @@ func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
 	pool := admin.Pool()
 	logStatuses(t, pool)
 	good := addSchemaTenants(t, admin, "ok", 1, 3)
-	lost := addTenantAt(t, admin, "lost", closedPortURL(t), "lost")
+	deadURL := closedPortURL(t)
+	lost := addTenantAt(t, admin, "lost", deadURL, "lost")
 
 	o := startOrchestrator(t, tenantmigrate.Config{
 		DatabaseURL: cp,
 		Migrations:  fleetMigrations(),
 		Strategy:    tenantmigrate.StrategyFullFleet,
-		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
+		RunWorkers:  true,
+		Queue:       tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
+		Servers:     tenantmigrate.ServersConfig{ProbeInterval: 200 * time.Millisecond},
 	})
 
 	waitAllLatest(t, o, good, 30*time.Second)
-	waitFor(t, 30*time.Second, "unreachable tenant FAILED_STALE", func() bool {
-		h := statusHistory(t, pool, lost.ID)
-		return len(h) > 0 && h[len(h)-1] == "FAILED_STALE"
+	waitFor(t, 60*time.Second, "the dead server DOWN after more snoozes than attempts", func() bool {
+		job := fleettest.LastJob(t, pool, lost.ID)
+		var snoozes int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT coalesce((metadata->>'snoozes')::int, 0) FROM tenantmigrate.river_job
+			WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = 'lost'`).Scan(&snoozes))
+		list, err := o.ListServers(ctx)
+		require.NoError(t, err)
+		for _, s := range list {
+			if s.Server == tenantmigrate.ServerOf(deadURL, nil) {
+				return s.State == tenantmigrate.ServerDown && snoozes > 3 && job.Attempt == 0
+			}
+		}
+		return false
 	})
-	require.Equal(t, []string{"FAILED", "FAILED", "FAILED_STALE"}, statusHistory(t, pool, lost.ID))
-	job := waitJobState(t, pool, lost.ID, "discarded")
-	require.Equal(t, 3, job.Attempt)
-	st, err := o.TenantState(ctx, lost.ID)
-	require.NoError(t, err)
-	require.Nil(t, st.MigrationsVersion, "never reached: no version known")
-	require.NotEmpty(t, st.LastError)
+	require.Empty(t, statusHistory(t, pool, lost.ID), "nothing recorded for a tenant of a DOWN server")
 
-	// A plain scan skips stale tenants.
-	n, err := o.ScheduleFleet(ctx, false)
-	require.NoError(t, err)
-	require.Zero(t, n, "a scan without includeStale skips the stale tenant")
-
-	// Fix the URL: another target, whose state is unknown, so even a plain
-	// scan queues it, and it completes.
+	// Fix the URL: another target, whose state is unknown, so a plain scan
+	// queues it (the waiting job is the tenant's unique job), and it
+	// completes.
 	fixedURL := good[0].URL
-	_, err = o.PatchTenant(ctx, lost.ID, tenantmigrate.TenantPatch{DatabaseURL: &fixedURL})
+	_, err := o.PatchTenant(ctx, lost.ID, tenantmigrate.TenantPatch{DatabaseURL: &fixedURL})
 	require.NoError(t, err)
-	n, err = o.ScheduleFleet(ctx, false)
+	_, err = o.ScheduleFleet(ctx, false)
 	require.NoError(t, err)
-	require.Equal(t, 1, n)
 
 	lost.URL = fixedURL
 	waitAllLatest(t, o, []fleettest.SchemaTenant{lost}, 30*time.Second)
 	fleettest.RequireAppliedOnce(t, append(good, lost), 1, 2, 3)
-	require.Equal(t, []string{"FAILED", "FAILED", "FAILED_STALE", "unknown", "COMPLETED"}, statusHistory(t, pool, lost.ID))
-	waitFor(t, 10*time.Second, "no remaining jobs", func() bool {
-		n, err := o.Remaining(ctx)
-		require.NoError(t, err)
-		return n == 0
-	})
+	require.Equal(t, []string{"unknown", "COMPLETED"}, statusHistory(t, pool, lost.ID))
 }

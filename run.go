@@ -9,6 +9,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
 
@@ -111,6 +112,7 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 		UpToDate:        o.cache.addIf,
 		Interrupted:     cancelledByShutdown,
 		OnRun:           o.runHook,
+		Servers:         o.servers,
 		Logger:          o.logger,
 	}
 	if o.migrator != nil { // a nil *Migrator in the interface would not be nil
@@ -127,10 +129,11 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 // logged: the caller returns it too, or logs it.
 func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint64, failStatus controlplane.Status, trigger Trigger) (int64, error) {
 	out, err := o.exec.Run(ctx, run.Request{
-		TenantID:   tenantID,
-		Trigger:    string(trigger),
-		Generation: gen,
-		FailStatus: func(error) controlplane.Status { return failStatus },
+		TenantID:      tenantID,
+		Trigger:       string(trigger),
+		Generation:    gen,
+		FailStatus:    func(error) controlplane.Status { return failStatus },
+		WaitForServer: true,
 	})
 	if err != nil {
 		return 0, err
@@ -143,6 +146,8 @@ func (o *Orchestrator) migrateNow(ctx context.Context, tenantID string, gen uint
 // failed too), the recording error of a successful one, or nil.
 func outcomeErr(tenantID string, out run.Outcome) error {
 	switch {
+	case out.Held != nil:
+		return fmt.Errorf("tenant %s: %w", tenantID, out.Held)
 	case out.Err != nil && out.RecordErr != nil:
 		return fmt.Errorf("record failure of tenant %s: %w (%w)", tenantID, out.RecordErr, newMigrationError(tenantID, out))
 	case out.Err != nil:
@@ -172,6 +177,9 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 		Attempt:      attempt,
 		Generation:   o.cache.generation(),
 		SkipAtLatest: true,
+		// A server that is full, down or unreachable holds the job back
+		// without an attempt (a snooze): never FAILED_STALE for it.
+		HoldUnreachable: true,
 		FailStatus: func(err error) controlplane.Status {
 			interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 			if attempt >= maxAttempts || (!interrupted && !migrator.IsRetryable(err)) {
@@ -186,6 +194,9 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 	}
 	if err != nil {
 		return err
+	}
+	if out.Held != nil {
+		return &queue.WaitError{Delay: o.heldDelay(out.Held), Err: out.Held}
 	}
 	err = outcomeErr(tenantID, out)
 	if err != nil && !out.Interrupted {

@@ -39,6 +39,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
@@ -211,6 +212,10 @@ type Config struct {
 	// (ProvisionTenant, DeprovisionTenant). Defaults to off.
 	Provision ProvisionConfig
 
+	// Servers caps the migrations per database server and says how a
+	// server outage is waited out.
+	Servers ServersConfig
+
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
 	// it. Ignored for on_request, which needs no workers.
@@ -325,7 +330,8 @@ type Orchestrator struct {
 	ownsPool bool
 	store    *controlplane.Store
 	migrator *migrator.Migrator
-	exec     *run.Executor // runs one tenant, for every trigger (run.go)
+	exec     *run.Executor    // runs one tenant, for every trigger (run.go)
+	servers  *servers.Manager // per-server slots and outages (servers.go)
 	latest   int64
 	hostRE   *regexp.Regexp
 
@@ -472,6 +478,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, redact.Error(err, cfg.DatabaseURL) // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
+	o.servers = o.newServers()
+	if !cfg.ReadOnly {
+		if _, err := o.store.FillServers(ctx); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
 	o.exec = o.newExecutor()
 	if _, err := o.FleetTarget(ctx); err != nil {
 		o.Close()
@@ -560,6 +573,9 @@ func (o *Orchestrator) Close() {
 	}
 	if o.provisioner != nil {
 		o.provisioner.Close()
+	}
+	if o.servers != nil {
+		o.servers.Close(ctx)
 	}
 	if o.ownsPool && o.pool != nil {
 		o.pool.Close()

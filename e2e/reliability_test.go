@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -319,12 +320,12 @@ func (b *blackhole) counts() (open, maxOpen, total int) {
 
 // TestTenantDatabaseOutage: among 40 tenants, "lost" lives on a PostgreSQL
 // that is stopped (connections refused) and "hung" on a host that accepts
-// connections and never answers. With two workers, their attempts back off
-// (each wait at least the doubling backoff: 300ms, then 600ms) and end
-// FAILED_STALE after three attempts, while the other tenants complete; tenant sessions never exceed
-// the workers, and the hung host never holds more than one connection. Once
-// lost's PostgreSQL is back, POST /admin/migrations/fleet {"includeStale":
-// true} brings it to COMPLETED.
+// connections and never answers. With two workers, their servers turn DOWN
+// after repeated connection failures; their jobs wait using no attempt and
+// nothing is recorded for them (never FAILED_STALE), while the other
+// tenants complete; tenant sessions never exceed the workers, and the hung
+// host never holds more than one connection. Once lost's PostgreSQL is
+// back, the probe finds it UP and it completes with no command.
 func TestTenantDatabaseOutage(t *testing.T) {
 	t.Parallel()
 	cpURL := pgtest.NewDatabase(t)
@@ -350,47 +351,51 @@ func TestTenantDatabaseOutage(t *testing.T) {
 
 	const backoff = 300 * time.Millisecond
 	s := startServer(t, "serve", serveEnv(cpURL, fleetMigrations(t, true), "full_fleet", "WORKERS=2", "PGAPPNAME=tm-serve",
-		"JOB_TIMEOUT=2s", "RESCUE_AFTER=3s", "RETRY_BACKOFF="+backoff.String(), "MAX_ATTEMPTS=3"))
+		"JOB_TIMEOUT=2s", "RESCUE_AFTER=3s", "RETRY_BACKOFF="+backoff.String(), "MAX_ATTEMPTS=3", "SERVER_PROBE_INTERVAL=1s"))
 	sampler := sampleBackends(t, pgsrv, dbs, map[string]int{"tm-serve": s.cmd.Process.Pid})
 	s.waitListening(t)
 	started := time.Now()
 
-	stale := func(id string) bool {
-		st := controlPlaneTenants(t, cp)[id]
-		return st.Status != nil && *st.Status == "FAILED_STALE"
-	}
+	// Their servers turn DOWN; their jobs wait (snoozed) using no attempt,
+	// and nothing is recorded for them, never FAILED_STALE.
 	waitAllLatest(t, cp, tenants, 3, 90*time.Second)
 	fleetDone := time.Since(started)
-	waitFor(t, 60*time.Second, "lost and hung FAILED_STALE", func() bool { return stale("lost") && stale("hung") })
-	staleAfter := time.Since(started)
+	lostServer := strings.TrimPrefix(strings.SplitN(lostCluster.URL("lost"), "/", 4)[2], "postgres@")
+	hungServer := hole.ln.Addr().String()
+	waitFor(t, 60*time.Second, "lost's and hung's servers DOWN", func() bool {
+		var list struct {
+			Servers []struct {
+				Server string `json:"server"`
+				State  string `json:"state"`
+			} `json:"servers"`
+		}
+		require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/servers", "", &list))
+		down := map[string]bool{}
+		for _, sv := range list.Servers {
+			down[sv.Server] = sv.State == "DOWN"
+		}
+		return down[lostServer] && down[hungServer]
+	})
+	downAfter := time.Since(started)
 	sampler.finish(t)
-
-	// Three attempts each, each wait at least the doubling backoff (River's
-	// scheduler, which makes retries available, ticks every 5s, so the
-	// waits are often longer).
 	for _, id := range []string{"lost", "hung"} {
-		var attempt int
-		var errorsAt []time.Time
-		waitFor(t, 10*time.Second, "the job of "+id+" discarded", func() bool {
+		// Between two snoozes the job runs for a moment (attempt 1), to find
+		// its server DOWN; waiting, it is back at attempt 0.
+		waitFor(t, 30*time.Second, "the job of "+id+" waiting with no attempt used", func() bool {
+			var attempt int
 			var state string
-			require.NoError(t, cp.QueryRow(t.Context(), `
-				SELECT state::text, attempt, ARRAY(SELECT (e->>'at')::timestamptz FROM unnest(errors) AS e)
-				FROM tenantmigrate.river_job WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id).
-				Scan(&state, &attempt, &errorsAt))
-			return state == "discarded"
+			require.NoError(t, cp.QueryRow(t.Context(), `SELECT state::text, attempt FROM tenantmigrate.river_job
+				WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id).Scan(&state, &attempt))
+			return (state == "available" || state == "scheduled") && attempt == 0
 		})
-		require.Equal(t, 3, attempt, "attempts of %s", id)
-		require.Len(t, errorsAt, 3)
-		gap1, gap2 := errorsAt[1].Sub(errorsAt[0]), errorsAt[2].Sub(errorsAt[1])
-		require.GreaterOrEqual(t, gap1, backoff, "wait before the second attempt of %s", id)
-		require.GreaterOrEqual(t, gap2, 2*backoff, "wait before the third attempt of %s", id)
-		t.Logf("%s: 3 attempts, errors %s and %s apart", id, gap1.Round(10*time.Millisecond), gap2.Round(10*time.Millisecond))
+		require.Nil(t, controlPlaneTenants(t, cp)[id].Status, "nothing recorded for %s", id)
 	}
+	staleAfter := downAfter
 
 	// Bounded connections: the workers' sessions on the healthy tenant
 	// databases, and the connections the hung host was left holding.
 	open, maxOpen, total := hole.counts()
-	t.Logf("fleet of %d COMPLETED in %s; lost and hung FAILED_STALE after %s; tenant sessions at most %d (%d samples); hung host: %d connections, at most %d at once, %d open now",
+	t.Logf("fleet of %d COMPLETED in %s; lost's and hung's servers DOWN after %s; tenant sessions at most %d (%d samples); hung host: %d connections, at most %d at once, %d open now",
 		len(tenants), fleetDone.Round(100*time.Millisecond), staleAfter.Round(100*time.Millisecond), sampler.maxHeld["tm-serve"], sampler.samples, total, maxOpen, open)
 	require.LessOrEqual(t, sampler.maxHeld["tm-serve"], 2, "tenant sessions with WORKERS=2")
 	require.Positive(t, sampler.maxHeld["tm-serve"])
@@ -400,21 +405,16 @@ func TestTenantDatabaseOutage(t *testing.T) {
 		return open == 0
 	})
 
-	// Recovery: lost's PostgreSQL is back; hung's host now refuses
-	// connections. The documented rescan queues both, and lost completes.
+	// Recovery: lost's PostgreSQL is back; the probe finds it UP and its
+	// tenant completes with no command. hung's host now refuses
+	// connections: it stays DOWN, its tenant waiting.
 	require.NoError(t, lostCluster.Restart(t.Context()))
 	hole.close()
-	var sched struct {
-		Scheduled int `json:"scheduled"`
-	}
-	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{"includeStale": true}`, &sched))
-	require.Equal(t, 2, sched.Scheduled)
 	lost := fleettest.SchemaTenant{ID: "lost", URL: lostCluster.URL("lost"), Schema: "lost"}
-	waitAllLatest(t, cp, []fleettest.SchemaTenant{lost}, 3, 30*time.Second)
+	waitAllLatest(t, cp, []fleettest.SchemaTenant{lost}, 3, 60*time.Second)
 	fleettest.RequireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
 	requireControlPlaneTruthful(t, cp, append(tenants, lost))
-	// hung is queued again too; its attempts now fail at once (refused),
-	// and it goes back to FAILED_STALE, which this test does not wait for.
+	require.Nil(t, controlPlaneTenants(t, cp)["hung"].Status)
 }
 
 // registerExtra registers more tenants through the library.

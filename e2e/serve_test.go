@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,11 +174,11 @@ func TestServeKill9DuringMigration(t *testing.T) {
 	}
 }
 
-// TestServeStaleTenantFixedThroughAdminAPI: a tenant whose database cannot
-// be reached ends FAILED_STALE after three attempts; after its URL is fixed
-// with PATCH, POST /admin/migrations/fleet queues it only with
-// includeStale, and it completes.
-func TestServeStaleTenantFixedThroughAdminAPI(t *testing.T) {
+// TestServeUnreachableTenantFixedThroughAdminAPI: a tenant whose database
+// cannot be reached uses no attempt and is never FAILED_STALE: its server is
+// DOWN in GET /admin/servers; after its URL is fixed with PATCH, it
+// completes.
+func TestServeUnreachableTenantFixedThroughAdminAPI(t *testing.T) {
 	t.Parallel()
 	cpURL := pgtest.NewDatabase(t)
 	tenants := registerTenants(t, cpURL, "ok", 1, 2)
@@ -209,38 +210,47 @@ func TestServeStaleTenantFixedThroughAdminAPI(t *testing.T) {
 		IsLatest         bool    `json:"isLatest"`
 		MigrationsStatus *string `json:"migrationsStatus"`
 	}
-	waitFor(t, 30*time.Second, "lost tenant FAILED_STALE", func() bool {
-		var st state
-		require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/tenants/lost/migrations", "", &st))
-		return st.MigrationsStatus != nil && *st.MigrationsStatus == "FAILED_STALE"
+	// Its server turns DOWN, shown by GET /admin/servers; the job waits
+	// using no attempt, and the tenant is never FAILED_STALE.
+	deadServer := strings.TrimPrefix(strings.SplitN(deadURL, "/", 4)[2], "nobody@")
+	waitFor(t, 60*time.Second, "the dead server DOWN", func() bool {
+		var list struct {
+			Servers []struct {
+				Server    string  `json:"server"`
+				State     string  `json:"state"`
+				Waiting   int     `json:"waiting"`
+				Tenants   int     `json:"tenants"`
+				LastError *string `json:"lastError"`
+			} `json:"servers"`
+		}
+		require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/servers", "", &list))
+		for _, sv := range list.Servers {
+			if sv.Server == deadServer {
+				return sv.State == "DOWN" && sv.Waiting == 1 && sv.Tenants == 1 && sv.LastError != nil
+			}
+		}
+		return false
 	})
 	var attempts int
 	require.NoError(t, cp.QueryRow(t.Context(), `
 		SELECT attempt FROM tenantmigrate.river_job
 		WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = 'lost'`).Scan(&attempts))
-	require.Equal(t, 3, attempts)
+	require.Zero(t, attempts)
+	var st state
+	require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/tenants/lost/migrations", "", &st))
+	require.Nil(t, st.MigrationsStatus, "nothing recorded for a tenant of a DOWN server")
 	waitAllLatest(t, cp, tenants, 3, 30*time.Second)
-	// River finishes the job (discarded) a moment after the tenant is
-	// recorded FAILED_STALE; until then the job is live and a scan would skip
-	// the tenant as already queued.
-	waitNoneRemaining(t, s, 3)
-
-	// A plain scan skips the stale tenant.
-	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{}`, &sched))
-	require.Zero(t, sched.Scheduled)
 
 	// Fix the URL: another target, whose state is unknown, so even a plain
 	// scan queues it.
 	require.Equal(t, http.StatusOK, s.admin(t, http.MethodPatch, "/admin/tenants/lost",
 		fmt.Sprintf(`{"databaseUrl": %q}`, tenants[0].URL), nil))
 	require.Equal(t, http.StatusAccepted, s.admin(t, http.MethodPost, "/admin/migrations/fleet", `{}`, &sched))
-	require.Equal(t, 1, sched.Scheduled)
 
 	lost := fleettest.SchemaTenant{ID: "lost", URL: tenants[0].URL, Schema: "lost"}
 	waitAllLatest(t, cp, []fleettest.SchemaTenant{lost}, 3, 30*time.Second)
 	fleettest.RequireAppliedOnce(t, append(tenants, lost), 1, 2, 3)
 	waitNoneRemaining(t, s, 3)
-	var st state
 	require.Equal(t, http.StatusOK, s.admin(t, http.MethodGet, "/admin/tenants/lost/migrations", "", &st))
 	require.True(t, st.IsLatest)
 }

@@ -108,3 +108,40 @@ func (t Tenant) RedactedURL() string {
 	}
 	return redact.URL(t.DatabaseURL)
 }
+
+// ServerState says whether a database server takes migrations.
+type ServerState string
+
+const (
+	// ServerUp: runs on the server go ahead, within its cap.
+	ServerUp ServerState = "UP"
+	// ServerDown: repeated connection-level failures; the server's tenants
+	// wait, using no attempt, until a probe reaches it again.
+	ServerDown ServerState = "DOWN"
+)
+
+// Server is one database server of the fleet: the lower-case host:port of
+// its tenants' URLs, or their "server" label.
+type Server struct {
+	// Server names it ("db1.internal:5432").
+	Server string
+	State  ServerState
+	// Since is when State last changed.
+	Since time.Time
+	// Running counts the migrations holding one of its slots now, in every
+	// process on the control plane.
+	Running int
+	// Waiting counts the queued migrate_tenant jobs of its tenants that are
+	// not running.
+	Waiting int
+	// Tenants counts the tenants on it, databases and schemas alike.
+	Tenants int
+	// MaxConcurrent is its cap: the override set for it, else the default
+	// of the process that reads it.
+	MaxConcurrent int
+	// MaxConcurrentOverride reports whether MaxConcurrent is an override.
+	MaxConcurrentOverride bool
+	// LastError is the last connection-level failure, without credentials;
+	// "" when none was seen.
+	LastError string
+}

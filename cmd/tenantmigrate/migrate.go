@@ -76,6 +76,7 @@ type migrateOpts struct {
 	// instanceTimeout is how long this process may be silent before the
 	// others take it as dead (its heartbeat, see --instance-timeout).
 	instanceTimeout time.Duration
+	servers         serverOpts
 }
 
 func newMigrateCmd(g *globalOpts) *cobra.Command {
@@ -123,7 +124,10 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
   tenantmigrate migrate --all --include-stale --concurrency 8
 
   # Heartbeat for a control plane whose serve instances use a longer timeout
-  tenantmigrate migrate --all --instance-timeout 30s`,
+  tenantmigrate migrate --all --instance-timeout 30s
+
+  # Four at once per database server; wait up to 5m for a server that is down
+  tenantmigrate migrate --all --concurrency 16 --max-per-server 4 --server-down-timeout 5m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runMigrate(cmd, g, &o)
@@ -141,6 +145,7 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 	f.DurationVar(&o.instanceTimeout, "instance-timeout", tenantmigrate.DefaultInstanceTimeout, "this process heartbeats while it migrates; silent this long, it is taken as dead by the serve instances")
 	bindEnv(f, "instance-timeout", "INSTANCE_TIMEOUT")
 	addRunFlags(f, &o.runOpts)
+	addServerFlags(f, &o.servers, true)
 	return cmd
 }
 
@@ -158,6 +163,9 @@ func (o *migrateOpts) validate() error {
 		if err := tenantmigrate.ValidateTenantID(id); err != nil {
 			return usageErr("--tenant: %v", err)
 		}
+	}
+	if err := o.servers.validate(); err != nil {
+		return err
 	}
 	return o.runOpts.validate()
 }
@@ -185,6 +193,7 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 		// A dry run writes nothing anywhere, but refuses a source that
 		// drifted as the run it previews would.
 		cfg.ReadOnly = o.dryRun
+		o.servers.apply(cfg)
 	})
 	if err != nil {
 		return err

@@ -39,6 +39,7 @@ type serveOpts struct {
 	metrics              bool
 	riverUI              bool
 	shutdownTimeout      time.Duration
+	servers              serverOpts
 }
 
 func newServeCmd(g *globalOpts) *cobra.Command {
@@ -57,7 +58,10 @@ share one control plane: they coordinate through it. It needs --migrations
   MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4
 
   # Hand a dead instance's jobs to the others after 30s of silence
-  tenantmigrate serve --migrations ./migrations --strategy full_fleet --instance-timeout 30s`,
+  tenantmigrate serve --migrations ./migrations --strategy full_fleet --instance-timeout 30s
+
+  # At most 3 migrations at once per database server, over all instances
+  MAX_PER_SERVER=3 tenantmigrate serve --strategy full_fleet --server-probe-interval 5s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, &o)
@@ -102,6 +106,7 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "river-ui", "RIVER_UI")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long requests, jobs and inline migrations in flight get to finish; those still running are then cancelled and requeued without using an attempt")
 	bindEnv(f, "shutdown-timeout", "SHUTDOWN_TIMEOUT")
+	addServerFlags(f, &o.servers, false)
 	return cmd
 }
 
@@ -122,7 +127,7 @@ func (o *serveOpts) validate() error {
 	case o.instanceTimeout <= 0:
 		return usageErr("--instance-timeout must be positive")
 	}
-	return nil
+	return o.servers.validate()
 }
 
 func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
@@ -164,6 +169,7 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	cfg.Progressive.Interval = o.progressiveInterval
 	cfg.Progressive.BatchSize = o.progressiveBatchSize
 	cfg.Progressive.StaleRetryInterval = o.staleRetryInterval
+	o.servers.apply(&cfg)
 	cfg.RunWorkers = true
 
 	ln, err := net.Listen("tcp", o.listen)

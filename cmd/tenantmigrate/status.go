@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
 )
 
 // neverMigratedKey is the byStatus key of tenants never migrated, as in the
@@ -86,6 +87,9 @@ type statusReport struct {
 	// Remaining is the number of queued migration jobs, null when the queue
 	// cannot be read.
 	Remaining *int64 `json:"remaining"`
+	// Servers are the database servers of the fleet, as GET /admin/servers
+	// lists them.
+	Servers []httpapi.ServerJSON `json:"servers"`
 }
 
 type versionCountJSON struct {
@@ -161,6 +165,14 @@ func fleetStatus(ctx context.Context, orch *tenantmigrate.Orchestrator, latestKn
 	if n, err := orch.Remaining(ctx); err == nil {
 		rep.Remaining = &n
 	}
+	list, err := orch.ListServers(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	rep.Servers = make([]httpapi.ServerJSON, len(list))
+	for i, sv := range list {
+		rep.Servers[i] = httpapi.ServerToJSON(sv)
+	}
 	return rep, nil
 }
 
@@ -219,6 +231,8 @@ func printStatus(w io.Writer, rep statusReport) {
 	}
 	_ = tw.Flush()
 
+	printServers(w, rep.Servers)
+
 	if rep.Failed.Count == 0 {
 		return
 	}
@@ -238,6 +252,26 @@ func printStatus(w io.Writer, rep statusReport) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "retry them: tenantmigrate migrate --all (FAILED_STALE ones too with --include-stale), or --tenant ID")
+}
+
+// printServers prints the database servers, DOWN ones with their last
+// error.
+func printServers(w io.Writer, list []httpapi.ServerJSON) {
+	if len(list) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER	STATE	SINCE	RUNNING	MAX	WAITING	TENANTS	LAST ERROR")
+	for _, s := range list {
+		lastErr := ""
+		if s.LastError != nil {
+			lastErr = oneLine(*s.LastError, 80)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.Server, s.State, timeText(s.Since),
+			s.Running, s.MaxConcurrent, s.Waiting, s.Tenants, lastErr)
+	}
+	_ = tw.Flush()
 }
 
 // histogramBar is a bar of n against the largest count, at least one block

@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
 const (
@@ -54,10 +56,10 @@ func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
 	out, _, err := scanTenant(s.pool.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name)
-		VALUES ($1, $2, $3, NULLIF($4, ''))
+		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name, server)
+		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''))
 		RETURNING `+tenantColumns,
-		t.ID, enc.b, enc.keyID, t.Schema))
+		t.ID, enc.b, enc.keyID, t.Schema, servers.Of(t.DatabaseURL, nil)))
 	if err != nil {
 		if isUniqueViolation(err, "tenants_pkey") {
 			return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, ErrTenantExists)
@@ -120,11 +122,11 @@ func (s *Store) insertIfAbsent(ctx context.Context, tx pgx.Tx, t Tenant) (Tenant
 		return Tenant{}, false, err
 	}
 	out, _, err := scanTenant(tx.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name)
-		VALUES ($1, $2, $3, NULLIF($4, ''))
+		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name, server)
+		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''))
 		ON CONFLICT (id) DO NOTHING
 		RETURNING `+tenantColumns,
-		t.ID, enc.b, enc.keyID, t.Schema))
+		t.ID, enc.b, enc.keyID, t.Schema, servers.Of(t.DatabaseURL, nil)))
 	if errors.Is(err, ErrTenantNotFound) {
 		return Tenant{}, false, errConcurrentInsert
 	}
@@ -211,6 +213,7 @@ func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sea
 	out, _, err := scanTenant(tx.QueryRow(ctx, `
 		UPDATE tenantmigrate.tenants
 		SET database_url = $2, key_id = $4, schema_name = NULLIF($3, ''), updated_at = now(),
+			server = NULLIF($5, ''),
 			-- Another target: what was known of the old one says nothing of
 			-- it, and a run still under way on the old one must not record.
 			target_seq = nextval('tenantmigrate.tenant_target_seq'),
@@ -219,7 +222,7 @@ func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sea
 			provisioned_database = NULL, provision_token = NULL
 		WHERE id = $1
 		RETURNING `+tenantColumns,
-		cur.ID, enc.b, schema, enc.keyID))
+		cur.ID, enc.b, schema, enc.keyID, servers.Of(url, nil)))
 	if err != nil {
 		return Tenant{}, err
 	}

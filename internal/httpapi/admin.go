@@ -29,6 +29,8 @@ import (
 //	POST   /admin/migrations/fleet         queue every tenant behind: 202 {"scheduled": N}
 //	GET    /admin/migrations/failed        failed tenants, paged like /admin/tenants
 //	GET    /admin/stats                    fleet summary
+//	GET    /admin/servers                  database servers (see servers.go)
+//	PUT    /admin/servers/{server}         {"maxConcurrent": N|null}: 200 server
 //
 // Tenant database URLs are only ever shown redacted.
 type admin struct {
@@ -54,6 +56,7 @@ func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	rt.handle("GET /admin/migrations/failed", http.HandlerFunc(a.listFailed))
 	rt.handle("GET /admin/stats", http.HandlerFunc(a.stats))
 	a.addWaybackRoutes(rt) // wayback.go
+	a.mountServers(rt)
 	rt.finish()
 
 	for pattern, h := range cfg.AdminExtra {

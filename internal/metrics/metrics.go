@@ -78,6 +78,9 @@ func New(cfg Config) *Metrics {
 			interval = 5 * time.Second
 		}
 		m.registry.MustRegister(&fleetCollector{src: cfg.Source, interval: interval, logger: logger})
+		if ss, ok := cfg.Source.(ServersSource); ok {
+			m.registry.MustRegister(&serverCollector{src: ss, interval: interval, logger: logger})
+		}
 	}
 	return m
 }

@@ -420,6 +420,19 @@ func (q *Queue) Stop(ctx context.Context) error {
 	return err
 }
 
+// Wake makes the given jobs, waiting for a time to come (snoozed or
+// scheduled), available now (River's JobRetry), e.g. because the server
+// they waited for has room again; a job that is running or finished
+// meanwhile is left as it is.
+func (q *Queue) Wake(ctx context.Context, ids []int64) error {
+	for _, id := range ids {
+		if _, err := q.client.JobRetry(ctx, id); err != nil && !errors.Is(err, river.ErrNotFound) {
+			return fmt.Errorf("queue: wake job %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // Client returns the River client, e.g. for River UI or tests.
 func (q *Queue) Client() *river.Client[pgx.Tx] { return q.client }
 

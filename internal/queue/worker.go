@@ -24,6 +24,19 @@ type Runner interface {
 // with includeStale, and returns how many it queued.
 type FleetScanFunc func(ctx context.Context, latest int64, includeStale bool) (scheduled int, err error)
 
+// WaitError is returned by a Runner whose job must wait for something
+// outside the tenant (its database server is full or down): the job goes
+// back to the queue for Delay, as a snooze, using no attempt and holding no
+// worker while it waits.
+type WaitError struct {
+	Delay time.Duration
+	Err   error
+}
+
+func (e *WaitError) Error() string { return "wait: " + e.Err.Error() }
+
+func (e *WaitError) Unwrap() error { return e.Err }
+
 // tenantWorker works migrate_tenant jobs by calling the Runner.
 type tenantWorker struct {
 	river.WorkerDefaults[MigrateTenantArgs]
@@ -62,6 +75,9 @@ func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArg
 	err := w.runner.RunTenant(ctx, job.Args.TenantID, job.Attempt, job.MaxAttempts)
 	if err == nil {
 		return nil
+	}
+	if we := (*WaitError)(nil); errors.As(err, &we) {
+		return river.JobSnooze(we.Delay)
 	}
 	if Interrupted(ctx) {
 		return river.JobSnooze(0)

@@ -6,7 +6,8 @@
 // once:
 //
 //  1. read the tenant (its target and the state the result must still match);
-//  2. take the limits (none yet: see Executor.Run);
+//  2. take the limits: a slot of the tenant's database server
+//     (internal/servers), refused while that server is DOWN;
 //  3. migrate it up (internal/migrator);
 //  4. record the checksums of what was applied, then the result, only where
 //     it was computed (controlplane.ErrStaleResult: run again);
@@ -26,6 +27,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
 // MaxStaleReruns bounds how often one Run runs a tenant again after its
@@ -96,6 +98,11 @@ type Config struct {
 	// a stale rerun is one more), on the running goroutine. Defaults to
 	// nothing.
 	OnRun func(ctx context.Context, e Event)
+	// Servers, when set, caps the runs per database server across every
+	// process and holds back the runs of a server that is DOWN; every
+	// connection-level failure of a run is reported to it. Defaults to no
+	// limit.
+	Servers *servers.Manager
 	// Logger receives an info record per tenant migrated, per stale rerun
 	// and per run interrupted by a shutdown; never a failure, which is
 	// returned. Defaults to discarding.
@@ -152,6 +159,18 @@ type Request struct {
 	// a DirectionForce run records. Ignored for up runs, which aim at
 	// Config.Target.
 	To int64
+	// WaitForServer makes the run wait for a slot of a full server, until
+	// WaitContext (defaults to ctx) ends; without it a full server ends the
+	// run at once with Outcome.Held. A DOWN server ends it at once either
+	// way.
+	WaitForServer bool
+	WaitContext   context.Context
+	// HoldUnreachable: a run that fails because its server could not be
+	// reached (servers.IsConnectionError) records nothing and ends with
+	// Outcome.Held, so that the trigger runs it again later without using
+	// an attempt (a queued job, a batch). Without it such a failure is
+	// recorded like any other.
+	HoldUnreachable bool
 }
 
 // Event is one migration of one tenant, for Config.OnRun.
@@ -200,6 +219,14 @@ type Outcome struct {
 	// recorded, dropped as stale after the last rerun, or when nothing was
 	// to be recorded (an interrupted run).
 	RecordErr error
+	// Server is the tenant's database server ("" when the run did not read
+	// the tenant).
+	Server string
+	// Held, when not nil, says the tenant's server held the run back and
+	// nothing was recorded: it wraps servers.ErrFull (no slot), is a
+	// *servers.DownError, or wraps the connection-level error of a run
+	// with Request.HoldUnreachable. The trigger runs the tenant again later.
+	Held error
 }
 
 // Run runs one tenant now, in this goroutine, and records the result. It
@@ -235,13 +262,23 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			return out, nil
 		}
 
-		// 2. Limits. None yet. A limit on runs per database host, or per
-		// fleet across instances, is taken here, after the tenant is known
-		// and before its connection opens, and released after step 4.
+		// 2. Limits: a slot of the tenant's server, after the tenant is
+		// known and before its connection opens, released when the
+		// migration ends.
+		server := servers.Of(t.DatabaseURL, nil)
+		slot, held, err := e.takeSlot(ctx, req, server)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("tenant %s: %w", req.TenantID, err)
+		}
+		if held != nil {
+			return Outcome{From: t.MigrationsVersion, Version: versionOf(t), Server: server, Held: held}, nil
+		}
 
 		// 3. Migrate (up to the target), undo or force.
 		res, err := e.migrate(ctx, req, t, target)
-		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err}
+		slot.Release(ctx)
+		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err, Server: server}
+		unreachable := e.reportServer(ctx, server, err)
 
 		// 4. Record: checksums first (they are true whatever the state).
 		e.cfg.RecordChecksums(ctx, res.Applied)
@@ -271,6 +308,11 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			return out, nil
 		}
 
+		if unreachable && req.HoldUnreachable && !e.cfg.Interrupted(ctx) {
+			// The server's failure, not the tenant's: no attempt, no state.
+			out.Held = fmt.Errorf("database server %s unreachable: %w", server, err)
+			return out, nil
+		}
 		if e.cfg.Interrupted(ctx) {
 			// A queued job goes back to the queue without using the attempt;
 			// the tenant keeps the state it had.
@@ -317,6 +359,53 @@ func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplan
 		out.RecordErr = rerr
 	}
 	return out
+}
+
+// takeSlot takes a slot of server for req. It returns the reason the server
+// holds the run back (full, DOWN) as held, and an error only when the
+// control plane could not be asked.
+func (e *Executor) takeSlot(ctx context.Context, req Request, server string) (slot *servers.Slot, held, err error) {
+	if e.cfg.Servers == nil || server == "" {
+		return nil, nil, nil
+	}
+	waitCtx := ctx
+	if req.WaitContext != nil {
+		waitCtx = req.WaitContext
+	}
+	slot, err = e.cfg.Servers.Take(waitCtx, server, req.WaitForServer)
+	if errors.Is(err, servers.ErrFull) || errors.Is(err, servers.ErrDown) {
+		return nil, err, nil
+	}
+	return slot, nil, err
+}
+
+// reportServer tells the server tracker whether a run reached its server,
+// and reports whether err is a connection-level failure (never a failed
+// migration).
+func (e *Executor) reportServer(ctx context.Context, server string, err error) bool {
+	var applyErr *migrator.ApplyError
+	unreachable := err != nil && !errors.As(err, &applyErr) && servers.IsConnectionError(err)
+	if e.cfg.Servers == nil || server == "" || e.cfg.Interrupted(ctx) {
+		return unreachable
+	}
+	var rerr error
+	if unreachable {
+		_, rerr = e.cfg.Servers.ReportFailure(ctx, server, err)
+	} else {
+		rerr = e.cfg.Servers.ReportReachable(ctx, server)
+	}
+	if rerr != nil {
+		e.cfg.Logger.Warn("record database server state", "server", server, "err", rerr)
+	}
+	return unreachable
+}
+
+// versionOf is the recorded version of t, -1 when none is.
+func versionOf(t controlplane.Tenant) int64 {
+	if t.MigrationsVersion == nil {
+		return -1
+	}
+	return *t.MigrationsVersion
 }
 
 func (e *Executor) report(ctx context.Context, req Request, out Outcome) {

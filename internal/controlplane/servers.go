@@ -1,0 +1,89 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
+)
+
+// FillServers sets the server column (servers.Of of the URL) of the tenants
+// written by a release that did not record it, a page at a time, and
+// returns how many it set. Without a cipher it does nothing.
+func (s *Store) FillServers(ctx context.Context) (int, error) {
+	if s.cipher == nil {
+		return 0, nil
+	}
+	n := 0
+	for {
+		rows, err := s.pool.Query(ctx, `SELECT `+tenantColumns+` FROM tenantmigrate.tenants
+			WHERE server IS NULL ORDER BY cursor_id LIMIT 500`)
+		if err != nil {
+			return n, fmt.Errorf("fill in servers: %w", err)
+		}
+		var ids, names []string
+		for rows.Next() {
+			t, enc, err := scanTenant(rows)
+			if err != nil {
+				rows.Close()
+				return n, fmt.Errorf("fill in servers: %w", err)
+			}
+			url, err := s.cipher.Decrypt(enc.keyID, enc.b)
+			if err != nil {
+				rows.Close()
+				return n, fmt.Errorf("fill in servers: tenant %s: %w", t.ID, err)
+			}
+			ids, names = append(ids, t.ID), append(names, servers.Of(url, nil))
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return n, fmt.Errorf("fill in servers: %w", err)
+		}
+		if len(ids) == 0 {
+			return n, nil
+		}
+		// "" for an unparsable URL: '?' keeps the row out of the next page.
+		tag, err := s.pool.Exec(ctx, `UPDATE tenantmigrate.tenants t SET server = coalesce(nullif(u.server, ''), '?')
+			FROM unnest($1::text[], $2::text[]) AS u(id, server) WHERE t.id = u.id AND t.server IS NULL`, ids, names)
+		if err != nil {
+			return n, fmt.Errorf("fill in servers: %w", err)
+		}
+		n += int(tag.RowsAffected())
+	}
+}
+
+// ServerTenant returns the id of one tenant on server, for a probe; it
+// wraps ErrTenantNotFound when the server has none.
+func (s *Store) ServerTenant(ctx context.Context, server string) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT id FROM tenantmigrate.tenants WHERE server = $1 ORDER BY cursor_id LIMIT 1`, server).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("a tenant of server %s: %w", server, ErrTenantNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("a tenant of server %s: %w", server, err)
+	}
+	return id, nil
+}
+
+// WaitingJobs returns up to n ids of migrate_tenant jobs of server's tenants
+// that wait for a time to come (snoozed, or retries after their backoff),
+// oldest job first: the ones to wake when the server has room again.
+func (s *Store) WaitingJobs(ctx context.Context, server string, n int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT j.id FROM tenantmigrate.river_job j JOIN tenantmigrate.tenants t ON t.id = j.args->>'tenant_id'
+		WHERE j.kind = 'migrate_tenant' AND t.server = $1
+			AND j.state IN ('available', 'scheduled') AND j.scheduled_at > now()
+		ORDER BY j.created_at, j.id LIMIT $2`, server, n)
+	if err != nil {
+		return nil, fmt.Errorf("waiting jobs of server %s: %w", server, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("waiting jobs of server %s: %w", server, err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,151 @@
+package tenantmigrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
+	"github.com/tenantmigrate/tenantmigrate/tenanttype"
+)
+
+// This file wires internal/servers, the per-server cap and outage tracking,
+// to the Orchestrator: the probe of a DOWN server, waking the jobs that
+// waited for a server, and the methods the admin API and the CLI show
+// servers with.
+
+// Server is one database server of the fleet, as ListServers shows it.
+type Server = tenanttype.Server
+
+// ServerState says whether a server is UP or DOWN.
+type ServerState = tenanttype.ServerState
+
+// Server states.
+const (
+	ServerUp   = tenanttype.ServerUp
+	ServerDown = tenanttype.ServerDown
+)
+
+// ErrServerDown is wrapped by the error of a run held back because its
+// tenant's database server is DOWN (a *ServerDownError), and by the
+// MigrateProgress error of a tenant MigrateTenants gave up after
+// Config.Servers.DownTimeout.
+var ErrServerDown = servers.ErrDown
+
+// ServerDownError names a DOWN server, since when and its last
+// connection-level error. It wraps ErrServerDown.
+type ServerDownError = servers.DownError
+
+// ServerOf returns the database server of a tenant: the lower-case
+// host:port of its URL (port 5432 when none is given), or its "server"
+// label when set.
+func ServerOf(databaseURL string, labels map[string]string) string {
+	return servers.Of(databaseURL, labels)
+}
+
+// Delays of a queued job held back by its server.
+const (
+	// fullSnooze is the mean wait of a job whose server is full; a job is
+	// also woken as soon as a slot of its server is released.
+	fullSnooze = time.Second
+	// unreachableSnooze is the mean wait after a connection-level failure
+	// of a server not (yet) DOWN.
+	unreachableSnooze = 2 * time.Second
+)
+
+// newServers builds the server manager of o.
+func (o *Orchestrator) newServers() *servers.Manager {
+	return servers.New(servers.Config{
+		Pool:          o.pool,
+		MaxPerServer:  o.cfg.Servers.MaxPerServer,
+		ProbeInterval: o.cfg.Servers.ProbeInterval,
+		Probe:         o.probeServer,
+		OnUp:          func(ctx context.Context, server string) { o.wakeServer(ctx, server, 0) },
+		OnFree:        func(ctx context.Context, server string) { o.wakeServer(ctx, server, 1) },
+		Logger:        o.logger,
+	})
+}
+
+// probeServer connects to one tenant database of server.
+func (o *Orchestrator) probeServer(ctx context.Context, server string) error {
+	id, err := o.store.ServerTenant(ctx, server)
+	if err != nil {
+		return err
+	}
+	t, err := o.store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	cfg, err := pgx.ParseConfig(t.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	return conn.Ping(ctx)
+}
+
+// wakeServer makes up to n (0: the server's cap) queued jobs of server's
+// tenants that wait for their time available now.
+func (o *Orchestrator) wakeServer(ctx context.Context, server string, n int) {
+	if o.queue == nil {
+		return
+	}
+	if n == 0 {
+		n = o.servers.MaxPerServer()
+	}
+	ids, err := o.store.WaitingJobs(ctx, server, n)
+	if err == nil {
+		err = o.queue.Wake(ctx, ids)
+	}
+	if err != nil && ctx.Err() == nil {
+		o.logger.Warn("wake jobs of database server", "server", server, "err", err)
+	}
+}
+
+// heldDelay is how long a queued job whose run its server held back waits
+// before it is tried again: about a second when the server is full (a
+// released slot wakes it sooner), about the probe interval while it is
+// DOWN (coming UP wakes it sooner), with jitter so that waiting jobs do
+// not return in step.
+func (o *Orchestrator) heldDelay(held error) time.Duration {
+	mean := unreachableSnooze
+	switch {
+	case errors.Is(held, servers.ErrFull):
+		mean = fullSnooze
+	case errors.Is(held, servers.ErrDown):
+		mean = o.servers.ProbeInterval()
+	}
+	return mean/2 + rand.N(mean)
+}
+
+// ListServers lists the database servers of the fleet: every server with
+// tenants or known to the control plane, with its state, cap and load.
+func (o *Orchestrator) ListServers(ctx context.Context) ([]Server, error) {
+	return o.servers.List(ctx)
+}
+
+// SetServerMaxConcurrent sets the cap of one server for every process on
+// the control plane, from 1 to MaxServerConcurrency, or removes its
+// override with nil. It returns an error wrapping ErrInvalidConfig for a
+// value out of range.
+func (o *Orchestrator) SetServerMaxConcurrent(ctx context.Context, server string, n *int) error {
+	if server == "" || len(server) > 255 {
+		return fmt.Errorf("%w: server name must have 1 to 255 characters", ErrInvalidConfig)
+	}
+	if n != nil && (*n < 1 || *n > MaxServerConcurrency) {
+		return fmt.Errorf("%w: maxConcurrent is %d: want 1 to %d", ErrInvalidConfig, *n, MaxServerConcurrency)
+	}
+	if err := o.servers.SetMaxConcurrent(ctx, server, n); err != nil {
+		return err
+	}
+	o.wakeServer(ctx, server, 0) // a raised cap has room now
+	return nil
+}
