@@ -107,7 +107,14 @@ func (s *Store) MarkLackingVersion(ctx context.Context, version int64, errMsg st
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE tenantmigrate.tenants
 		SET migrations_status = 'FAILED', last_error = $2, updated_at = now()
-		WHERE migrations_status = 'COMPLETED' AND migrations_version > $1`, version, truncateError(errMsg))
+		WHERE id IN (
+			-- Locked in id order: instances starting together mark the same
+			-- rows, and two multi-row writers locking in scan order could
+			-- deadlock.
+			SELECT id FROM tenantmigrate.tenants
+			WHERE migrations_status = 'COMPLETED' AND migrations_version > $1
+			ORDER BY id FOR UPDATE)
+		  AND migrations_status = 'COMPLETED' AND migrations_version > $1`, version, truncateError(errMsg))
 	if err != nil {
 		return 0, fmt.Errorf("mark tenants lacking version %d: %w", version, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 )
@@ -34,7 +35,8 @@ func TestStatsSummaryUnderConcurrentWrites(t *testing.T) {
 			for range 150 {
 				tid := id(rng.IntN(ids))
 				var err error
-				switch rng.IntN(8) {
+				op := rng.IntN(8)
+				switch op {
 				case 0:
 					_, err = s.Create(ctx, Tenant{ID: tid, DatabaseURL: "postgres://u@h/" + tid})
 					if errors.Is(err, ErrTenantExists) {
@@ -60,14 +62,20 @@ func TestStatsSummaryUnderConcurrentWrites(t *testing.T) {
 					if txErr != nil {
 						return txErr
 					}
-					_, err = tx.Exec(ctx, `UPDATE tenantmigrate.tenants SET migrations_version = 99, migrations_status = 'COMPLETED'`)
+					_, err = tx.Exec(ctx, `UPDATE tenantmigrate.tenants SET migrations_version = 99, migrations_status = 'COMPLETED' WHERE id = $1`, tid)
 					_ = tx.Rollback(ctx)
 				}
 				if errors.Is(err, ErrTenantNotFound) || errors.Is(err, ErrStaleResult) {
 					err = nil
 				}
 				if err != nil {
-					return fmt.Errorf("writer %d on %s: %w", w, tid, err)
+					var pgErr *pgconn.PgError
+					if errors.As(err, &pgErr) {
+						var rels string
+						_ = s.Pool().QueryRow(context.Background(), `SELECT string_agg(oid || '=' || relname, ' ') FROM pg_class WHERE relname IN ('tenants', 'tenant_counts', 'tenants_pkey', 'tenant_counts_pkey')`).Scan(&rels)
+						return fmt.Errorf("writer %d, op %d on %s: %w: %s [%s]", w, op, tid, err, pgErr.Detail, rels)
+					}
+					return fmt.Errorf("writer %d, op %d on %s: %w", w, op, tid, err)
 				}
 			}
 			return nil

@@ -18,23 +18,29 @@ func (s *Store) FillServers(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	n := 0
+	var cursor int64
 	for {
 		rows, err := s.pool.Query(ctx, `SELECT `+tenantColumns+` FROM tenantmigrate.tenants
-			WHERE server IS NULL ORDER BY cursor_id LIMIT 500`)
+			WHERE server IS NULL AND cursor_id > $1 ORDER BY cursor_id LIMIT 500`, cursor)
 		if err != nil {
 			return n, fmt.Errorf("fill in servers: %w", err)
 		}
 		var ids, names []string
+		read := 0
 		for rows.Next() {
 			t, enc, err := scanTenant(rows)
 			if err != nil {
 				rows.Close()
 				return n, fmt.Errorf("fill in servers: %w", err)
 			}
+			read++
+			cursor = t.CursorID
 			url, err := s.cipher.Decrypt(enc.keyID, enc.b)
 			if err != nil {
-				rows.Close()
-				return n, fmt.Errorf("fill in servers: tenant %s: %w", t.ID, err)
+				// No configured key opens it: it keeps no server until its
+				// URL is written again (or a key that opens it is given);
+				// it fails only itself, when it is run.
+				continue
 			}
 			ids, names = append(ids, t.ID), append(names, servers.Of(url, nil))
 		}
@@ -42,16 +48,24 @@ func (s *Store) FillServers(ctx context.Context) (int, error) {
 		if err := rows.Err(); err != nil {
 			return n, fmt.Errorf("fill in servers: %w", err)
 		}
-		if len(ids) == 0 {
+		if len(ids) > 0 {
+			// "" for an unparsable URL: '?' marks the row done. Rows another
+			// writer holds are skipped, not waited for (instances starting
+			// together fill in the same rows; unordered multi-row waits
+			// could deadlock): whoever holds them fills them in, or the next
+			// start does.
+			tag, err := s.pool.Exec(ctx, `UPDATE tenantmigrate.tenants t SET server = coalesce(nullif(u.server, ''), '?')
+				FROM unnest($1::text[], $2::text[]) AS u(id, server)
+				WHERE t.id = u.id AND t.server IS NULL
+				  AND t.id IN (SELECT id FROM tenantmigrate.tenants WHERE id = ANY($1) AND server IS NULL FOR UPDATE SKIP LOCKED)`, ids, names)
+			if err != nil {
+				return n, fmt.Errorf("fill in servers: %w", err)
+			}
+			n += int(tag.RowsAffected())
+		}
+		if read < 500 {
 			return n, nil
 		}
-		// "" for an unparsable URL: '?' keeps the row out of the next page.
-		tag, err := s.pool.Exec(ctx, `UPDATE tenantmigrate.tenants t SET server = coalesce(nullif(u.server, ''), '?')
-			FROM unnest($1::text[], $2::text[]) AS u(id, server) WHERE t.id = u.id AND t.server IS NULL`, ids, names)
-		if err != nil {
-			return n, fmt.Errorf("fill in servers: %w", err)
-		}
-		n += int(tag.RowsAffected())
 	}
 }
 
