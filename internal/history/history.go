@@ -40,6 +40,10 @@ const (
 	ResultInterrupted = tenanttype.RunInterrupted
 )
 
+// DirectionUp is tenanttype.DirectionUp. The table also takes "down" and
+// "force".
+const DirectionUp = tenanttype.DirectionUp
+
 const (
 	// DefaultPageSize is List's page size when its limit is 0.
 	DefaultPageSize = 50
@@ -89,7 +93,7 @@ func Process() string {
 // be free of passwords.
 func (s *Store) Record(ctx context.Context, r Run) error {
 	if r.Direction == "" {
-		r.Direction = tenanttype.DirectionUp
+		r.Direction = DirectionUp
 	}
 	if r.Process == "" {
 		r.Process = s.process
@@ -234,7 +238,9 @@ func (s *Store) Durations(ctx context.Context, since time.Time) (Durations, erro
 	return d, nil
 }
 
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)).Round(time.Microsecond) }
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Microsecond)
+}
 
 // Prune deletes up to batch runs (at least 1) that started before before,
 // oldest first, and returns how many it deleted. Rows another Prune holds are

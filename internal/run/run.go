@@ -10,7 +10,8 @@
 //  3. migrate it up (internal/migrator);
 //  4. record the checksums of what was applied, then the result, only where
 //     it was computed (controlplane.ErrStaleResult: run again);
-//  5. report the run to the hook.
+//  5. report the run: a row of the run history (internal/history), and the
+//     hook.
 //
 // An Executor returns what happened and logs no failure: the trigger at the
 // top of the stack decides whether to return the error (a request, the admin
@@ -25,7 +26,9 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
 // MaxStaleReruns bounds how often one Run runs a tenant again after its
@@ -45,6 +48,11 @@ type Store interface {
 // implements it.
 type Migrator interface {
 	Migrate(ctx context.Context, t migrator.Target) (migrator.Result, error)
+}
+
+// History writes the run history; *history.Store implements it.
+type History interface {
+	Record(ctx context.Context, r history.Run) error
 }
 
 // Config configures an Executor. Store, Migrator and Latest are required
@@ -74,8 +82,14 @@ type Config struct {
 	// a stale rerun is one more), on the running goroutine. Defaults to
 	// nothing.
 	OnRun func(ctx context.Context, e Event)
+	// History gets a row per migration of a tenant (each Migrate call, as
+	// OnRun), written in one insert before the result is recorded, so a
+	// tenant's recorded state always has its run in the history. Defaults to
+	// none.
+	History History
 	// Logger receives an info record per tenant migrated, per stale rerun
-	// and per run interrupted by a shutdown; never a failure, which is
+	// and per run interrupted by a shutdown, and a warning when a run's
+	// history row could not be written; never a failure of a run, which is
 	// returned. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -120,6 +134,9 @@ type Request struct {
 	SkipAtLatest bool
 	// FailStatus is the status a failed run is recorded with. Required.
 	FailStatus func(err error) controlplane.Status
+	// RolloutID is the rollout the run counts toward, for the Event and the
+	// history; "" for none.
+	RolloutID string
 }
 
 // Event is one migration of one tenant, for Config.OnRun.
@@ -127,6 +144,10 @@ type Event struct {
 	TenantID string
 	Trigger  string
 	Attempt  int
+	// RolloutID is Request.RolloutID.
+	RolloutID string
+	// Direction is the way the run went: history's DirectionUp.
+	Direction string
 	// From is the version recorded before the run (nil: never migrated).
 	From *int64
 	// To is the tenant database's version after the run, -1 when it could
@@ -136,6 +157,11 @@ type Event struct {
 	Duration time.Duration
 	// Err is the migration's error, nil when it succeeded.
 	Err error
+	// Started is when the migration started.
+	Started time.Time
+	// Interrupted reports a run cancelled by a shutdown (Config.Interrupted):
+	// nothing is recorded for the tenant.
+	Interrupted bool
 }
 
 // Outcome is what Run did, of the last migration it ran.
@@ -196,13 +222,19 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// and before its connection opens, and released after step 4.
 
 		// 3. Migrate.
+		started := time.Now()
 		res, err := e.cfg.Migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err}
+		interrupted := err != nil && e.cfg.Interrupted(ctx)
 
 		// 4. Record: checksums first (they are true whatever the state).
 		e.cfg.RecordChecksums(ctx, res.Applied)
-		// 5. Report.
-		e.report(ctx, req, out)
+		// 5. Report: the history row, then the hook, before the result.
+		ev := e.event(req, out, started, interrupted)
+		e.recordHistory(ctx, ev, t.DatabaseURL)
+		if e.cfg.OnRun != nil {
+			e.cfg.OnRun(ctx, ev)
+		}
 
 		attrs := []any{slog.String("tenant_id", req.TenantID), slog.Int64("version", res.Version), slog.String("trigger", req.Trigger)}
 		if req.Attempt > 0 {
@@ -224,7 +256,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			return out, nil
 		}
 
-		if e.cfg.Interrupted(ctx) {
+		if interrupted {
 			// A queued job goes back to the queue without using the attempt;
 			// the tenant keeps the state it had.
 			e.cfg.Logger.Info("tenant migration interrupted by shutdown; nothing recorded", append(attrs, "duration_ms", res.Duration.Milliseconds())...)
@@ -247,20 +279,58 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 	}
 }
 
-func (e *Executor) report(ctx context.Context, req Request, out Outcome) {
-	if e.cfg.OnRun == nil {
+// event is the Event of one migration.
+func (e *Executor) event(req Request, out Outcome, started time.Time, interrupted bool) Event {
+	return Event{
+		TenantID:    req.TenantID,
+		Trigger:     req.Trigger,
+		Attempt:     req.Attempt,
+		RolloutID:   req.RolloutID,
+		Direction:   history.DirectionUp,
+		From:        out.From,
+		To:          out.Version,
+		Applied:     out.Applied,
+		Duration:    out.Duration,
+		Err:         out.Err,
+		Started:     started,
+		Interrupted: interrupted,
+	}
+}
+
+// recordHistory writes the history row of ev, a run on the tenant database
+// at databaseURL (whose passwords are masked in the error), even when the
+// run's ctx has ended (an interrupted run). A failure is logged: the run
+// itself is not failed for it.
+func (e *Executor) recordHistory(ctx context.Context, ev Event, databaseURL string) {
+	if e.cfg.History == nil {
 		return
 	}
-	e.cfg.OnRun(ctx, Event{
-		TenantID: req.TenantID,
-		Trigger:  req.Trigger,
-		Attempt:  req.Attempt,
-		From:     out.From,
-		To:       out.Version,
-		Applied:  out.Applied,
-		Duration: out.Duration,
-		Err:      out.Err,
-	})
+	r := history.Run{
+		TenantID:    ev.TenantID,
+		RolloutID:   ev.RolloutID,
+		FromVersion: ev.From,
+		Direction:   ev.Direction,
+		Result:      history.ResultCompleted,
+		Attempt:     ev.Attempt,
+		StartedAt:   ev.Started,
+		FinishedAt:  time.Now(),
+		Trigger:     ev.Trigger,
+	}
+	if ev.To >= 0 {
+		r.ToVersion = &ev.To
+	}
+	if ev.Err != nil {
+		r.Result = history.ResultFailed
+		if ev.Interrupted {
+			r.Result = history.ResultInterrupted
+		}
+		r.Error = redact.String(ev.Err.Error(), databaseURL)
+	}
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	if err := e.cfg.History.Record(ctx, r); err != nil {
+		e.cfg.Logger.Warn("run history not written", slog.String("tenant_id", ev.TenantID), slog.String("err", err.Error()))
+	}
 }
 
 func (e *Executor) atLatest(t controlplane.Tenant) bool {
