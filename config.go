@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
@@ -125,6 +126,20 @@ type ProgressiveConfig struct {
 	// for a FAILED_STALE tenant seen in requests (progressive). Negative is
 	// an error. Defaults to DefaultStaleRetryInterval (5m).
 	StaleRetryInterval time.Duration
+}
+
+// DefaultHistoryRetention is the default of Config.History.Retention: 30
+// days.
+const DefaultHistoryRetention = history.DefaultRetention
+
+// HistoryConfig is Config.History: how long the run history keeps a run.
+type HistoryConfig struct {
+	// Retention is how long a run stays in the history after it started.
+	// Every running instance (between Start and Stop) deletes older runs in
+	// the background, every 10 minutes, 1000 rows per DELETE; instances
+	// prune side by side without waiting for each other. Negative keeps
+	// runs forever. Defaults to DefaultHistoryRetention (30 days).
+	Retention time.Duration
 }
 
 // ErrInvalidConfig is wrapped by the error New returns for a Config field

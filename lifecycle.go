@@ -19,8 +19,8 @@ var errShutdown = errors.New("migration interrupted by shutdown")
 const hardStopTimeout = 10 * time.Second
 
 // Start runs the Orchestrator's background parts: the control-plane listener
-// that keeps the up-to-date cache correct across instances and, depending on
-// the strategy, the queue workers (Config.RunWorkers), the fleet scan
+// that keeps the up-to-date cache correct across instances, the pruner of the
+// run history (unless ReadOnly) and, depending on the strategy, the queue workers (Config.RunWorkers), the fleet scan
 // (full_fleet) and the progressive collector. Call Stop to end them.
 //
 // The parts run under a context detached from ctx: cancelling ctx (a signal,
@@ -55,6 +55,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		}
 	}
 	o.stopListener = stopListener
+	o.startPruner(ctx) // cannot fail
 	o.runs.acceptBackground(true)
 	o.running = true
 	return nil
@@ -156,6 +157,7 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 		}
 	}
 	if o.running {
+		o.stopPruner()
 		o.stopListener()
 		o.running = false
 	}

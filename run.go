@@ -108,6 +108,7 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 		UpToDate:        o.cache.addIf,
 		Interrupted:     cancelledByShutdown,
 		OnRun:           o.runHook,
+		History:         o.history,
 		Logger:          o.logger,
 	}
 	if o.migrator != nil { // a nil *Migrator in the interface would not be nil

@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
@@ -205,6 +206,10 @@ type Config struct {
 	// Progressive configures StrategyProgressive.
 	Progressive ProgressiveConfig
 
+	// History configures the run history: a row per run of a tenant, kept
+	// for HistoryConfig.Retention (see TenantRuns).
+	History HistoryConfig
+
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
 	// it. Ignored for on_request, which needs no workers.
@@ -328,6 +333,9 @@ type Orchestrator struct {
 	inline chan struct{} // a slot per inline migration allowed at once
 
 	drift *driftState // see drift.go
+
+	history *history.Store  // the run history (history.go)
+	pruner  *history.Pruner // deletes old runs, between Start and Stop
 
 	queue     *queue.Queue
 	fleet     *strategy.Fleet
@@ -460,6 +468,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, redact.Error(err, cfg.DatabaseURL) // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
+	o.initHistory()
 	o.exec = o.newExecutor()
 	if err := o.checkMigrations(ctx); err != nil {
 		o.Close()
