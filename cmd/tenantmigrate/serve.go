@@ -35,6 +35,7 @@ type serveOpts struct {
 	progressiveInterval  time.Duration
 	progressiveBatchSize int
 	staleRetryInterval   time.Duration
+	historyRetention     time.Duration
 	metrics              bool
 	riverUI              bool
 	shutdownTimeout      time.Duration
@@ -53,7 +54,10 @@ share one control plane: they coordinate through it. It needs --migrations
   tenantmigrate serve --migrations ./migrations --upstream http://127.0.0.1:3000 --admin-api-keys "$KEY"
 
   # Migrate the whole fleet in the background at start
-  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4`,
+  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4
+
+  # Keep a week of run history (tenantmigrate history ID) instead of 30 days
+  tenantmigrate serve --migrations ./migrations --history-retention 168h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, &o)
@@ -90,6 +94,8 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "progressive-batch-size", "PROGRESSIVE_BATCH_SIZE")
 	f.DurationVar(&o.staleRetryInterval, "stale-retry-interval", tenantmigrate.DefaultStaleRetryInterval, "progressive: least time between background retries of a FAILED_STALE tenant")
 	bindEnv(f, "stale-retry-interval", "STALE_RETRY_INTERVAL")
+	f.DurationVar(&o.historyRetention, "history-retention", tenantmigrate.DefaultHistoryRetention, "keep each tenant run in the history this long (tenantmigrate history, GET /admin/tenants/{id}/runs); older runs are deleted in the background (0 = keep forever)")
+	bindEnv(f, "history-retention", "HISTORY_RETENTION")
 	f.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	bindEnv(f, "metrics", "METRICS")
 	f.BoolVar(&o.riverUI, "river-ui", true, "serve the River job dashboard at /admin/riverui/ (behind the admin key)")
@@ -111,7 +117,7 @@ func (o *serveOpts) validate() error {
 		return usageErr("--progressive-batch-size must be at least 1")
 	case o.progressiveInterval <= 0:
 		return usageErr("--progressive-interval must be positive")
-	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
+	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0, o.historyRetention < 0:
 		return usageErr("durations must not be negative")
 	}
 	return nil
@@ -155,6 +161,10 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	cfg.Progressive.Interval = o.progressiveInterval
 	cfg.Progressive.BatchSize = o.progressiveBatchSize
 	cfg.Progressive.StaleRetryInterval = o.staleRetryInterval
+	cfg.History.Retention = o.historyRetention
+	if cfg.History.Retention == 0 {
+		cfg.History.Retention = -1 // the flag's 0 keeps runs forever; the Config's zero means the default
+	}
 	cfg.RunWorkers = true
 
 	ln, err := net.Listen("tcp", o.listen)
