@@ -117,8 +117,10 @@ func (o *serveOpts) validate() error {
 		return usageErr("--progressive-batch-size must be at least 1")
 	case o.progressiveInterval <= 0:
 		return usageErr("--progressive-interval must be positive")
-	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0, o.historyRetention < 0:
+	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
 		return usageErr("durations must not be negative")
+	case o.historyRetention < 0:
+		return usageErr("--history-retention must not be negative (0 keeps every run)")
 	}
 	return nil
 }
