@@ -18,9 +18,14 @@ import (
 // newStore returns a Store on a fresh control plane, and its pool.
 func newStore(t *testing.T) (*history.Store, *pgxpool.Pool) {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), fleettest.NewControlPlane(t, ""))
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	return newStoreTB(t)
+}
+
+func newStoreTB(tb testing.TB) (*history.Store, *pgxpool.Pool) {
+	tb.Helper()
+	pool, err := pgxpool.New(tb.Context(), fleettest.NewControlPlane(tb, ""))
+	require.NoError(tb, err)
+	tb.Cleanup(pool.Close)
 	return history.NewStore(pool, "test-host:1"), pool
 }
 
