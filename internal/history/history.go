@@ -208,7 +208,8 @@ const MaxDurationSample = 1000
 // the latest MaxDurationSample runs that started at or after since,
 // completed, went up and applied at least one migration (a run that found
 // nothing to apply says nothing of what migrating costs). It reads the
-// runs_started_idx index backwards, never the whole table.
+// partial index of those runs (runs_applied_started_idx) backwards, at most
+// MaxDurationSample entries, never the whole table.
 func (s *Store) Durations(ctx context.Context, since time.Time) (Durations, error) {
 	var (
 		d        Durations

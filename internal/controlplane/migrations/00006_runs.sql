@@ -36,9 +36,14 @@ CREATE TABLE tenantmigrate.runs (
 -- A tenant's runs, newest first, paged by (started_at, id): History.List.
 CREATE INDEX runs_tenant_started_idx ON tenantmigrate.runs (tenant_id, started_at DESC, id DESC);
 
--- Pruning by age and the fleet's recent durations: one probe when nothing is
--- old enough, a backward scan for the latest runs.
+-- Pruning by age: one probe when nothing is old enough.
 CREATE INDEX runs_started_idx ON tenantmigrate.runs (started_at);
+
+-- The fleet's recent per-tenant durations (History.Durations): the latest
+-- runs that applied migrations, read backwards without stepping over the
+-- runs that applied nothing or failed, however many there are.
+CREATE INDEX runs_applied_started_idx ON tenantmigrate.runs (started_at)
+    WHERE result = 'completed' AND direction = 'up' AND to_version IS DISTINCT FROM from_version;
 
 -- +goose Down
 DROP TABLE tenantmigrate.runs;
