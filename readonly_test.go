@@ -96,6 +96,7 @@ func TestReadOnlyLeavesControlPlaneSchemaAlone(t *testing.T) {
 	driftExec(t, cpURL, `DROP TABLE tenantmigrate.migration_checksums;
 		ALTER TABLE tenantmigrate.tenants DROP COLUMN target_seq, DROP COLUMN key_id;
 		DROP TABLE tenantmigrate.runs;
+		DROP FUNCTION tenantmigrate.tenant_counts_apply() CASCADE; DROP TABLE tenantmigrate.tenant_counts;
 		DELETE FROM tenantmigrate.controlplane_version WHERE version_id >= 2`)
 	_, err = tenantmigrate.New(ctx, tenantmigrate.Config{DatabaseURL: cpURL, ReadOnly: true})
 	require.ErrorContains(t, err, "control-plane schema is at version 1 and this build needs ")

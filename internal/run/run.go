@@ -82,7 +82,8 @@ type Config struct {
 	// a stale rerun is one more), on the running goroutine. Defaults to
 	// nothing.
 	OnRun func(ctx context.Context, e Event)
-	// History gets a row per migration of a tenant (each Migrate call, as
+	// History gets a row per migration of a tenant (each Migrate call, and
+	// each run failed because the tenant's URL cannot be decrypted: as
 	// OnRun), written in one insert before the result is recorded, so a
 	// tenant's recorded state always has its run in the history. Defaults to
 	// none.
@@ -208,6 +209,12 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 1. The tenant as it is now: its target, and the state the result
 		// must still match when it is recorded.
 		t, err := e.cfg.Store.Get(ctx, req.TenantID)
+		if errors.Is(err, controlplane.ErrDecrypt) && t.ID != "" {
+			// The tenant exists but no configured key opens its URL: the
+			// run fails, and the tenant says why, until the key is
+			// configured again (see Tenant.DecryptError).
+			return e.undecryptable(ctx, req, t, err), nil
+		}
 		if err != nil {
 			return Outcome{}, fmt.Errorf("read tenant %s: %w", req.TenantID, err)
 		}
@@ -230,11 +237,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 4. Record: checksums first (they are true whatever the state).
 		e.cfg.RecordChecksums(ctx, res.Applied)
 		// 5. Report: the history row, then the hook, before the result.
-		ev := e.event(req, out, started, interrupted)
-		e.recordHistory(ctx, ev, t.DatabaseURL)
-		if e.cfg.OnRun != nil {
-			e.cfg.OnRun(ctx, ev)
-		}
+		e.report(ctx, req, out, started, interrupted, t.DatabaseURL)
 
 		attrs := []any{slog.String("tenant_id", req.TenantID), slog.Int64("version", res.Version), slog.String("trigger", req.Trigger)}
 		if req.Attempt > 0 {
@@ -279,9 +282,35 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 	}
 }
 
-// event is the Event of one migration.
-func (e *Executor) event(req Request, out Outcome, started time.Time, interrupted bool) Event {
-	return Event{
+// undecryptable fails the run of a tenant t whose URL no configured key
+// decrypts (err wraps controlplane.ErrDecrypt). A tenant that needed the
+// run is recorded failed with req.FailStatus, naming why; one already up
+// to date keeps its state.
+func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplane.Tenant, err error) Outcome {
+	out := Outcome{Ran: true, From: t.MigrationsVersion, Version: -1, Err: err}
+	e.report(ctx, req, out, time.Now(), false, "") // the error names no secret
+	if e.atLatest(t) || e.newerRelease(t.MigrationsVersion) {
+		// Its database lacks nothing: the state stays true, and the gate
+		// keeps serving it without reading its URL.
+		return out
+	}
+	status := req.FailStatus(err)
+	rctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	rerr := e.cfg.Store.RecordFailure(rctx, t.ID, controlplane.OriginOf(t), nil, status, err.Error())
+	switch {
+	case rerr == nil:
+		out.Status = status
+	case !errors.Is(rerr, controlplane.ErrStaleResult):
+		out.RecordErr = rerr
+	}
+	return out
+}
+
+// report reports one run of a tenant that started at started on the
+// tenant database at databaseURL: its history row, then Config.OnRun.
+func (e *Executor) report(ctx context.Context, req Request, out Outcome, started time.Time, interrupted bool, databaseURL string) {
+	ev := Event{
 		TenantID:    req.TenantID,
 		Trigger:     req.Trigger,
 		Attempt:     req.Attempt,
@@ -294,6 +323,10 @@ func (e *Executor) event(req Request, out Outcome, started time.Time, interrupte
 		Err:         out.Err,
 		Started:     started,
 		Interrupted: interrupted,
+	}
+	e.recordHistory(ctx, ev, databaseURL)
+	if e.cfg.OnRun != nil {
+		e.cfg.OnRun(ctx, ev)
 	}
 }
 
