@@ -9,6 +9,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/instances"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
@@ -230,6 +231,20 @@ func (c ProvisionConfig) validate() error {
 		return fmt.Errorf("%w: Provision.TenantURLTemplate gives no valid tenant URL: %v", ErrInvalidConfig, err)
 	}
 	return nil
+}
+
+// DefaultHistoryRetention is the default of Config.History.Retention: 30
+// days.
+const DefaultHistoryRetention = history.DefaultRetention
+
+// HistoryConfig is Config.History: how long the run history keeps a run.
+type HistoryConfig struct {
+	// Retention is how long a run stays in the history after it started.
+	// Every running instance (between Start and Stop) deletes older runs in
+	// the background, every 10 minutes, 1000 rows per DELETE; instances
+	// prune side by side without waiting for each other. Negative keeps
+	// runs forever. Defaults to DefaultHistoryRetention (30 days).
+	Retention time.Duration
 }
 
 // ErrInvalidConfig is wrapped by the error New returns for a Config field

@@ -20,8 +20,8 @@ var errShutdown = errors.New("migration interrupted by shutdown")
 const hardStopTimeout = 10 * time.Second
 
 // Start runs the Orchestrator's background parts: the control-plane listener
-// that keeps the up-to-date cache correct across instances and, depending on
-// the strategy, the queue workers (Config.RunWorkers), the fleet scan
+// that keeps the up-to-date cache correct across instances, the pruner of the
+// run history (unless ReadOnly) and, depending on the strategy, the queue workers (Config.RunWorkers), the fleet scan
 // (full_fleet) and the progressive collector. Call Stop to end them.
 //
 // The parts run under a context detached from ctx: cancelling ctx (a signal,
@@ -66,6 +66,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 		o.servers.Start(ctx) // probes DOWN servers
 	}
 	o.stopListener = stopListener
+	o.startPruner(ctx) // cannot fail
 	o.runs.acceptBackground(true)
 	o.running = true
 	return nil
@@ -176,6 +177,7 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 		}
 	}
 	if o.running {
+		o.stopPruner()
 		o.stopListener()
 		// Last: the jobs have ended, and a job whose end could not be
 		// recorded is rescued at once once the instance is marked stopped.

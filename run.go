@@ -113,6 +113,7 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 		Interrupted:     cancelledByShutdown,
 		OnRun:           o.runHook,
 		Servers:         o.servers,
+		History:         o.history,
 		Logger:          o.logger,
 	}
 	if o.migrator != nil { // a nil *Migrator in the interface would not be nil

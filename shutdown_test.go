@@ -113,6 +113,13 @@ func TestStopDeadlineInterruptsInlineMigration(t *testing.T) {
 	require.Equal(t, int64(1), *st.MigrationsVersion)
 	require.Empty(t, st.LastError)
 	fleettest.RequireAppliedOnce(t, []fleettest.SchemaTenant{f.tenant}, 1)
+	// The history has the run, interrupted.
+	runs, _, err := f.o.TenantRuns(t.Context(), f.tenant.ID, "", 1)
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	require.Equal(t, tenantmigrate.RunInterrupted, runs[0].Result)
+	require.Equal(t, "admin", runs[0].Trigger)
+	require.NotEmpty(t, runs[0].Error)
 
 	_, err = f.gate.Exec(t.Context(), "SELECT pg_advisory_unlock($1)", gateLockKey)
 	require.NoError(t, err)

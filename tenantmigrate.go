@@ -34,6 +34,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/instances"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
@@ -216,6 +217,10 @@ type Config struct {
 	// server outage is waited out.
 	Servers ServersConfig
 
+	// History configures the run history: a row per run of a tenant, kept
+	// for HistoryConfig.Retention (see TenantRuns).
+	History HistoryConfig
+
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
 	// it. Ignored for on_request, which needs no workers.
@@ -343,6 +348,8 @@ type Orchestrator struct {
 	drift *driftState // see drift.go
 
 	provisioner *provisioning.Provisioner // nil without Config.Provision.URL; see provision.go
+	history *history.Store  // the run history (history.go)
+	pruner  *history.Pruner // deletes old runs, between Start and Stop
 
 	queue     *queue.Queue
 	instances *instances.Service // heartbeats and rescue; nil when ReadOnly (instances.go)
@@ -485,6 +492,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 			return nil, err
 		}
 	}
+	o.initHistory()
 	o.exec = o.newExecutor()
 	if _, err := o.FleetTarget(ctx); err != nil {
 		o.Close()

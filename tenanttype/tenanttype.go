@@ -145,3 +145,71 @@ type Server struct {
 	// "" when none was seen.
 	LastError string
 }
+
+// RunResult is how one run of a tenant's migrations ended, in its history.
+type RunResult string
+
+const (
+	// RunCompleted: the run applied every migration it was asked to (or
+	// found none to apply).
+	RunCompleted RunResult = "completed"
+	// RunFailed: the run failed; Run.Error says why.
+	RunFailed RunResult = "failed"
+	// RunInterrupted: a shutdown cancelled the run at its deadline; it
+	// rolled back and nothing was recorded for the tenant.
+	RunInterrupted RunResult = "interrupted"
+)
+
+// Run directions.
+const (
+	// DirectionUp applies pending migrations.
+	DirectionUp = "up"
+	// DirectionDown undoes migrations (a rollback).
+	DirectionDown = "down"
+	// DirectionForce set the version table without running SQL (a repair).
+	DirectionForce = "force"
+)
+
+// Run is one attempt of one tenant's migration, as the run history keeps it:
+// one row per run of the migrator, whatever triggered it (a request, a
+// queued job, the admin API, a batch such as migrate --all).
+type Run struct {
+	// ID orders runs: a later run has a higher one.
+	ID       int64
+	TenantID string
+	// RolloutID is the rollout the run counted toward, "" for none.
+	RolloutID string
+	// FromVersion is the version the control plane recorded before the
+	// run, nil when it was never migrated.
+	FromVersion *int64
+	// ToVersion is the tenant database's version after the run, nil when a
+	// failed run could not read it (an unreachable tenant).
+	ToVersion *int64
+	// Direction is DirectionUp, DirectionDown or DirectionForce.
+	Direction string
+	Result    RunResult
+	// Error is the failure's message, its passwords masked and cut to 2000
+	// characters; "" unless Result is RunFailed or RunInterrupted.
+	Error string
+	// Attempt is the queued job's attempt or the batch's, from 1; 0 for
+	// the other triggers.
+	Attempt int
+	// StartedAt and FinishedAt bound the run.
+	StartedAt, FinishedAt time.Time
+	// Process names what ran it: "host:pid", or an instance id.
+	Process string
+	// Trigger says what started the run: request, stale_retry, queue,
+	// admin or batch (tenantmigrate.Trigger).
+	Trigger string
+}
+
+// Duration is how long the run took.
+func (r Run) Duration() time.Duration { return r.FinishedAt.Sub(r.StartedAt) }
+
+// RunDurations summarises how long tenants took to migrate: the runs that
+// completed and applied at least one migration, the latest of them first.
+type RunDurations struct {
+	// Runs is the number of runs measured; P50 and P95 are 0 without any.
+	Runs     int
+	P50, P95 time.Duration
+}

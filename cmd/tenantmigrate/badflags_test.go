@@ -22,6 +22,7 @@ func TestBadConfigFlagsAreUsageErrors(t *testing.T) {
 		{[]string{"migrate", "--all", "--version-table", "a.b.c"}, "schema-qualified"},
 		{[]string{"serve", "--max-attempts", "-1"}, "--max-attempts must be at least 1"},
 		{[]string{"serve", "--inline-concurrency", "-3"}, "--inline-concurrency must be at least 1"},
+		{[]string{"serve", "--history-retention", "-1h"}, "--history-retention must not be negative"},
 	} {
 		args := append(tc.args, "--database-url", db, "--encryption-key", "cli-test-key-0123456789", "--migrations", migrations)
 		r := runCLI(t, args...)

@@ -36,6 +36,7 @@ type serveOpts struct {
 	progressiveInterval  time.Duration
 	progressiveBatchSize int
 	staleRetryInterval   time.Duration
+	historyRetention     time.Duration
 	metrics              bool
 	riverUI              bool
 	shutdownTimeout      time.Duration
@@ -61,7 +62,10 @@ share one control plane: they coordinate through it. It needs --migrations
   tenantmigrate serve --migrations ./migrations --strategy full_fleet --instance-timeout 30s
 
   # At most 3 migrations at once per database server, over all instances
-  MAX_PER_SERVER=3 tenantmigrate serve --strategy full_fleet --server-probe-interval 5s`,
+  MAX_PER_SERVER=3 tenantmigrate serve --strategy full_fleet --server-probe-interval 5s
+
+  # Keep a week of run history (tenantmigrate history ID) instead of 30 days
+  tenantmigrate serve --migrations ./migrations --history-retention 168h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, &o)
@@ -100,6 +104,8 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "progressive-batch-size", "PROGRESSIVE_BATCH_SIZE")
 	f.DurationVar(&o.staleRetryInterval, "stale-retry-interval", tenantmigrate.DefaultStaleRetryInterval, "progressive: least time between background retries of a FAILED_STALE tenant")
 	bindEnv(f, "stale-retry-interval", "STALE_RETRY_INTERVAL")
+	f.DurationVar(&o.historyRetention, "history-retention", tenantmigrate.DefaultHistoryRetention, "keep each tenant run in the history this long (tenantmigrate history, GET /admin/tenants/{id}/runs); older runs are deleted in the background (0 = keep forever)")
+	bindEnv(f, "history-retention", "HISTORY_RETENTION")
 	f.BoolVar(&o.metrics, "metrics", true, "serve Prometheus metrics at /metrics")
 	bindEnv(f, "metrics", "METRICS")
 	f.BoolVar(&o.riverUI, "river-ui", true, "serve the River job dashboard at /admin/riverui/ (behind the admin key)")
@@ -126,6 +132,8 @@ func (o *serveOpts) validate() error {
 		return usageErr("durations must not be negative")
 	case o.instanceTimeout <= 0:
 		return usageErr("--instance-timeout must be positive")
+	case o.historyRetention < 0:
+		return usageErr("--history-retention must not be negative (0 keeps every run)")
 	}
 	return o.servers.validate()
 }
@@ -170,6 +178,10 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	cfg.Progressive.BatchSize = o.progressiveBatchSize
 	cfg.Progressive.StaleRetryInterval = o.staleRetryInterval
 	o.servers.apply(&cfg)
+	cfg.History.Retention = o.historyRetention
+	if cfg.History.Retention == 0 {
+		cfg.History.Retention = -1 // the flag's 0 keeps runs forever; the Config's zero means the default
+	}
 	cfg.RunWorkers = true
 
 	ln, err := net.Listen("tcp", o.listen)

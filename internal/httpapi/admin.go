@@ -10,6 +10,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 
@@ -25,6 +26,7 @@ import (
 //	GET    /admin/tenants/{id}/migrations  migration state of one tenant
 //	POST   /admin/tenants/{id}/migrations  migrate now: 200, or 500 on failure;
 //	                                       ?async=true: 202 {"enqueued": bool}
+//	GET    /admin/tenants/{id}/runs        run history, newest first (runs.go)
 //	GET    /admin/migrations               {"remaining": N, "latestVersion": L, "targetVersion": T, "targetPinned": bool}
 //	POST   /admin/migrations/fleet         queue every tenant behind: 202 {"scheduled": N}
 //	GET    /admin/migrations/failed        failed tenants, paged like /admin/tenants
@@ -51,6 +53,7 @@ func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	rt.handle("DELETE /admin/tenants/{id}", a.withTenantID(a.deleteTenant))
 	rt.handle("GET /admin/tenants/{id}/migrations", a.withTenantID(a.getTenantMigrations))
 	rt.handle("POST /admin/tenants/{id}/migrations", a.withTenantID(a.migrateTenant))
+	rt.handle("GET /admin/tenants/{id}/runs", a.withTenantID(a.listRuns))
 	rt.handle("GET /admin/migrations", http.HandlerFunc(a.migrations))
 	rt.handle("POST /admin/migrations/fleet", http.HandlerFunc(a.scheduleFleet))
 	rt.handle("GET /admin/migrations/failed", http.HandlerFunc(a.listFailed))
@@ -352,6 +355,10 @@ func serviceErrorStatus(err error) (int, string) {
 		return http.StatusNotFound, "unknown tenant"
 	case errors.Is(err, controlplane.ErrTenantExists):
 		return http.StatusConflict, "tenant already exists"
+	case errors.Is(err, history.ErrInvalidCursor):
+		return http.StatusBadRequest, "cursor must be the nextCursor of the previous page"
+	case errors.Is(err, history.ErrInvalidLimit):
+		return http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", history.MaxPageSize)
 	case errors.Is(err, controlplane.ErrInvalid):
 		// The Store's validation errors never contain a password.
 		return http.StatusBadRequest, err.Error()

@@ -129,6 +129,14 @@ func TestFleetPage(t *testing.T) {
 	t.Parallel()
 	e := newPageEnv(t)
 	knownFleet(t, e.env)
+	// Runs of 1, 2 and 3 seconds that applied a migration; one that applied
+	// none and a failure do not count.
+	_, err := e.orch.Pool().Exec(t.Context(), `
+		INSERT INTO tenantmigrate.runs (tenant_id, from_version, to_version, result, started_at, finished_at, process, trigger)
+		SELECT 'a1', 1, CASE WHEN i = 4 THEN 1 ELSE 2 END, CASE WHEN i = 5 THEN 'failed' ELSE 'completed' END,
+			now() - interval '1 hour', now() - interval '1 hour' + i * interval '1 second', 'p:1', 'queue'
+		FROM generate_series(1, 5) i`)
+	require.NoError(t, err)
 
 	res := e.admin(http.MethodGet, "/admin/", "")
 	require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
@@ -144,6 +152,7 @@ func TestFleetPage(t *testing.T) {
 	require.Equal(t, "5", byID(t, page, "tenants-behind"))
 	require.Equal(t, "2", byID(t, page, "tenants-failed"))
 	require.Equal(t, "2", byID(t, page, "queue-remaining"))
+	require.Equal(t, "2s / 2.9s", byID(t, page, "run-durations"))
 
 	// The histogram: never migrated first, bars proportional to the counts.
 	require.Equal(t, "2", rowCount(t, page, "data-version", "never"))

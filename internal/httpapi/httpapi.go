@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 )
 
 // Service is what the HTTP layer needs from tenantmigrate;
@@ -68,6 +69,11 @@ type Service interface {
 	ListFailed(ctx context.Context, afterCursor int64, limit int) ([]controlplane.TenantState, int64, error)
 	Stats(ctx context.Context) (controlplane.Stats, error)
 	Latest() int64
+
+	// TenantRuns pages through a tenant's run history, newest first.
+	TenantRuns(ctx context.Context, id, cursor string, limit int) ([]history.Run, string, error)
+	// RunDurations measures the recent per-tenant migration durations.
+	RunDurations(ctx context.Context, since time.Time) (history.Durations, error)
 
 	// Ping checks that the control plane answers.
 	Ping(ctx context.Context) error

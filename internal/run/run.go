@@ -11,7 +11,8 @@
 //  3. migrate it up (internal/migrator);
 //  4. record the checksums of what was applied, then the result, only where
 //     it was computed (controlplane.ErrStaleResult: run again);
-//  5. report the run to the hook.
+//  5. report the run: a row of the run history (internal/history), and the
+//     hook.
 //
 // An Executor returns what happened and logs no failure: the trigger at the
 // top of the stack decides whether to return the error (a request, the admin
@@ -26,7 +27,9 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
@@ -68,6 +71,11 @@ const (
 	DirectionForce Direction = "force"
 )
 
+// History writes the run history; *history.Store implements it.
+type History interface {
+	Record(ctx context.Context, r history.Run) error
+}
+
 // Config configures an Executor. Store, Migrator and Latest are required
 // unless ReadOnly is set.
 type Config struct {
@@ -103,8 +111,16 @@ type Config struct {
 	// connection-level failure of a run is reported to it. Defaults to no
 	// limit.
 	Servers *servers.Manager
+
+	// History gets a row per migration of a tenant (each Migrate call, and
+	// each run failed because the tenant's URL cannot be decrypted: as
+	// OnRun), written in one insert before the result is recorded, so a
+	// tenant's recorded state always has its run in the history. Defaults to
+	// none.
+	History History
 	// Logger receives an info record per tenant migrated, per stale rerun
-	// and per run interrupted by a shutdown; never a failure, which is
+	// and per run interrupted by a shutdown, and a warning when a run's
+	// history row could not be written; never a failure of a run, which is
 	// returned. Defaults to discarding.
 	Logger *slog.Logger
 }
@@ -171,6 +187,9 @@ type Request struct {
 	// an attempt (a queued job, a batch). Without it such a failure is
 	// recorded like any other.
 	HoldUnreachable bool
+	// RolloutID is the rollout the run counts toward, for the Event and the
+	// history; "" for none.
+	RolloutID string
 }
 
 // Event is one migration of one tenant, for Config.OnRun.
@@ -180,6 +199,8 @@ type Event struct {
 	Attempt  int
 	// Direction is the run's: up, down or force.
 	Direction Direction
+	// RolloutID is Request.RolloutID.
+	RolloutID string
 	// From is the version recorded before the run (nil: never migrated).
 	From *int64
 	// To is the tenant database's version after the run, -1 when it could
@@ -191,6 +212,11 @@ type Event struct {
 	Duration time.Duration
 	// Err is the migration's error, nil when it succeeded.
 	Err error
+	// Started is when the migration started.
+	Started time.Time
+	// Interrupted reports a run cancelled by a shutdown (Config.Interrupted):
+	// nothing is recorded for the tenant.
+	Interrupted bool
 }
 
 // Outcome is what Run did, of the last migration it ran.
@@ -275,15 +301,17 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		}
 
 		// 3. Migrate (up to the target), undo or force.
+		started := time.Now()
 		res, err := e.migrate(ctx, req, t, target)
 		slot.Release(ctx)
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err, Server: server}
 		unreachable := e.reportServer(ctx, server, err)
+		interrupted := err != nil && e.cfg.Interrupted(ctx)
 
 		// 4. Record: checksums first (they are true whatever the state).
 		e.cfg.RecordChecksums(ctx, res.Applied)
-		// 5. Report.
-		e.report(ctx, req, out)
+		// 5. Report: the history row, then the hook, before the result.
+		e.report(ctx, req, out, started, interrupted, t.DatabaseURL)
 
 		attrs := []any{slog.String("tenant_id", req.TenantID), slog.Int64("version", res.Version), slog.String("trigger", req.Trigger)}
 		if req.Direction != "" && req.Direction != DirectionUp {
@@ -308,12 +336,12 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			return out, nil
 		}
 
-		if unreachable && req.HoldUnreachable && !e.cfg.Interrupted(ctx) {
+		if unreachable && req.HoldUnreachable && !interrupted {
 			// The server's failure, not the tenant's: no attempt, no state.
 			out.Held = fmt.Errorf("database server %s unreachable: %w", server, err)
 			return out, nil
 		}
-		if e.cfg.Interrupted(ctx) {
+		if interrupted {
 			// A queued job goes back to the queue without using the attempt;
 			// the tenant keeps the state it had.
 			e.cfg.Logger.Info("tenant migration interrupted by shutdown; nothing recorded", append(attrs, "duration_ms", res.Duration.Milliseconds())...)
@@ -342,7 +370,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 // to date keeps its state.
 func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplane.Tenant, err error) Outcome {
 	out := Outcome{Ran: true, From: t.MigrationsVersion, Version: -1, Err: err}
-	e.report(ctx, req, out)
+	e.report(ctx, req, out, time.Now(), false, "") // the error names no secret
 	if e.atTarget(t, min(e.cfg.Target(), e.cfg.Latest)) || e.newerRelease(t.MigrationsVersion) {
 		// Its database lacks nothing: the state stays true, and the gate
 		// keeps serving it without reading its URL.
@@ -408,21 +436,63 @@ func versionOf(t controlplane.Tenant) int64 {
 	return *t.MigrationsVersion
 }
 
-func (e *Executor) report(ctx context.Context, req Request, out Outcome) {
-	if e.cfg.OnRun == nil {
+// report reports one run of a tenant that started at started on the
+// tenant database at databaseURL: its history row, then Config.OnRun.
+func (e *Executor) report(ctx context.Context, req Request, out Outcome, started time.Time, interrupted bool, databaseURL string) {
+	ev := Event{
+		TenantID:    req.TenantID,
+		Trigger:     req.Trigger,
+		Attempt:     req.Attempt,
+		RolloutID:   req.RolloutID,
+		Direction:   cmpOr(req.Direction, DirectionUp),
+		From:        out.From,
+		To:          out.Version,
+		Applied:     out.Applied,
+		Duration:    out.Duration,
+		Err:         out.Err,
+		Started:     started,
+		Interrupted: interrupted,
+	}
+	e.recordHistory(ctx, ev, databaseURL)
+	if e.cfg.OnRun != nil {
+		e.cfg.OnRun(ctx, ev)
+	}
+}
+
+// recordHistory writes the history row of ev, a run on the tenant database
+// at databaseURL (whose passwords are masked in the error), even when the
+// run's ctx has ended (an interrupted run). A failure is logged: the run
+// itself is not failed for it.
+func (e *Executor) recordHistory(ctx context.Context, ev Event, databaseURL string) {
+	if e.cfg.History == nil {
 		return
 	}
-	e.cfg.OnRun(ctx, Event{
-		TenantID:  req.TenantID,
-		Trigger:   req.Trigger,
-		Attempt:   req.Attempt,
-		Direction: cmpOr(req.Direction, DirectionUp),
-		From:      out.From,
-		To:        out.Version,
-		Applied:   out.Applied,
-		Duration:  out.Duration,
-		Err:       out.Err,
-	})
+	r := history.Run{
+		TenantID:    ev.TenantID,
+		RolloutID:   ev.RolloutID,
+		FromVersion: ev.From,
+		Direction:   string(ev.Direction),
+		Result:      history.ResultCompleted,
+		Attempt:     ev.Attempt,
+		StartedAt:   ev.Started,
+		FinishedAt:  time.Now(),
+		Trigger:     ev.Trigger,
+	}
+	if ev.To >= 0 {
+		r.ToVersion = &ev.To
+	}
+	if ev.Err != nil {
+		r.Result = history.ResultFailed
+		if ev.Interrupted {
+			r.Result = history.ResultInterrupted
+		}
+		r.Error = redact.String(ev.Err.Error(), databaseURL)
+	}
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	if err := e.cfg.History.Record(ctx, r); err != nil {
+		e.cfg.Logger.Warn("run history not written", slog.String("tenant_id", ev.TenantID), slog.String("err", err.Error()))
+	}
 }
 
 func (e *Executor) atTarget(t controlplane.Tenant, target int64) bool {
