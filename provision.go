@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 )
 
@@ -116,7 +115,7 @@ func (o *Orchestrator) ProvisionTenant(ctx context.Context, id string) (Tenant, 
 	t, err := o.store.CreateProvisioned(ctx, Tenant{ID: id, DatabaseURL: db.URL}, o.latest,
 		controlplane.Provisioned{Database: db.Name, Token: db.Token},
 		func(ctx context.Context, tx pgx.Tx) error {
-			return recordProvisionedRun(ctx, tx, id, o.latest, started)
+			return o.recordProvisionedRun(ctx, tx, id, o.latest, started)
 		})
 	if err != nil {
 		// The tenant is not registered: its database goes too.
@@ -167,35 +166,20 @@ func (o *Orchestrator) DeprovisionTenant(ctx context.Context, id string) error {
 	return nil
 }
 
-// recordProvisionedRun writes the run history row of a provisioned tenant
-// (trigger "provisioned", completed at version, from no version), in the
-// transaction that registers it, when the control plane has the run history
-// table (tenantmigrate.runs, control-plane migration 00006, internal/history).
-//
-// SEAM: internal/history is not on main as this is written; this writes the
-// row as that table is defined on its branch. Once it lands, this becomes a
-// call of its Store's Record with the transaction (the runs table stays
-// optional for nothing then: the check goes).
-func recordProvisionedRun(ctx context.Context, tx pgx.Tx, id string, version int64, started time.Time) error {
-	var exists bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass('tenantmigrate.runs') IS NOT NULL`).Scan(&exists); err != nil {
-		return fmt.Errorf("look for the run history: %w", err)
-	}
-	if !exists {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, `
-		INSERT INTO tenantmigrate.runs (tenant_id, from_version, to_version, direction, result,
-			attempt, started_at, finished_at, process, trigger)
-		VALUES ($1, NULL, $2, 'up', 'completed', 0, $3, now(), $4, 'provisioned')`,
-		id, version, started, processName()); err != nil {
+// recordProvisionedRun writes the run history's row of a provisioned
+// tenant (trigger "provisioned", COMPLETED at version), in the transaction
+// that registers it: both commit or neither does.
+func (o *Orchestrator) recordProvisionedRun(ctx context.Context, tx pgx.Tx, id string, version int64, started time.Time) error {
+	if err := o.history.RecordIn(ctx, tx, history.Run{
+		TenantID:   id,
+		ToVersion:  &version,
+		Direction:  history.DirectionUp,
+		Result:     history.ResultCompleted,
+		StartedAt:  started,
+		FinishedAt: time.Now(),
+		Trigger:    "provisioned",
+	}); err != nil {
 		return fmt.Errorf("record the provisioning in the run history: %w", err)
 	}
 	return nil
-}
-
-// processName is "host:pid", as the run history names processes.
-func processName() string {
-	host, _ := os.Hostname()
-	return host + ":" + strconv.Itoa(os.Getpid())
 }

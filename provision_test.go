@@ -256,15 +256,7 @@ func TestProvisionThenRelease(t *testing.T) {
 	v1 := uniqueSource(t, fleetMigrations()) // versions 1-4
 	f := newProvisionFixture(t, v1)
 	ctx := t.Context()
-	// The run history table as internal/history's migration 00006 creates
-	// it (on its branch): the provision writes its row in it.
-	f.exec(f.cpURL, `CREATE TABLE tenantmigrate.runs (
-		id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_id text NOT NULL, rollout_id text NULL,
-		from_version bigint NULL, to_version bigint NULL,
-		direction text NOT NULL DEFAULT 'up' CHECK (direction IN ('up', 'down', 'force')),
-		result text NOT NULL CHECK (result IN ('completed', 'failed', 'interrupted')),
-		error text NULL, attempt integer NOT NULL DEFAULT 0, started_at timestamptz NOT NULL,
-		finished_at timestamptz NOT NULL, process text NOT NULL, trigger text NOT NULL)`)
+	// The provision writes its row in the run history.
 	_, err := f.o.ProvisionTenant(ctx, "early")
 	require.NoError(t, err)
 	var history string

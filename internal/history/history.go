@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
@@ -92,13 +93,24 @@ func Process() string {
 // MaxErrorLen characters (and made valid UTF-8 without NUL); it must already
 // be free of passwords.
 func (s *Store) Record(ctx context.Context, r Run) error {
+	return s.RecordIn(ctx, s.pool, r)
+}
+
+// Execer runs a statement: a pool, a connection or a transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// RecordIn is Record through db, for instance in the transaction that
+// records what the run did, so that both commit or neither does.
+func (s *Store) RecordIn(ctx context.Context, db Execer, r Run) error {
 	if r.Direction == "" {
 		r.Direction = DirectionUp
 	}
 	if r.Process == "" {
 		r.Process = s.process
 	}
-	_, err := s.pool.Exec(ctx, `
+	_, err := db.Exec(ctx, `
 		INSERT INTO tenantmigrate.runs (tenant_id, rollout_id, from_version, to_version, direction, result,
 			error, attempt, started_at, finished_at, process, trigger)
 		VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11, $12)`,
