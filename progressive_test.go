@@ -113,6 +113,9 @@ func TestProgressiveRequestsDoNotWait(t *testing.T) {
 		RunWorkers:  true, Progressive: tenantmigrate.ProgressiveConfig{Interval: 50 * time.Millisecond}, Limits: tenantmigrate.LimitsConfig{
 			// wait at the gate as long as the test holds it
 			TenantLockTimeout: -1},
+		// Every tenant is on the test cluster: the jobs held at the gate
+		// must leave a slot for the fresh tenant's request.
+		Servers: tenantmigrate.ServersConfig{MaxPerServer: 20},
 	})
 	require.Equal(t, int64(2), o.Latest())
 	srv := tenantServer(t, o)
