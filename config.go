@@ -45,6 +45,23 @@ const (
 	DefaultStaleRetryInterval = strategy.DefaultStaleRetryInterval
 )
 
+// TransactionMode is Config.TransactionMode: how many transactions a
+// tenant's run applies its goose migrations in.
+type TransactionMode string
+
+// The transaction modes.
+const (
+	// TransactionModeFile applies each migration in its own transaction, as
+	// goose does.
+	TransactionModeFile TransactionMode = "file"
+	// TransactionModeTenant applies a tenant's consecutive pending
+	// transactional SQL migrations in one transaction, with their version
+	// rows.
+	TransactionModeTenant TransactionMode = "tenant"
+	// DefaultTransactionMode is the default of Config.TransactionMode.
+	DefaultTransactionMode = TransactionModeFile
+)
+
 // LimitsConfig is Config.Limits: how long a run waits for locks and
 // statements, and how many inline runs one instance allows at once. The zero
 // value of each field means its default.
@@ -164,6 +181,9 @@ func (c *Config) validate() error {
 		if f.d < 0 {
 			return fmt.Errorf("%w: %s is %s: want 0 (the default) or more", ErrInvalidConfig, f.name, f.d)
 		}
+	}
+	if _, err := migrator.ParseTransactionMode(string(c.TransactionMode)); err != nil {
+		return fmt.Errorf("%w: TransactionMode: %v", ErrInvalidConfig, err)
 	}
 	if len(c.PreviousEncryptionKeys) > 0 && c.EncryptionKey == "" {
 		return fmt.Errorf("%w: PreviousEncryptionKeys without EncryptionKey: every write needs the current key", ErrInvalidConfig)

@@ -33,6 +33,7 @@ type globalOpts struct {
 	keepInvalidIndexes     bool
 	versionTable           string
 	migrationsFormat       string
+	transactionMode        string
 
 	// migrationsFS is the source when --migrations is not given; only demo
 	// sets it (to the example set). Nil: no migrations.
@@ -67,6 +68,9 @@ lists the tenants and records each one's migrations_version and status.`,
   # Rotate the encryption key: every server restarted with the new key and the
   # old one as previous, then every tenant URL re-encrypted under the new key
   ENCRYPTION_KEY=$NEW_KEY PREVIOUS_ENCRYPTION_KEYS=$OLD_KEY tenantmigrate rekey
+
+  # Each tenant's pending migrations in one transaction: all or nothing, one commit
+  tenantmigrate migrate --all --migrations ./migrations --transaction-mode tenant
 
   # A golang-migrate fleet (1_init.up.sql, 1_init.down.sql, ...), recognised by itself or forced
   tenantmigrate migrate --all --migrations ./migrations --migrations-format golang-migrate`,
@@ -109,6 +113,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "version-table", "VERSION_TABLE")
 	pf.StringVar(&g.migrationsFormat, "migrations-format", "", "format of --migrations: goose or golang-migrate (default: recognised from the file names, golang-migrate for NNN_title.up.sql/.down.sql files; a directory mixing both is refused)")
 	bindEnv(pf, "migrations-format", "MIGRATIONS_FORMAT")
+	pf.StringVar(&g.transactionMode, "transaction-mode", string(tenantmigrate.DefaultTransactionMode), "serve and migrate: file (each migration in its own transaction, as goose) or tenant (a tenant's consecutive transactional goose SQL migrations in one transaction, with their version rows; a group holds its locks until it commits)")
+	bindEnv(pf, "transaction-mode", "TRANSACTION_MODE")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
 	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
@@ -139,6 +145,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 		KeepInvalidIndexes: g.keepInvalidIndexes,
 		VersionTable:       g.versionTable,
 		MigrationsFormat:   g.migrationsFormat,
+		TransactionMode:    tenantmigrate.TransactionMode(g.transactionMode),
 		Logger:             logger,
 	}
 	if cfg.Limits.TenantLockTimeout == 0 {
@@ -159,6 +166,11 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 	case "", "goose", "golang-migrate":
 	default:
 		return cfg, usageErr("--migrations-format (MIGRATIONS_FORMAT) is %q: want goose or golang-migrate", g.migrationsFormat)
+	}
+	switch tenantmigrate.TransactionMode(g.transactionMode) {
+	case tenantmigrate.TransactionModeFile, tenantmigrate.TransactionModeTenant:
+	default:
+		return cfg, usageErr("--transaction-mode (TRANSACTION_MODE) is %q: want file or tenant", g.transactionMode)
 	}
 	if g.versionTable != "" {
 		if err := tenantmigrate.ValidateVersionTable(g.versionTable); err != nil {

@@ -60,9 +60,9 @@ func withoutXmin(rows []versionRow) []versionRow {
 
 // mixedSource has transactional SQL files, a NO TRANSACTION file and a Go migration.
 var mixedSource = map[string]string{
-	"00001_a.sql": "-- +goose Up\nCREATE TABLE a (id int PRIMARY KEY);\nINSERT INTO a VALUES (1);\n",
-	"00002_b.sql": "-- +goose Up\nCREATE TABLE b (id int REFERENCES a);\n",
-	"00003_c.sql": "-- +goose Up\n-- +goose StatementBegin\nCREATE FUNCTION c() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN RETURN 3; END;\n$$;\n-- +goose StatementEnd\n",
+	"00001_a.sql":   "-- +goose Up\nCREATE TABLE a (id int PRIMARY KEY);\nINSERT INTO a VALUES (1);\n",
+	"00002_b.sql":   "-- +goose Up\nCREATE TABLE b (id int REFERENCES a);\n",
+	"00003_c.sql":   "-- +goose Up\n-- +goose StatementBegin\nCREATE FUNCTION c() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN RETURN 3; END;\n$$;\n-- +goose StatementEnd\n",
 	"00004_idx.sql": "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY b_id_idx ON b (id);\n",
 	"00005_d.sql":   "-- +goose Up\nALTER TABLE a ADD COLUMN d text;\n",
 	"00006_e.sql":   "-- +goose Up\n",
