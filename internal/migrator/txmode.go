@@ -36,6 +36,12 @@ import (
 //     the group is rolled back and run again split before the file that failed, so the files
 //     before it commit as one group and a new group starts with it. The same failure on the
 //     first file of a group happens in file mode too, and fails the run.
+//   - A collision with another tenant on a shared catalog row (isCatalogConflict: many tenants
+//     running ALTER ROLE ... SET on one role) is transient: the files before the failing one
+//     commit as one group, and Migrate retries from it after a short wait, as it retries the
+//     file in file mode. Without the split every collision would run the whole group again,
+//     and a group holds the row until it commits, so collisions are more frequent than in
+//     file mode.
 //   - Any other failure rolls the whole group back: the tenant stays at the version before the
 //     group, and the *goose.PartialError (Migrate's *ApplyError) names the file whose statement
 //     failed, with Applied holding the migrations committed before the group. A failed COMMIT
@@ -257,8 +263,11 @@ type tenantRun struct {
 }
 
 // runGroup applies transactional SQL migrations in one transaction with their version rows.
-// On SQLSTATE 55P04 it runs them again, split before the file that failed (see the file
-// comment).
+// When a migration fails in a way that running it after the files before it have committed
+// can fix, the group is split before it (see the file comment): on SQLSTATE 55P04 the files
+// before it commit as one group and a new group starts with it; on a catalog conflict (see
+// isCatalogConflict) the files before it commit and the conflict is returned, for up to retry
+// from the failing file as file mode would, without running the whole group again.
 func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 	for len(group) > 0 {
 		done, err := r.tryGroup(ctx, group)
@@ -266,14 +275,18 @@ func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 			return nil
 		}
 		var pgErr *pgconn.PgError
-		if done == 0 || !errors.As(err.Err, &pgErr) || pgErr.Code != sqlUnsafeNewEnumValue {
+		enumValue := errors.As(err.Err, &pgErr) && pgErr.Code == sqlUnsafeNewEnumValue
+		if done == 0 || (!enumValue && !isCatalogConflict(err.Err)) {
 			return err
 		}
-		r.m.logger.DebugContext(ctx, "migration uses an enum value added earlier in its group; splitting the group before it",
-			r.target, slog.Int64("version", group[done].Version), slog.String("source", path.Base(group[done].Path)))
-		// The files before the failing one, then the rest from it.
+		r.m.logger.DebugContext(ctx, "migration failed in a way the files before it committed can fix; splitting the group before it",
+			r.target, slog.Int64("version", group[done].Version), slog.String("source", path.Base(group[done].Path)),
+			slog.String("err", err.Err.Error()))
 		if err := r.runGroup(ctx, group[:done]); err != nil {
 			return err
+		}
+		if !enumValue {
+			return &goose.PartialError{Applied: r.results, Failed: err.Failed, Err: err.Err}
 		}
 		group = group[done:]
 	}
