@@ -218,8 +218,12 @@ func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, 
 		return nil, err
 	}
 
+	steps, err := m.plan(p, pending)
+	if err != nil {
+		return nil, err
+	}
 	r := tenantRun{m: m, db: db, conn: conn, store: store, target: target}
-	for _, st := range m.plan(p, pending) {
+	for _, st := range steps {
 		if st.group {
 			err = r.runGroup(ctx, st.migrations)
 		} else {
@@ -234,7 +238,7 @@ func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, 
 
 // plan cuts the pending versions, in the order goose applies them, into steps: runs of
 // consecutive transactional SQL migrations, and the migrations that run alone.
-func (m *Migrator) plan(p *goose.Provider, pending []int64) []step {
+func (m *Migrator) plan(p *goose.Provider, pending []int64) ([]step, error) {
 	sources := make(map[int64]*goose.Source)
 	for _, s := range p.ListSources() {
 		sources[s.Version] = s
@@ -242,14 +246,21 @@ func (m *Migrator) plan(p *goose.Provider, pending []int64) []step {
 	var steps []step
 	for _, v := range pending {
 		s := sources[v]
-		group := s.Type == goose.TypeSQL && m.parsed[path.Base(s.Path)].useTx
+		if s == nil {
+			return nil, fmt.Errorf("no migration %d in the source", v)
+		}
+		parsed, ok := m.parsed[path.Base(s.Path)]
+		if s.Type == goose.TypeSQL && !ok {
+			return nil, fmt.Errorf("migration %d (%s) was not parsed", v, path.Base(s.Path))
+		}
+		group := s.Type == goose.TypeSQL && parsed.useTx
 		if n := len(steps); group && n > 0 && steps[n-1].group {
 			steps[n-1].migrations = append(steps[n-1].migrations, s)
 			continue
 		}
 		steps = append(steps, step{migrations: []*goose.Source{s}, group: group})
 	}
-	return steps
+	return steps, nil
 }
 
 // tenantRun is the state of one upTenant run under the tenant's lock.
