@@ -99,7 +99,7 @@ func (o *Orchestrator) PendingVersions(ctx context.Context, id string) (int64, [
 // with includeStale), and the cursor of the next page, 0 when there is none.
 // It reads ids only: no URL is decrypted.
 func (o *Orchestrator) ScanBehind(ctx context.Context, includeStale bool, afterCursor int64, limit int) ([]string, int64, error) {
-	return o.store.ScanBehind(ctx, o.latest, includeStale, afterCursor, limit)
+	return o.store.ScanBehind(ctx, o.Target(), includeStale, afterCursor, limit)
 }
 
 // EnqueueTenants queues a migrate_tenant job per tenant, in batches. Tenants
@@ -112,7 +112,7 @@ func (o *Orchestrator) EnqueueTenants(ctx context.Context, ids ...string) (int, 
 // the latest version (FAILED_STALE ones too with includeStale). It returns
 // how many jobs were queued.
 func (o *Orchestrator) ScheduleFleet(ctx context.Context, includeStale bool) (int, error) {
-	return o.fleet.ScanNow(ctx, includeStale)
+	return o.fleet.ScanAt(ctx, o.Target(), includeStale)
 }
 
 // Remaining is the number of live migrate_tenant jobs.
@@ -128,7 +128,7 @@ func (o *Orchestrator) ListFailed(ctx context.Context, afterCursor int64, limit 
 
 // Stats summarises the fleet against the latest version.
 func (o *Orchestrator) Stats(ctx context.Context) (Stats, error) {
-	return o.store.Stats(ctx, o.latest)
+	return o.store.Stats(ctx, o.Target())
 }
 
 // Ping checks that the control plane answers.

@@ -1,12 +1,14 @@
 package tenantmigrate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
@@ -21,20 +23,20 @@ const (
 	DefaultTenantLockTimeout = migrator.DefaultTenantLockTimeout
 	// DefaultInlineConcurrency is the default of Config.Limits.InlineConcurrency.
 	DefaultInlineConcurrency = 4
-	// DefaultInlineTimeout bounds one inline migration (during a request,
-	// MigrateTenant) when Config.Queue.JobTimeout is not set.
-	DefaultInlineTimeout = 15 * time.Minute
 	// DefaultWorkers is the default of Config.Queue.Workers.
 	DefaultWorkers = queue.DefaultWorkers
 	// DefaultMaxAttempts is the default of Config.Queue.MaxAttempts.
 	DefaultMaxAttempts = queue.DefaultMaxAttempts
 	// DefaultRetryBackoff is the default of Config.Queue.RetryBackoff.
 	DefaultRetryBackoff = queue.DefaultRetryBackoff
-	// DefaultJobTimeout is the default of Config.Queue.JobTimeout for queued runs.
-	DefaultJobTimeout = queue.DefaultJobTimeout
-	// DefaultRescueMargin is added to the job timeout for the default of
+	// DefaultRescueMargin is added to a job timeout for the default of
 	// Config.Queue.RescueAfter.
 	DefaultRescueMargin = queue.DefaultRescueMargin
+	// DefaultRescueAfter is the default of Config.Queue.RescueAfter without a
+	// job timeout.
+	DefaultRescueAfter = queue.DefaultRescueAfter
+	// DefaultInstanceTimeout is the default of Config.Queue.InstanceTimeout.
+	DefaultInstanceTimeout = instances.DefaultTimeout
 	// DefaultFleetRescanInterval is the default of Config.Queue.FleetRescanInterval.
 	DefaultFleetRescanInterval = queue.DefaultFleetRescanInterval
 	// DefaultProgressiveInterval is the default of Config.Progressive.Interval.
@@ -107,17 +109,30 @@ type QueueConfig struct {
 	// (5s).
 	RetryBackoff time.Duration
 
-	// JobTimeout bounds one migration attempt: a queued one, and one run
-	// inline (during a request, MigrateTenant). Negative: no timeout, for
-	// both. Defaults to DefaultJobTimeout (5m) for queued attempts and
-	// DefaultInlineTimeout (15m) for inline ones.
+	// JobTimeout, when positive, bounds one migration attempt, queued or run
+	// inline (during a request, MigrateTenant, MigrateTenants): an opt-in
+	// limit. A dead instance is found by its heartbeats (InstanceTimeout),
+	// not by its jobs running long, so no timeout is needed for that, and a
+	// migration may run for hours. Zero or negative: none. Defaults to none.
 	JobTimeout time.Duration
 
-	// RescueAfter is how long a job may stay running before it is considered
-	// held by a dead instance and retried. It may not be below a positive
-	// JobTimeout; negative is an error. Defaults to JobTimeout plus
-	// DefaultRescueMargin (6m), or 1h without a job timeout.
+	// RescueAfter is how long a job may stay running on a process that does
+	// not heartbeat (an older release, during a rolling deploy) before it is
+	// taken as abandoned and run again; with a positive JobTimeout, River's
+	// own rescuer also retries, after RescueAfter, an attempt that outlived
+	// its cancellation. It may not be below a positive JobTimeout; negative
+	// is an error. Defaults to JobTimeout plus DefaultRescueMargin (1m), or
+	// DefaultRescueAfter (1h) without a job timeout.
 	RescueAfter time.Duration
+
+	// InstanceTimeout is how long a process that runs migrations may go
+	// without a heartbeat (ten per InstanceTimeout, in the control plane)
+	// before it is taken as dead: the jobs it was running go back to the
+	// queue, using no attempt, and run on another instance once the tenant's
+	// migration lock is free. Rescue pauses on an instance while its own
+	// heartbeats fail. Negative is an error. Defaults to
+	// DefaultInstanceTimeout (15s).
+	InstanceTimeout time.Duration
 
 	// FleetRescanInterval repeats the full_fleet scan, to catch tenants added
 	// since. Negative turns it off. Defaults to DefaultFleetRescanInterval
@@ -175,6 +190,7 @@ func (c *Config) validate() error {
 		{"Limits.LockTimeout", c.Limits.LockTimeout},
 		{"Queue.RetryBackoff", c.Queue.RetryBackoff},
 		{"Queue.RescueAfter", c.Queue.RescueAfter},
+		{"Queue.InstanceTimeout", c.Queue.InstanceTimeout},
 		{"Progressive.Interval", c.Progressive.Interval},
 		{"Progressive.StaleRetryInterval", c.Progressive.StaleRetryInterval},
 	} {
@@ -200,14 +216,11 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// inlineTimeout bounds one inline migration: JobTimeout, DefaultInlineTimeout
-// when it is 0, none when it is negative (as for queued runs).
-func (o *Orchestrator) inlineTimeout() time.Duration {
-	switch {
-	case o.cfg.Queue.JobTimeout > 0:
-		return o.cfg.Queue.JobTimeout
-	case o.cfg.Queue.JobTimeout < 0:
-		return 0
+// withInlineTimeout bounds one inline migration by a positive JobTimeout, as
+// queued runs are; without one, it is not bounded.
+func (o *Orchestrator) withInlineTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d := o.cfg.Queue.JobTimeout; d > 0 {
+		return context.WithTimeout(ctx, d)
 	}
-	return DefaultInlineTimeout
+	return context.WithCancel(ctx)
 }

@@ -26,6 +26,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"Limits.LockTimeout", tenantmigrate.Config{Limits: tenantmigrate.LimitsConfig{LockTimeout: -1}}},
 		{"Queue.RetryBackoff", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{RetryBackoff: -1}}},
 		{"Queue.RescueAfter", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{RescueAfter: -1}}},
+		{"Queue.InstanceTimeout", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{InstanceTimeout: -1}}},
 		{"Progressive.Interval", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{Interval: -1}}},
 		{"Progressive.StaleRetryInterval", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{StaleRetryInterval: -1}}},
 		{"is below Queue.JobTimeout", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{JobTimeout: 10 * time.Minute, RescueAfter: time.Minute}}},

@@ -73,7 +73,7 @@ func (c *latestCache) reset() {
 }
 
 func (o *Orchestrator) atLatest(version *int64, status controlplane.Status) bool {
-	return version != nil && *version >= o.latest && status == controlplane.StatusCompleted
+	return version != nil && *version >= o.Target() && status == controlplane.StatusCompleted
 }
 
 // servable reports whether this instance has nothing to do for a tenant with
@@ -84,7 +84,7 @@ func (o *Orchestrator) atLatest(version *int64, status controlplane.Status) bool
 // source lacks the newer versions) nor record over the newer release's
 // state.
 func (o *Orchestrator) servable(version *int64, status controlplane.Status) bool {
-	return o.atLatest(version, status) || o.newerRelease(version)
+	return o.atLatest(version, status) || o.newerRelease(version) || (o.Target() == 0 && o.latest > 0)
 }
 
 // newerRelease reports whether a tenant recorded at version belongs to a
@@ -173,10 +173,7 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, done := o.runs.add(context.WithoutCancel(ctx)) // Stop waits for it
 		defer done()
-		cancel := context.CancelFunc(func() {})
-		if d := o.inlineTimeout(); d > 0 {
-			runCtx, cancel = context.WithTimeout(runCtx, d)
-		}
+		runCtx, cancel := o.withInlineTimeout(runCtx)
 		defer cancel()
 		select {
 		case o.inline <- struct{}{}:

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 )
 
@@ -34,10 +35,16 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	if o.running {
 		return nil
 	}
+	// The heartbeat first: the queue's jobs run under the instance id it
+	// registers (see instances.go).
+	if err := o.holdHeartbeat(ctx); err != nil {
+		return fmt.Errorf("start instance heartbeat: %w", err)
+	}
 	stopListener := o.startListener(ctx)
 	if o.worksQueue() {
 		if err := o.queue.Start(ctx); err != nil {
 			stopListener()
+			o.releaseHeartbeatAfterFailedStart(ctx)
 			return fmt.Errorf("start queue: %w", err)
 		}
 	}
@@ -51,6 +58,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 				cancel()
 			}
 			stopListener()
+			o.releaseHeartbeatAfterFailedStart(ctx)
 			return fmt.Errorf("start progressive collector: %w", err)
 		}
 	}
@@ -72,13 +80,19 @@ func (o *Orchestrator) startListener(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := o.store.Listen(ctx, o.cache.drop, func() {
-			o.cache.reset()
-			o.cache.live.Store(true)
-		}, func() {
-			// Changes go unheard until the listener is back: serve nothing
-			// from the cache meanwhile (see latestCache.has).
-			o.cache.live.Store(false)
+		err := o.store.ListenWith(ctx, controlplane.Listener{
+			OnChange: o.cache.drop,
+			OnReset: func() {
+				o.loadTarget(ctx) // it may have changed unheard
+				o.cache.reset()
+				o.cache.live.Store(true)
+			},
+			OnLost: func() {
+				// Changes go unheard until the listener is back: serve nothing
+				// from the cache meanwhile (see latestCache.has).
+				o.cache.live.Store(false)
+			},
+			OnTarget: func() { o.loadTarget(ctx) },
 		})
 		o.cache.live.Store(false)
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -157,6 +171,11 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 	}
 	if o.running {
 		o.stopListener()
+		// Last: the jobs have ended, and a job whose end could not be
+		// recorded is rescued at once once the instance is marked stopped.
+		if err := o.releaseHeartbeat(ctx); err != nil {
+			report(fmt.Errorf("stop instance heartbeat: %w", err))
+		}
 		o.running = false
 	}
 	return errors.Join(errs...)

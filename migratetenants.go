@@ -51,6 +51,10 @@ type Selection struct {
 type selected struct {
 	id       string
 	explicit bool // from Selection.IDs
+	// direction and to say what the run does: up to the target (the zero
+	// value), down to to (rollback.go) or force to to (force.go).
+	direction run.Direction
+	to        int64
 }
 
 // selection walks sel a page of ids at a time (no URL is decrypted, and
@@ -71,7 +75,7 @@ func (o *Orchestrator) selection(ctx context.Context, sel Selection) iter.Seq2[s
 			return
 		}
 		for cursor := int64(0); ; {
-			ids, next, err := o.store.ScanBehind(ctx, o.latest, sel.IncludeStale, cursor, scanPageSize)
+			ids, next, err := o.store.ScanBehind(ctx, o.Target(), sel.IncludeStale, cursor, scanPageSize)
 			if err != nil {
 				yield(selected{}, err)
 				return
@@ -198,6 +202,23 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	if o.cfg.ReadOnly {
 		return MigrateResult{}, ErrReadOnly
 	}
+	return o.runBatch(ctx, o.selection(ctx, sel), opts)
+}
+
+// runBatch runs the tenants of seq, each as its selected says (up, down or
+// force), as MigrateTenants describes.
+func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, error], opts MigrateOptions) (MigrateResult, error) {
+	// This process heartbeats while it migrates (instances.go).
+	if err := o.holdHeartbeat(ctx); err != nil {
+		return MigrateResult{}, fmt.Errorf("start instance heartbeat: %w", err)
+	}
+	defer func() {
+		stopCtx, cancel := cleanupCtx(ctx)
+		defer cancel()
+		if err := o.releaseHeartbeat(stopCtx); err != nil {
+			o.logger.Warn("stop instance heartbeat", "err", err)
+		}
+	}()
 	start := time.Now()
 	var (
 		mu      sync.Mutex // guards res and serialises OnProgress
@@ -214,7 +235,7 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	var eg errgroup.Group
 	eg.Go(func() error {
 		defer close(work)
-		for s, err := range o.selection(ctx, sel) {
+		for s, err := range seq {
 			if err != nil {
 				mu.Lock()
 				if ctx.Err() != nil {
@@ -306,7 +327,7 @@ func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts Mi
 func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (int64, error) {
 	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
 	defer done()
-	runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
+	runCtx, cancel := o.withInlineTimeout(runCtx)
 	defer cancel()
 	out, err := o.exec.Run(runCtx, run.Request{
 		TenantID:   s.id,
@@ -317,6 +338,8 @@ func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int
 		// connection; a named one is checked in its database.
 		SkipAtLatest: !s.explicit,
 		FailStatus:   func(error) controlplane.Status { return controlplane.StatusFailed },
+		Direction:    s.direction,
+		To:           s.to,
 	})
 	if err != nil {
 		return 0, err

@@ -47,6 +47,8 @@ type RunEvent struct {
 	// Attempt is the queued job's attempt, from 1 (TriggerQueue), or the
 	// attempt within MigrateTenants' retries (TriggerBatch); 0 otherwise.
 	Attempt int
+	// Direction is the run's: up, down (Rollback) or force (Force).
+	Direction Direction
 	// FromVersion is the version the control plane recorded before the run,
 	// nil for a tenant never migrated (or whose target changed).
 	FromVersion *int64
@@ -104,6 +106,7 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 	cfg := run.Config{
 		Store:           o.store,
 		Latest:          o.latest,
+		Target:          o.Target,
 		RecordChecksums: o.recordChecksums,
 		UpToDate:        o.cache.addIf,
 		Interrupted:     cancelledByShutdown,
@@ -211,6 +214,7 @@ func (o *Orchestrator) runHook(ctx context.Context, e run.Event) {
 		Trigger:     Trigger(e.Trigger),
 		Strategy:    o.cfg.Strategy,
 		Attempt:     e.Attempt,
+		Direction:   Direction(e.Direction),
 		FromVersion: e.From,
 		ToVersion:   e.To,
 		Applied:     slices.Clone(e.Applied),

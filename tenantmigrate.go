@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
@@ -341,12 +342,15 @@ type Orchestrator struct {
 	hostRE   *regexp.Regexp
 
 	cache  latestCache
+	target targetState // the fleet target (target.go)
 	flight singleflight.Group
 	inline chan struct{} // a slot per inline migration allowed at once
 
 	drift *driftState // see drift.go
 
 	queue     *queue.Queue
+	instances *instances.Service // heartbeats and rescue; nil when ReadOnly (instances.go)
+	beats     heartbeatUsers
 	fleet     *strategy.Fleet
 	collector *strategy.Collector
 	stale     *strategy.StaleLimiter
@@ -448,6 +452,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		hostRE:   hostRE,
 	}
 	o.cache.init()
+	o.target.init()
 	o.runs.init()
 	o.inline = make(chan struct{}, cmpOr(cfg.Limits.InlineConcurrency, DefaultInlineConcurrency))
 	if o.pool == nil {
@@ -479,12 +484,20 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
 	o.exec = o.newExecutor()
+	if _, err := o.FleetTarget(ctx); err != nil {
+		o.Close()
+		return nil, err
+	}
 	if err := o.checkMigrations(ctx); err != nil {
 		o.Close()
 		return nil, err
 	}
 
+	// One id for the instance heartbeat and River's client: the rescuer
+	// finds a dead instance's jobs by it in river_job.attempted_by.
+	instanceID := instances.DefaultID()
 	if o.queue, err = queue.New(queue.Config{
+		ID:           instanceID,
 		Pool:         o.pool,
 		Runner:       (*jobRunner)(o),
 		IsRetryable:  migrator.IsRetryable,
@@ -497,7 +510,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
 		// Every working instance can run a scan job; full_fleet ones schedule them.
 		FleetScan: func(ctx context.Context, latest int64, includeStale bool) (int, error) {
-			return o.fleet.ScanAt(ctx, cmpOr(latest, o.latest), includeStale)
+			return o.fleet.ScanAt(ctx, min(cmpOr(latest, o.latest), o.Target()), includeStale)
 		},
 		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
 		Latest:              o.latest,
@@ -505,6 +518,12 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("set up job queue: %w", err)
+	}
+	if !cfg.ReadOnly {
+		if o.instances, err = o.newInstances(instanceID); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("set up instance heartbeat: %w", err)
+		}
 	}
 	o.fleet = strategy.NewFleet(strategy.FleetConfig{
 		Scanner: o.store,

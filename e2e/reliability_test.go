@@ -162,7 +162,8 @@ func newControlPlaneCluster(t *testing.T) (stop, start func(), cpURL string) {
 // 503 on /health while it is down; once it is back they reconnect by
 // themselves, /health is 200 again, and every tenant ends COMPLETED at the
 // latest version with each migration applied once: no job lost, no tenant
-// marked FAILED_STALE, no version recorded that a tenant lacks. Down for 3
+// marked FAILED_STALE, no version recorded that a tenant lacks, and no job
+// rescued although the outage outlasts the instance timeout. Down for 3
 // seconds; TestSoak keeps it down for 20.
 func TestControlPlaneRestartDuringFleetRun(t *testing.T) {
 	t.Parallel()
@@ -177,8 +178,12 @@ func testControlPlaneRestart(t *testing.T, outage time.Duration) {
 	cp := newPool(t, cpURL)
 	logStatuses(t, cp)
 
+	// An instance timeout shorter than the outage: every heartbeat is old
+	// when the control plane returns, and no instance may take the other's
+	// jobs for a dead one's (rescue waits for a timeout of its own
+	// heartbeats first).
 	servers := startFleet(t, 2, serveEnv(cpURL, fleetMigrations(t, true), "full_fleet",
-		"JOB_TIMEOUT=5s", "RESCUE_AFTER=6s", "RETRY_BACKOFF=200ms"))
+		"JOB_TIMEOUT=5s", "RESCUE_AFTER=6s", "RETRY_BACKOFF=200ms", "INSTANCE_TIMEOUT=2s"))
 
 	// Stop the control plane once the run is under way.
 	waitFor(t, 60*time.Second, "a few tenants migrated", func() bool {
@@ -229,6 +234,10 @@ func testControlPlaneRestart(t *testing.T, outage time.Duration) {
 	require.Zero(t, discarded, "migrate_tenant jobs given up")
 	written := statusesWritten(t, cp)
 	require.Zero(t, written["FAILED_STALE"], "FAILED_STALE written")
+	var rescued int
+	require.NoError(t, cp.QueryRow(t.Context(), `
+		SELECT count(*) FROM tenantmigrate.river_job WHERE metadata ? 'tenantmigrate_rescues'`).Scan(&rescued))
+	require.Zero(t, rescued, "jobs of live instances rescued after the outage")
 	var retried, maxAttempt int
 	require.NoError(t, cp.QueryRow(t.Context(), `
 		SELECT count(*) FILTER (WHERE attempt > 1), coalesce(max(attempt), 0) FROM tenantmigrate.river_job
@@ -470,6 +479,10 @@ func TestConcurrentOperators(t *testing.T) {
 	requireControlPlaneTruthful(t, cp, tenants)
 	written := statusesWritten(t, cp)
 	require.Zero(t, written["FAILED_STALE"], "FAILED_STALE written")
+	var rescued int
+	require.NoError(t, cp.QueryRow(t.Context(), `
+		SELECT count(*) FROM tenantmigrate.river_job WHERE metadata ? 'tenantmigrate_rescues'`).Scan(&rescued))
+	require.Zero(t, rescued, "jobs of live instances rescued after the outage")
 	require.Zero(t, written["FAILED"], "FAILED written")
 
 	t.Logf("%d tenants COMPLETED in %s by 3 serve (WORKERS=2) and 2 migrate --all (--concurrency 2); tenant sessions held at once per process at most %v (listed by the server, closing ones included: %v, %d in all); %d samples; statuses written %v",

@@ -49,6 +49,14 @@ func (r fleetResult) ok() bool {
 // runFleet migrates the selection with orch.MigrateTenants, showing its
 // progress on prog and keeping the first failures for the summary.
 func runFleet(ctx context.Context, orch *tenantmigrate.Orchestrator, sel tenantmigrate.Selection, opts tenantmigrate.MigrateOptions, prog *progress) fleetResult {
+	return runFleetWith(opts, prog, func(opts tenantmigrate.MigrateOptions) (tenantmigrate.MigrateResult, error) {
+		return orch.MigrateTenants(ctx, sel, opts)
+	})
+}
+
+// runFleetWith is runFleet for any batch of the Orchestrator (MigrateTenants,
+// Rollback, Force), which run calls with opts.
+func runFleetWith(opts tenantmigrate.MigrateOptions, prog *progress, run func(tenantmigrate.MigrateOptions) (tenantmigrate.MigrateResult, error)) fleetResult {
 	var res fleetResult
 	// Calls never overlap, and all happen before MigrateTenants returns.
 	opts.OnProgress = func(_ context.Context, p tenantmigrate.MigrateProgress) {
@@ -63,7 +71,7 @@ func runFleet(ctx context.Context, orch *tenantmigrate.Orchestrator, sel tenantm
 			}
 		}
 	}
-	res.MigrateResult, res.scanErr = orch.MigrateTenants(ctx, sel, opts)
+	res.MigrateResult, res.scanErr = run(opts)
 	prog.SetTotal(res.Selected)
 	return res
 }

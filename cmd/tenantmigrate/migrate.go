@@ -73,6 +73,9 @@ type migrateOpts struct {
 	includeStale bool
 	tenants      []string
 	dryRun       bool
+	// instanceTimeout is how long this process may be silent before the
+	// others take it as dead (its heartbeat, see --instance-timeout).
+	instanceTimeout time.Duration
 }
 
 func newMigrateCmd(g *globalOpts) *cobra.Command {
@@ -117,7 +120,10 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 
   # Retry two tenants, whatever their state, and FAILED_STALE ones too
   tenantmigrate migrate --tenant acme --tenant globex
-  tenantmigrate migrate --all --include-stale --concurrency 8`,
+  tenantmigrate migrate --all --include-stale --concurrency 8
+
+  # Heartbeat for a control plane whose serve instances use a longer timeout
+  tenantmigrate migrate --all --instance-timeout 30s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runMigrate(cmd, g, &o)
@@ -132,11 +138,16 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 	bindEnv(f, "tenant", "MIGRATE_TENANTS")
 	f.BoolVar(&o.dryRun, "dry-run", false, "list the tenants and their pending versions; change nothing")
 	bindEnv(f, "dry-run", "MIGRATE_DRY_RUN")
+	f.DurationVar(&o.instanceTimeout, "instance-timeout", tenantmigrate.DefaultInstanceTimeout, "this process heartbeats while it migrates; silent this long, it is taken as dead by the serve instances")
+	bindEnv(f, "instance-timeout", "INSTANCE_TIMEOUT")
 	addRunFlags(f, &o.runOpts)
 	return cmd
 }
 
 func (o *migrateOpts) validate() error {
+	if o.instanceTimeout <= 0 {
+		return usageErr("--instance-timeout must be positive")
+	}
 	if !o.all && len(o.tenants) == 0 {
 		return usageErr("say which tenants: --all, or --tenant ID (repeatable)")
 	}
@@ -170,6 +181,7 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
 		cfg.Queue.Workers = o.concurrency            // sizes the control-plane pool
 		cfg.Limits.InlineConcurrency = o.concurrency // MigrateTenant runs inline
+		cfg.Queue.InstanceTimeout = o.instanceTimeout
 		// A dry run writes nothing anywhere, but refuses a source that
 		// drifted as the run it previews would.
 		cfg.ReadOnly = o.dryRun

@@ -31,6 +31,7 @@ type serveOpts struct {
 	retryBackoff         time.Duration
 	jobTimeout           time.Duration
 	rescueAfter          time.Duration
+	instanceTimeout      time.Duration
 	fleetRescanInterval  time.Duration
 	progressiveInterval  time.Duration
 	progressiveBatchSize int
@@ -53,7 +54,10 @@ share one control plane: they coordinate through it. It needs --migrations
   tenantmigrate serve --migrations ./migrations --upstream http://127.0.0.1:3000 --admin-api-keys "$KEY"
 
   # Migrate the whole fleet in the background at start
-  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4`,
+  MIGRATIONS_DIR=./migrations tenantmigrate serve --strategy full_fleet --workers 4
+
+  # Hand a dead instance's jobs to the others after 30s of silence
+  tenantmigrate serve --migrations ./migrations --strategy full_fleet --instance-timeout 30s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, &o)
@@ -78,10 +82,12 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "max-attempts", "MAX_ATTEMPTS")
 	f.DurationVar(&o.retryBackoff, "retry-backoff", tenantmigrate.DefaultRetryBackoff, "wait before the second attempt, doubling after")
 	bindEnv(f, "retry-backoff", "RETRY_BACKOFF")
-	f.DurationVar(&o.jobTimeout, "job-timeout", 0, "longest run of one queued migration attempt (0: the default, 5m)")
+	f.DurationVar(&o.jobTimeout, "job-timeout", 0, "opt-in limit on one migration attempt, queued or inline (0: none; dead instances are found by their heartbeats, not by a timeout)")
 	bindEnv(f, "job-timeout", "JOB_TIMEOUT")
-	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "a job running this long is taken as held by a dead instance and retried (0: job timeout + 1m)")
+	f.DurationVar(&o.rescueAfter, "rescue-after", 0, "a job running this long on a process that does not heartbeat (an older release) is run again; with --job-timeout, also one that outlived its timeout (0: job timeout + 1m, or 1h)")
 	bindEnv(f, "rescue-after", "RESCUE_AFTER")
+	f.DurationVar(&o.instanceTimeout, "instance-timeout", tenantmigrate.DefaultInstanceTimeout, "an instance silent this long (10 heartbeats missed) is dead: its jobs go back to the queue without using an attempt")
+	bindEnv(f, "instance-timeout", "INSTANCE_TIMEOUT")
 	f.DurationVar(&o.fleetRescanInterval, "fleet-rescan-interval", tenantmigrate.DefaultFleetRescanInterval, "full_fleet: repeat the fleet scan this often (0 = off)")
 	bindEnv(f, "fleet-rescan-interval", "FLEET_RESCAN_INTERVAL")
 	f.DurationVar(&o.progressiveInterval, "progressive-interval", tenantmigrate.DefaultProgressiveInterval, "progressive: enqueue collected tenants this often")
@@ -113,6 +119,8 @@ func (o *serveOpts) validate() error {
 		return usageErr("--progressive-interval must be positive")
 	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
 		return usageErr("durations must not be negative")
+	case o.instanceTimeout <= 0:
+		return usageErr("--instance-timeout must be positive")
 	}
 	return nil
 }
@@ -148,6 +156,7 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	cfg.Queue.RetryBackoff = o.retryBackoff
 	cfg.Queue.JobTimeout = o.jobTimeout
 	cfg.Queue.RescueAfter = o.rescueAfter
+	cfg.Queue.InstanceTimeout = o.instanceTimeout
 	cfg.Queue.FleetRescanInterval = o.fleetRescanInterval
 	if cfg.Queue.FleetRescanInterval == 0 {
 		cfg.Queue.FleetRescanInterval = -1 // the flag's 0 means off

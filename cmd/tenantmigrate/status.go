@@ -71,7 +71,12 @@ shows the rest, with latestVersion, atLatest and behind null in --json.`,
 type statusReport struct {
 	// LatestVersion, AtLatest and Behind are null without --migrations:
 	// the latest version is that of the migrations.
-	LatestVersion *int64             `json:"latestVersion"`
+	LatestVersion *int64 `json:"latestVersion"`
+	// TargetVersion is the version tenants are migrated to (the pinned
+	// fleet target, or the latest); null without --migrations. AtLatest
+	// and Behind count against it. TargetPinned is the pin, null if none.
+	TargetVersion *int64             `json:"targetVersion"`
+	TargetPinned  *int64             `json:"targetPinned"`
 	Total         int64              `json:"total"`
 	AtLatest      *int64             `json:"atLatest"`
 	Behind        *int64             `json:"behind"`
@@ -122,6 +127,11 @@ func fleetStatus(ctx context.Context, orch *tenantmigrate.Orchestrator, latestKn
 	if latestKnown {
 		latest, atLatest, behind := orch.Latest(), st.Total-st.Behind, st.Behind
 		rep.LatestVersion, rep.AtLatest, rep.Behind = &latest, &atLatest, &behind
+		target := orch.Target()
+		rep.TargetVersion = &target
+		if orch.TargetPinned() {
+			rep.TargetPinned = &target
+		}
 	}
 	for i, vc := range st.ByVersion {
 		rep.ByVersion[i] = versionCountJSON{Version: vc.Version, Count: vc.Count}
@@ -159,7 +169,12 @@ func printStatus(w io.Writer, rep statusReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if rep.LatestVersion != nil {
 		fmt.Fprintf(tw, "latest version:\t%d\n", *rep.LatestVersion)
-		fmt.Fprintf(tw, "tenants:\t%d (%d at the latest version, %d behind)\n", rep.Total, *rep.AtLatest, *rep.Behind)
+		if rep.TargetPinned != nil {
+			fmt.Fprintf(tw, "fleet target:\t%d (pinned; tenantmigrate target clear lets the fleet reach %d)\n", *rep.TargetPinned, *rep.LatestVersion)
+			fmt.Fprintf(tw, "tenants:\t%d (%d at the target, %d behind)\n", rep.Total, *rep.AtLatest, *rep.Behind)
+		} else {
+			fmt.Fprintf(tw, "tenants:\t%d (%d at the latest version, %d behind)\n", rep.Total, *rep.AtLatest, *rep.Behind)
+		}
 	} else {
 		fmt.Fprintf(tw, "latest version:\tunknown (give --migrations to count the tenants behind it)\n")
 		fmt.Fprintf(tw, "tenants:\t%d\n", rep.Total)

@@ -109,6 +109,11 @@ func TestChecksumTableAddedToExistingControlPlane(t *testing.T) {
 	st, err := s.GetState(ctx, "acme")
 	require.NoError(t, err)
 	require.Equal(t, ptr(int64(4)), st.MigrationsVersion)
+	// The summary counts the tenant that was there before it existed.
+	stats, err := s.Stats(ctx, 4)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), stats.Total)
+	require.Equal(t, int64(1), stats.ByStatus[StatusCompleted])
 	n, err := s.RecordMigrationChecksums(ctx, []MigrationChecksum{{Version: 1, Name: "00001_a.sql", Checksum: "sha256:aa"}})
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)

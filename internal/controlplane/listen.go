@@ -30,6 +30,25 @@ const (
 // wrong configuration shows at startup. The callbacks run on Listen's
 // goroutine and should return quickly; any may be nil.
 func (s *Store) Listen(ctx context.Context, onChange func(tenantID string), onReset, onLost func()) error {
+	return s.ListenWith(ctx, Listener{OnChange: onChange, OnReset: onReset, OnLost: onLost})
+}
+
+// Listener are the callbacks of ListenWith; each may be nil.
+type Listener struct {
+	// OnChange, OnReset and OnLost are Listen's.
+	OnChange        func(tenantID string)
+	OnReset, OnLost func()
+	// OnTarget is called when the fleet target changed (a notification
+	// with TargetPayload). After OnReset the target may have changed too.
+	OnTarget func()
+}
+
+// ListenWith is Listen with a callback for changes of the fleet target too.
+func (s *Store) ListenWith(ctx context.Context, l Listener) error {
+	onChange, onReset, onLost, onTarget := l.OnChange, l.OnReset, l.OnLost, l.OnTarget
+	if onTarget == nil {
+		onTarget = func() {}
+	}
 	if onChange == nil {
 		onChange = func(string) {}
 	}
@@ -63,7 +82,13 @@ func (s *Store) Listen(ctx context.Context, onChange func(tenantID string), onRe
 		connected = true
 		start := time.Now()
 		onReset()
-		receive(ctx, conn, onChange, onReset)
+		receive(ctx, conn, func(id string) {
+			if id == TargetPayload {
+				onTarget()
+				return
+			}
+			onChange(id)
+		}, onReset)
 		onLost()
 		closeConn(ctx, conn)
 		if ctx.Err() != nil {

@@ -23,7 +23,7 @@ import (
 //	GET    /admin/tenants/{id}/migrations  migration state of one tenant
 //	POST   /admin/tenants/{id}/migrations  migrate now: 200, or 500 on failure;
 //	                                       ?async=true: 202 {"enqueued": bool}
-//	GET    /admin/migrations               {"remaining": N, "latestVersion": L}
+//	GET    /admin/migrations               {"remaining": N, "latestVersion": L, "targetVersion": T, "targetPinned": bool}
 //	POST   /admin/migrations/fleet         queue every tenant behind: 202 {"scheduled": N}
 //	GET    /admin/migrations/failed        failed tenants, paged like /admin/tenants
 //	GET    /admin/stats                    fleet summary
@@ -51,6 +51,7 @@ func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	rt.handle("POST /admin/migrations/fleet", http.HandlerFunc(a.scheduleFleet))
 	rt.handle("GET /admin/migrations/failed", http.HandlerFunc(a.listFailed))
 	rt.handle("GET /admin/stats", http.HandlerFunc(a.stats))
+	a.addWaybackRoutes(rt) // wayback.go
 	rt.finish()
 
 	for pattern, h := range cfg.AdminExtra {
@@ -252,7 +253,9 @@ func (a *admin) migrations(w http.ResponseWriter, r *http.Request) {
 		writeServiceError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int64{"remaining": remaining, "latestVersion": a.svc.Latest()})
+	target, pinned := targetOf(a.svc)
+	writeJSON(w, http.StatusOK, map[string]any{"remaining": remaining, "latestVersion": a.svc.Latest(),
+		"targetVersion": target, "targetPinned": pinned})
 }
 
 func (a *admin) scheduleFleet(w http.ResponseWriter, r *http.Request) {
@@ -359,6 +362,8 @@ type (
 		LastError         string    `json:"lastError"`
 		CreatedAt         time.Time `json:"createdAt"`
 		UpdatedAt         time.Time `json:"updatedAt"`
+		// DecryptError says why databaseUrl is "<cannot decrypt>".
+		DecryptError string `json:"decryptError,omitempty"`
 	}
 	tenantListJSON struct {
 		Tenants    []TenantJSON `json:"tenants"`
@@ -413,6 +418,7 @@ func TenantToJSON(t controlplane.Tenant) TenantJSON {
 		LastError:         redact.String(t.LastError, t.DatabaseURL),
 		CreatedAt:         t.CreatedAt,
 		UpdatedAt:         t.UpdatedAt,
+		DecryptError:      t.DecryptError,
 	}
 }
 

@@ -330,7 +330,7 @@ func TestAdminMigrations(t *testing.T) {
 
 	res = e.admin(http.MethodGet, "/admin/migrations", "")
 	require.Equal(t, http.StatusOK, res.status)
-	require.Equal(t, map[string]any{"remaining": 1.0, "latestVersion": 2.0}, res.json(t))
+	require.Equal(t, map[string]any{"remaining": 1.0, "latestVersion": 2.0, "targetVersion": 2.0, "targetPinned": false}, res.json(t))
 
 	// The fleet scan finds beta behind, but it has a live job already.
 	res = e.admin(http.MethodPost, "/admin/migrations/fleet", "")

@@ -35,7 +35,11 @@ type fleetPage struct {
 // fleetData is the data of the "fleet" template.
 type fleetData struct {
 	pageFrame
-	Latest      int64
+	Latest int64
+	// Target is the version tenants are migrated to; Pinned when it is a
+	// pinned fleet target.
+	Target      int64
+	Pinned      bool
 	Total       int64
 	Behind      int64
 	Remaining   int64
@@ -110,9 +114,12 @@ func (f *fleetPage) load(ctx context.Context) (fleetData, error) {
 	}
 
 	latest := f.svc.Latest()
+	target, pinned := targetOf(f.svc)
 	d := fleetData{
 		pageFrame: pageFrame{Title: "Fleet", Refresh: fleetPageRefresh},
 		Latest:    latest,
+		Target:    target,
+		Pinned:    pinned,
 		Total:     st.Total,
 		Behind:    st.Behind,
 		Remaining: remaining,

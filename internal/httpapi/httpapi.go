@@ -232,10 +232,10 @@ const (
 //     headers.
 //   - ReadTimeout 2m for the whole request, body included (tenant uploads
 //     through the gateway must finish in that time).
-//   - WriteTimeout 16m: a request may wait for an on_request migration,
-//     which runs for up to the Orchestrator's inline timeout (JobTimeout,
-//     15m by default), and then for the upstream; longer responses (long
-//     streams through the gateway) are cut.
+//   - WriteTimeout 16m: a request may wait for an on_request migration
+//     (bounded only by an opt-in JobTimeout; the run itself goes on after
+//     the response is cut) and then for the upstream; longer responses
+//     (long streams through the gateway) are cut.
 //   - IdleTimeout 2m between requests of a keep-alive connection.
 func NewServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{

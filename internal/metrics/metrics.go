@@ -103,6 +103,8 @@ var (
 	behindDesc    = prometheus.NewDesc("tenantmigrate_tenants_behind", "Tenants not at the latest version.", nil, nil)
 	versionDesc   = prometheus.NewDesc("tenantmigrate_tenants_by_version", "Tenants by migrations_version (none = never migrated).", []string{"version"}, nil)
 	latestDesc    = prometheus.NewDesc("tenantmigrate_latest_version", "Highest version in the migration source.", nil, nil)
+	targetDesc    = prometheus.NewDesc("tenantmigrate_target_version", "Version tenants are migrated to: the pinned fleet target, or the latest version.", nil, nil)
+	pinnedDesc    = prometheus.NewDesc("tenantmigrate_target_pinned", "1 while the fleet target is pinned below the latest version.", nil, nil)
 	remainingDesc = prometheus.NewDesc("tenantmigrate_queue_remaining", "Live migrate_tenant jobs (available, scheduled, retryable, running, pending).", nil, nil)
 	upDesc        = prometheus.NewDesc("tenantmigrate_control_plane_up", "1 when the last read of the fleet gauges succeeded.", nil, nil)
 )
@@ -122,7 +124,7 @@ type fleetCollector struct {
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tenantsDesc, behindDesc, versionDesc, latestDesc, remainingDesc, upDesc} {
+	for _, d := range []*prometheus.Desc{tenantsDesc, behindDesc, versionDesc, latestDesc, targetDesc, pinnedDesc, remainingDesc, upDesc} {
 		ch <- d
 	}
 }
@@ -136,6 +138,18 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Unlock()
 
 	ch <- prometheus.MustNewConstMetric(latestDesc, prometheus.GaugeValue, float64(c.src.Latest()))
+	target, pinned := float64(c.src.Latest()), 0.0
+	if tr, ok := c.src.(interface {
+		Target() int64
+		TargetPinned() bool
+	}); ok {
+		target = float64(tr.Target())
+		if tr.TargetPinned() {
+			pinned = 1
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(targetDesc, prometheus.GaugeValue, target)
+	ch <- prometheus.MustNewConstMetric(pinnedDesc, prometheus.GaugeValue, pinned)
 	up := 0.0
 	if ok {
 		up = 1

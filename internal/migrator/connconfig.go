@@ -1,11 +1,13 @@
 package migrator
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
@@ -14,6 +16,14 @@ import (
 // connect_timeout: a host that accepts TCP and never answers would otherwise
 // hold a worker for the whole job timeout.
 const defaultConnectTimeout = 10 * time.Second
+
+// connectionCheckInterval is PostgreSQL's client_connection_check_interval in migration sessions
+// (PostgreSQL 14 and later): while a statement runs, the server checks this often that the client
+// is still there and, when its process died, cancels the statement and ends the session, releasing
+// the tenant's migration lock at once instead of after the statement (an index build may take an
+// hour). The run that takes over the tenant, after its instance's heartbeats stopped, then gets the
+// lock in seconds.
+const connectionCheckInterval = "1s"
 
 // defaultApplicationName is the application_name of migration sessions whose URL sets none, so
 // they are recognisable in pg_stat_activity.
@@ -61,10 +71,37 @@ func (m *Migrator) connConfig(t Target) (*pgx.ConnConfig, error) {
 	setDefault("application_name", defaultApplicationName)
 	setDefault("lock_timeout", m.lockTimeoutParam)
 	setDefault("statement_timeout", m.stmtTimeoutParam)
+	if _, ok := params["client_connection_check_interval"]; !ok {
+		// Not a startup parameter: servers before PostgreSQL 14 would refuse the connection.
+		afterConnect := cfg.AfterConnect
+		cfg.AfterConnect = func(ctx context.Context, conn *pgconn.PgConn) error {
+			if afterConnect != nil {
+				if err := afterConnect(ctx, conn); err != nil {
+					return err
+				}
+			}
+			return setConnectionCheck(ctx, conn)
+		}
+	}
 	if t.Schema != "" {
 		// Only the tenant schema (pg_catalog is always searched implicitly): unqualified names
 		// in migrations must never resolve to, or be created in, a shared schema like public.
 		params["search_path"] = pgx.Identifier{t.Schema}.Sanitize()
 	}
 	return cfg, nil
+}
+
+// setConnectionCheck sets client_connection_check_interval on a new session, where the server
+// knows it (PostgreSQL 14 and later; older ones answer 42704 undefined_object and keep going
+// without).
+func setConnectionCheck(ctx context.Context, conn *pgconn.PgConn) error {
+	err := conn.Exec(ctx, "SET client_connection_check_interval = '"+connectionCheckInterval+"'").Close()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("set client_connection_check_interval: %w", err)
+	}
+	return nil
 }

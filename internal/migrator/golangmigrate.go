@@ -183,7 +183,7 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 	if st.dirty {
 		return res.dirtyAt(m, st)
 	}
-	if len(m.gmPending(st.version)) == 0 {
+	if len(capPending(m.gmPending(st.version), t.UpTo)) == 0 {
 		return res, nil
 	}
 
@@ -204,7 +204,7 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 	if st.dirty {
 		return res.dirtyAt(m, st)
 	}
-	pending := m.gmPending(st.version)
+	pending := capPending(m.gmPending(st.version), t.UpTo)
 	if len(pending) == 0 {
 		return res, nil
 	}

@@ -101,10 +101,11 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 
 	// Up checks for pending migrations without the lock (the common no-op case costs no lock),
 	// then takes the lock, lists the applied versions again and applies the rest.
-	upFn := p.Up
+	upTo := upToVersion(t.UpTo)
+	upFn := func(ctx context.Context) ([]*goose.MigrationResult, error) { return p.UpTo(ctx, upTo) }
 	if m.txMode == TransactionModeTenant {
 		upFn = func(ctx context.Context) ([]*goose.MigrationResult, error) {
-			return m.upTenant(ctx, p, db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target), target)
+			return m.upTenant(ctx, p, db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target), target, upTo)
 		}
 	}
 	results, upErr := m.up(ctx, upFn, target)
@@ -206,7 +207,7 @@ func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, af
 	return p, nil
 }
 
-// up runs upFn (goose's Up, or upTenant) and, while it fails on a catalog conflict (see isCatalogConflict), runs it
+// up runs upFn (goose's UpTo, or upTenant) and, while it fails on a catalog conflict (see isCatalogConflict), runs it
 // again, for up to conflictRetryWindow, after short random waits. It returns the migrations
 // applied by all the runs and the error of the last one.
 //

@@ -245,6 +245,10 @@ type Target struct {
 	// goose_db_version table land in it. Empty means database-per-tenant: the migrations use the
 	// session's own search_path, and the version table is the one Config.VersionTable pins.
 	Schema string
+
+	// UpTo, when positive, is the highest version Migrate applies: the fleet's pinned target
+	// (see down.go). Defaults to 0: every pending version.
+	UpTo int64
 }
 
 // Result describes one Migrate run.

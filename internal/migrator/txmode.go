@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path"
 	"runtime/debug"
+	"slices"
 	"testing/fstest"
 	"time"
 
@@ -163,13 +164,13 @@ type step struct {
 	group      bool // transactional SQL: may share a transaction with its neighbours
 }
 
-// upTenant is goose's Up in TransactionModeTenant; it returns what goose's Up returns (the
-// results, or a *goose.PartialError), so Migrate reads both modes alike. schema, table and
-// afterLock are those of newProvider; p is the run's provider over db.
+// upTenant is goose's UpTo(upTo) in TransactionModeTenant; it returns what goose's UpTo
+// returns (the results, or a *goose.PartialError), so Migrate reads both modes alike. schema,
+// table and afterLock are those of newProvider; p is the run's provider over db.
 func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, schema string, table VersionTable,
-	afterLock func(context.Context, *sql.Conn) error, target slog.Attr,
+	afterLock func(context.Context, *sql.Conn) error, target slog.Attr, upTo int64,
 ) (_ []*goose.MigrationResult, retErr error) {
-	// As goose's Up: without the lock first, so the common no-op costs none. goose's HasPending
+	// As goose's UpTo: without the lock first, so the common no-op costs none. goose's HasPending
 	// also creates the version table (with its version 0 row) when there is none.
 	if pending, err := p.HasPending(ctx); err != nil || !pending {
 		return nil, err
@@ -217,6 +218,8 @@ func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, 
 	if err != nil {
 		return nil, err
 	}
+	// goose's UpTo: the versions up to upTo, out-of-order ones included, in the same order.
+	pending = slices.DeleteFunc(pending, func(v int64) bool { return v > upTo })
 
 	steps, err := m.plan(p, pending)
 	if err != nil {

@@ -292,3 +292,21 @@ func TestParseTransactionMode(t *testing.T) {
 	_, err = New(Config{FS: sqlFS(mixedSource), TransactionMode: "Tenant"})
 	require.Error(t, err)
 }
+
+func TestTenantModeStopsAtUpTo(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	m := newMigrator(t, Config{FS: sqlFS(mixedSource), GoMigrations: []*goose.Migration{mixedGoMigration()}, TransactionMode: TransactionModeTenant})
+	res, err := m.Migrate(ctx, Target{DatabaseURL: dbURL, UpTo: 2})
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2}, res.Applied)
+	require.Equal(t, int64(2), res.Version)
+	conn := connect(t, dbURL)
+	require.Equal(t, [][]int64{{0}, {1, 2}}, transactions(versionRows(t, conn, "public")))
+
+	res, err = m.Migrate(ctx, Target{DatabaseURL: dbURL, UpTo: 2})
+	require.NoError(t, err)
+	require.Empty(t, res.Applied)
+	require.Equal(t, int64(2), res.Version)
+}

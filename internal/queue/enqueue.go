@@ -65,3 +65,14 @@ func (q *Queue) Remaining(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// EnqueueFleetScan queues a fleet_scan job for the change of the fleet
+// target with generation gen: instances that all hear of the change insert
+// one between them (the job is unique per generation and window).
+func (q *Queue) EnqueueFleetScan(ctx context.Context, gen int64) error {
+	_, err := q.client.Insert(ctx, FleetScanArgs{Latest: q.cfg.Latest, TargetGeneration: gen}, fleetScanStartOpts(q.cfg))
+	if err != nil {
+		return fmt.Errorf("queue fleet scan: %w", err)
+	}
+	return nil
+}

@@ -69,6 +69,10 @@ type FleetScanArgs struct {
 	Latest int64 `json:"latest,omitempty"`
 	// IncludeStale also enqueues tenants whose status is FAILED_STALE.
 	IncludeStale bool `json:"include_stale"`
+	// TargetGeneration is the generation of the fleet target whose rise
+	// queued the scan (EnqueueFleetScan); part of the unique key, so each
+	// change of the target gets its scan. 0 for the scheduled scans.
+	TargetGeneration int64 `json:"target_generation,omitempty"`
 }
 
 // Kind returns KindFleetScan.

@@ -31,8 +31,8 @@ const (
 	DefaultWorkers             = 4
 	DefaultMaxAttempts         = 3
 	DefaultRetryBackoff        = 5 * time.Second
-	DefaultJobTimeout          = 5 * time.Minute
 	DefaultRescueMargin        = time.Minute
+	DefaultRescueAfter         = time.Hour
 	DefaultPollInterval        = time.Second
 	DefaultEnqueueBatchSize    = 1000
 	DefaultFleetRescanInterval = 10 * time.Minute
@@ -109,20 +109,24 @@ type Config struct {
 	// Defaults to 5 seconds.
 	RetryBackoff time.Duration
 
-	// JobTimeout is how long one attempt may run before its context is
-	// cancelled; a negative value means no timeout. It bounds one tenant's
-	// migration, so it should exceed the slowest expected migration.
+	// JobTimeout, when positive, is how long one attempt may run before its
+	// context is cancelled: an opt-in limit. Zero or negative: no timeout. A
+	// dead instance's jobs are rescued by its missing heartbeats
+	// (internal/instances), not by a timeout, so a migration may run for
+	// hours.
 	//
-	// Defaults to 5 minutes.
+	// Defaults to none.
 	JobTimeout time.Duration
 
 	// RescueAfter is how long a job may stay running before River's rescuer
-	// (run by the leader every 30 seconds) takes it as abandoned, e.g. held by
-	// an instance killed with SIGKILL, and schedules its next attempt. It must
-	// be at least JobTimeout, or a slow but healthy attempt would run twice.
+	// (run by the leader every 30 seconds) takes it as abandoned and
+	// schedules its next attempt. River's rescuer leaves alone the jobs of a
+	// client without a job timeout, so it acts only with a positive
+	// JobTimeout, on an attempt that outlived its cancellation. It must be at
+	// least JobTimeout, or a slow but healthy attempt would run twice.
 	//
-	// Defaults to JobTimeout plus one minute (6 minutes), or to one hour when
-	// JobTimeout is negative; River's own default is one hour.
+	// Defaults to JobTimeout plus one minute, or to one hour without a job
+	// timeout.
 	RescueAfter time.Duration
 
 	// PollInterval is how often an idle worker looks for jobs without being
@@ -181,7 +185,9 @@ type Config struct {
 	FleetRescanInterval time.Duration
 
 	// ID identifies this instance in River (leader election, attempted_by).
-	// It must differ between running instances.
+	// It must differ between running instances. The root package sets the
+	// instance id of internal/instances, whose rescuer finds a dead
+	// instance's jobs by it.
 	//
 	// Defaults to the host name, process id and a random suffix.
 	ID string
@@ -204,17 +210,14 @@ func (c Config) withDefaults() Config {
 	if c.RetryBackoff <= 0 {
 		c.RetryBackoff = DefaultRetryBackoff
 	}
-	switch {
-	case c.JobTimeout == 0:
-		c.JobTimeout = DefaultJobTimeout
-	case c.JobTimeout < 0:
-		c.JobTimeout = -1
+	if c.JobTimeout <= 0 {
+		c.JobTimeout = -1 // River's "no timeout"
 	}
 	if c.RescueAfter <= 0 {
 		if c.JobTimeout > 0 {
 			c.RescueAfter = c.JobTimeout + DefaultRescueMargin
 		} else {
-			c.RescueAfter = time.Hour
+			c.RescueAfter = DefaultRescueAfter
 		}
 	}
 	if c.PollInterval <= 0 {
@@ -288,6 +291,9 @@ func New(cfg Config) (*Queue, error) {
 		snooze := cmp.Or(cfg.NewerReleaseSnooze, DefaultNewerReleaseSnooze)
 		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable, latest: cfg.Latest, snooze: snooze}); err != nil {
 			return nil, fmt.Errorf("queue: register %s worker: %w", KindMigrateTenant, err)
+		}
+		if err := addRollbackWorker(workers, cfg.Runner, cfg.IsRetryable); err != nil {
+			return nil, err
 		}
 		if cfg.FleetScan != nil {
 			if err := river.AddWorkerSafely(workers, &fleetScanWorker{scan: cfg.FleetScan, latest: cfg.Latest, snooze: snooze}); err != nil {
@@ -416,6 +422,9 @@ func (q *Queue) Stop(ctx context.Context) error {
 
 // Client returns the River client, e.g. for River UI or tests.
 func (q *Queue) Client() *river.Client[pgx.Tx] { return q.client }
+
+// RescueAfter is Config.RescueAfter with its default applied.
+func (q *Queue) RescueAfter() time.Duration { return q.cfg.RescueAfter }
 
 // defaultID is the host name, process id and a random suffix: unique even for
 // several instances on one host or in one process.

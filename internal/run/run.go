@@ -45,7 +45,26 @@ type Store interface {
 // implements it.
 type Migrator interface {
 	Migrate(ctx context.Context, t migrator.Target) (migrator.Result, error)
+	// Down undoes the versions above to (DirectionDown).
+	Down(ctx context.Context, t migrator.Target, to int64) (migrator.Result, error)
+	// Force sets the version table to version, running nothing (DirectionForce).
+	Force(ctx context.Context, t migrator.Target, version int64) (migrator.Result, error)
 }
+
+// Direction says which way a run goes.
+type Direction string
+
+// Directions of a run (Request.Direction, Event.Direction).
+const (
+	// DirectionUp applies the pending versions up to the target. The zero
+	// Direction is up.
+	DirectionUp Direction = "up"
+	// DirectionDown undoes the versions above Request.To, newest first.
+	DirectionDown Direction = "down"
+	// DirectionForce sets the tenant's version table to Request.To and
+	// runs no migration (a repair by hand came first).
+	DirectionForce Direction = "force"
+)
 
 // Config configures an Executor. Store, Migrator and Latest are required
 // unless ReadOnly is set.
@@ -55,6 +74,9 @@ type Config struct {
 	// Latest is the highest version of the source. A tenant recorded above
 	// it belongs to a newer release and is never run or recorded.
 	Latest int64
+	// Target is the version up runs aim at now: the fleet's pinned target,
+	// at most Latest, read at each run. Defaults to Latest.
+	Target func() int64
 	// ReadOnly, when not nil, refuses every run with this error (the root
 	// package's ErrReadOnly), before the tenant is read.
 	ReadOnly error
@@ -100,6 +122,10 @@ func New(cfg Config) *Executor {
 	if cfg.Interrupted == nil {
 		cfg.Interrupted = func(context.Context) bool { return false }
 	}
+	if cfg.Target == nil {
+		latest := cfg.Latest
+		cfg.Target = func() int64 { return latest }
+	}
 	return &Executor{cfg: cfg}
 }
 
@@ -120,6 +146,12 @@ type Request struct {
 	SkipAtLatest bool
 	// FailStatus is the status a failed run is recorded with. Required.
 	FailStatus func(err error) controlplane.Status
+	// Direction is the way the run goes. Defaults to DirectionUp.
+	Direction Direction
+	// To is the version a DirectionDown run goes back to, or the version
+	// a DirectionForce run records. Ignored for up runs, which aim at
+	// Config.Target.
+	To int64
 }
 
 // Event is one migration of one tenant, for Config.OnRun.
@@ -127,11 +159,15 @@ type Event struct {
 	TenantID string
 	Trigger  string
 	Attempt  int
+	// Direction is the run's: up, down or force.
+	Direction Direction
 	// From is the version recorded before the run (nil: never migrated).
 	From *int64
 	// To is the tenant database's version after the run, -1 when it could
 	// not be read.
-	To       int64
+	To int64
+	// Applied are the versions the run applied, in order; for a down run
+	// the versions it undid, newest first; none for a force.
 	Applied  []int64
 	Duration time.Duration
 	// Err is the migration's error, nil when it succeeded.
@@ -182,21 +218,29 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 1. The tenant as it is now: its target, and the state the result
 		// must still match when it is recorded.
 		t, err := e.cfg.Store.Get(ctx, req.TenantID)
+		if errors.Is(err, controlplane.ErrDecrypt) && t.ID != "" {
+			// The tenant exists but no configured key opens its URL: the
+			// run fails, and the tenant says why, until the key is
+			// configured again (see Tenant.DecryptError).
+			return e.undecryptable(ctx, req, t, err), nil
+		}
 		if err != nil {
 			return Outcome{}, fmt.Errorf("read tenant %s: %w", req.TenantID, err)
 		}
-		if e.newerRelease(t.MigrationsVersion) ||
-			((req.SkipAtLatest || rerun > 0) && e.atLatest(t)) {
-			e.cfg.UpToDate(req.TenantID, req.Generation)
-			return Outcome{From: t.MigrationsVersion, Version: *t.MigrationsVersion}, nil
+		target := min(e.cfg.Target(), e.cfg.Latest)
+		if done, out := e.nothingToDo(req, t, target, rerun); done {
+			if out.Err == nil && out.Version >= target && t.MigrationsVersion != nil {
+				e.cfg.UpToDate(req.TenantID, req.Generation)
+			}
+			return out, nil
 		}
 
 		// 2. Limits. None yet. A limit on runs per database host, or per
 		// fleet across instances, is taken here, after the tenant is known
 		// and before its connection opens, and released after step 4.
 
-		// 3. Migrate.
-		res, err := e.cfg.Migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
+		// 3. Migrate (up to the target), undo or force.
+		res, err := e.migrate(ctx, req, t, target)
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err}
 
 		// 4. Record: checksums first (they are true whatever the state).
@@ -205,6 +249,9 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		e.report(ctx, req, out)
 
 		attrs := []any{slog.String("tenant_id", req.TenantID), slog.Int64("version", res.Version), slog.String("trigger", req.Trigger)}
+		if req.Direction != "" && req.Direction != DirectionUp {
+			attrs = append(attrs, slog.String("direction", string(req.Direction)))
+		}
 		if req.Attempt > 0 {
 			attrs = append(attrs, slog.Int("attempt", req.Attempt))
 		}
@@ -218,7 +265,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 				return out, nil
 			}
 			e.cfg.Logger.Info("tenant migrated", append(attrs, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())...)
-			if res.Version >= e.cfg.Latest {
+			if res.Version >= target {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
 			}
 			return out, nil
@@ -247,24 +294,103 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 	}
 }
 
+// undecryptable fails the run of a tenant t whose URL no configured key
+// decrypts (err wraps controlplane.ErrDecrypt). A tenant that needed the
+// run is recorded failed with req.FailStatus, naming why; one already up
+// to date keeps its state.
+func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplane.Tenant, err error) Outcome {
+	out := Outcome{Ran: true, From: t.MigrationsVersion, Version: -1, Err: err}
+	e.report(ctx, req, out)
+	if e.atTarget(t, min(e.cfg.Target(), e.cfg.Latest)) || e.newerRelease(t.MigrationsVersion) {
+		// Its database lacks nothing: the state stays true, and the gate
+		// keeps serving it without reading its URL.
+		return out
+	}
+	status := req.FailStatus(err)
+	rctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	rerr := e.cfg.Store.RecordFailure(rctx, t.ID, controlplane.OriginOf(t), nil, status, err.Error())
+	switch {
+	case rerr == nil:
+		out.Status = status
+	case !errors.Is(rerr, controlplane.ErrStaleResult):
+		out.RecordErr = rerr
+	}
+	return out
+}
+
 func (e *Executor) report(ctx context.Context, req Request, out Outcome) {
 	if e.cfg.OnRun == nil {
 		return
 	}
 	e.cfg.OnRun(ctx, Event{
-		TenantID: req.TenantID,
-		Trigger:  req.Trigger,
-		Attempt:  req.Attempt,
-		From:     out.From,
-		To:       out.Version,
-		Applied:  out.Applied,
-		Duration: out.Duration,
-		Err:      out.Err,
+		TenantID:  req.TenantID,
+		Trigger:   req.Trigger,
+		Attempt:   req.Attempt,
+		Direction: cmpOr(req.Direction, DirectionUp),
+		From:      out.From,
+		To:        out.Version,
+		Applied:   out.Applied,
+		Duration:  out.Duration,
+		Err:       out.Err,
 	})
 }
 
-func (e *Executor) atLatest(t controlplane.Tenant) bool {
-	return t.MigrationsVersion != nil && *t.MigrationsVersion >= e.cfg.Latest && t.MigrationsStatus == controlplane.StatusCompleted
+func (e *Executor) atTarget(t controlplane.Tenant, target int64) bool {
+	return t.MigrationsVersion != nil && *t.MigrationsVersion >= target && t.MigrationsStatus == controlplane.StatusCompleted
+}
+
+// nothingToDo reports whether the run of t ends before it starts, and with
+// what: an up run of a tenant at the target (SkipAtLatest, a stale rerun),
+// at a pinned target of 0, or of a newer release's tenant; a down run of a
+// tenant recorded COMPLETED at or below Request.To or never migrated. A
+// down run of a newer release's tenant fails, recording nothing: the Down
+// sections of its newer versions are not in this source.
+func (e *Executor) nothingToDo(req Request, t controlplane.Tenant, target int64, rerun int) (bool, Outcome) {
+	out := Outcome{From: t.MigrationsVersion}
+	if t.MigrationsVersion != nil {
+		out.Version = *t.MigrationsVersion
+	}
+	switch req.Direction {
+	case DirectionForce:
+		return false, out
+	case DirectionDown:
+		if e.newerRelease(t.MigrationsVersion) {
+			out.Err = fmt.Errorf("tenant %s is at version %d, above this source's latest %d: the Down sections of its newer versions are not in this source", t.ID, out.Version, e.cfg.Latest)
+			return true, out
+		}
+		below := t.MigrationsVersion == nil ||
+			(*t.MigrationsVersion <= req.To && t.MigrationsStatus == controlplane.StatusCompleted)
+		return below, out
+	}
+	if e.newerRelease(t.MigrationsVersion) || ((req.SkipAtLatest || rerun > 0) && e.atTarget(t, target)) {
+		return true, out
+	}
+	// A fleet pinned at 0 applies nothing, to no tenant.
+	return target == 0 && e.cfg.Latest > 0, out
+}
+
+// migrate runs req's direction on t.
+func (e *Executor) migrate(ctx context.Context, req Request, t controlplane.Tenant, target int64) (migrator.Result, error) {
+	mt := migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema}
+	switch req.Direction {
+	case DirectionDown:
+		return e.cfg.Migrator.Down(ctx, mt, req.To)
+	case DirectionForce:
+		return e.cfg.Migrator.Force(ctx, mt, req.To)
+	}
+	if target < e.cfg.Latest {
+		mt.UpTo = target
+	}
+	return e.cfg.Migrator.Migrate(ctx, mt)
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }
 
 // newerRelease reports whether a tenant recorded at version belongs to a
