@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -135,6 +136,10 @@ type Migrator struct {
 
 	txMode TransactionMode      // Config.TransactionMode, never ""
 	parsed map[string]parsedSQL // by file name; TransactionModeTenant goose sources only
+	// sharedCatalog holds the versions (int64) of transactional SQL files that collided with
+	// another tenant on a shared catalog row inside a group; TransactionModeTenant runs them
+	// alone from then on (see txmode.go).
+	sharedCatalog sync.Map
 
 	logger *slog.Logger
 }

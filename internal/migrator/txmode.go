@@ -40,9 +40,11 @@ import (
 //   - A collision with another tenant on a shared catalog row (isCatalogConflict: many tenants
 //     running ALTER ROLE ... SET on one role) is transient: the files before the failing one
 //     commit as one group, and Migrate retries from it after a short wait, as it retries the
-//     file in file mode. Without the split every collision would run the whole group again,
-//     and a group holds the row until it commits, so collisions are more frequent than in
-//     file mode.
+//     file in file mode. Without the split every collision would run the whole group again.
+//     The Migrator also remembers the file (sharedCatalog): from then on it runs in a
+//     transaction of its own, in every tenant's run, as in file mode. In a group it would hold
+//     the shared row until the group's last file commits, and every other tenant's run would
+//     queue behind it on that row, one tenant at a time.
 //   - Any other failure rolls the whole group back: the tenant stays at the version before the
 //     group, and the *goose.PartialError (Migrate's *ApplyError) names the file whose statement
 //     failed, with Applied holding the migrations committed before the group. A failed COMMIT
@@ -161,7 +163,8 @@ func (c recordingConn) ExecContext(_ context.Context, query string, _ []driver.N
 // more), or one migration that runs alone (NO TRANSACTION, or Go).
 type step struct {
 	migrations []*goose.Source
-	group      bool // transactional SQL: may share a transaction with its neighbours
+	tx         bool // transactional SQL: runGroup
+	joinable   bool // may share a transaction with its transactional neighbours
 }
 
 // upTenant is goose's UpTo(upTo) in TransactionModeTenant; it returns what goose's UpTo
@@ -227,7 +230,7 @@ func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, 
 	}
 	r := tenantRun{m: m, db: db, conn: conn, store: store, target: target}
 	for _, st := range steps {
-		if st.group {
+		if st.tx {
 			err = r.runGroup(ctx, st.migrations)
 		} else {
 			err = r.runAlone(ctx, st.migrations[0])
@@ -256,12 +259,14 @@ func (m *Migrator) plan(p *goose.Provider, pending []int64) ([]step, error) {
 		if s.Type == goose.TypeSQL && !ok {
 			return nil, fmt.Errorf("migration %d (%s) was not parsed", v, path.Base(s.Path))
 		}
-		group := s.Type == goose.TypeSQL && parsed.useTx
-		if n := len(steps); group && n > 0 && steps[n-1].group {
+		tx := s.Type == goose.TypeSQL && parsed.useTx
+		_, shared := m.sharedCatalog.Load(v)
+		joinable := tx && !shared
+		if n := len(steps); joinable && n > 0 && steps[n-1].joinable {
 			steps[n-1].migrations = append(steps[n-1].migrations, s)
 			continue
 		}
-		steps = append(steps, step{migrations: []*goose.Source{s}, group: group})
+		steps = append(steps, step{migrations: []*goose.Source{s}, tx: tx, joinable: joinable})
 	}
 	return steps, nil
 }
@@ -290,7 +295,14 @@ func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 		}
 		var pgErr *pgconn.PgError
 		enumValue := errors.As(err.Err, &pgErr) && pgErr.Code == sqlUnsafeNewEnumValue
-		if done == 0 || (!enumValue && !isCatalogConflict(err.Err)) {
+		conflict := !enumValue && isCatalogConflict(err.Err)
+		if conflict && len(group) > 1 {
+			// From now on this file runs in a transaction of its own, for every tenant: a group
+			// would hold the shared row until its last file commits, and the other tenants'
+			// runs would queue behind it and collide.
+			r.m.sharedCatalog.Store(group[done].Version, struct{}{})
+		}
+		if done == 0 || (!enumValue && !conflict) {
 			return err
 		}
 		r.m.logger.DebugContext(ctx, "migration failed in a way the files before it committed can fix; splitting the group before it",
