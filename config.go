@@ -8,8 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/history"
+	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
@@ -86,6 +86,23 @@ type ServersConfig struct {
 	// is an error. Defaults to DefaultServerDownTimeout (1m).
 	DownTimeout time.Duration
 }
+
+// TransactionMode is Config.TransactionMode: how many transactions a
+// tenant's run applies its goose migrations in.
+type TransactionMode string
+
+// The transaction modes.
+const (
+	// TransactionModeFile applies each migration in its own transaction, as
+	// goose does.
+	TransactionModeFile TransactionMode = "file"
+	// TransactionModeTenant applies a tenant's consecutive pending
+	// transactional SQL migrations in one transaction, with their version
+	// rows.
+	TransactionModeTenant TransactionMode = "tenant"
+	// DefaultTransactionMode is the default of Config.TransactionMode.
+	DefaultTransactionMode = TransactionModeFile
+)
 
 // LimitsConfig is Config.Limits: how long a run waits for locks and
 // statements, and how many inline runs one instance allows at once. The zero
@@ -291,6 +308,9 @@ func (c *Config) validate() error {
 	}
 	if c.Servers.MaxPerServer > MaxServerConcurrency {
 		return fmt.Errorf("%w: Servers.MaxPerServer is %d: want at most %d", ErrInvalidConfig, c.Servers.MaxPerServer, MaxServerConcurrency)
+	}
+	if _, err := migrator.ParseTransactionMode(string(c.TransactionMode)); err != nil {
+		return fmt.Errorf("%w: TransactionMode: %v", ErrInvalidConfig, err)
 	}
 	if len(c.PreviousEncryptionKeys) > 0 && c.EncryptionKey == "" {
 		return fmt.Errorf("%w: PreviousEncryptionKeys without EncryptionKey: every write needs the current key", ErrInvalidConfig)

@@ -30,6 +30,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"Progressive.Interval", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{Interval: -1}}},
 		{"Progressive.StaleRetryInterval", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{StaleRetryInterval: -1}}},
 		{"is below Queue.JobTimeout", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{JobTimeout: 10 * time.Minute, RescueAfter: time.Minute}}},
+		{"TransactionMode", tenantmigrate.Config{TransactionMode: "database"}},
 		{"PreviousEncryptionKeys without EncryptionKey", tenantmigrate.Config{PreviousEncryptionKeys: []string{rotationKeyA}}},
 		{"PreviousEncryptionKeys[1] has fewer than 16 characters", tenantmigrate.Config{
 			EncryptionKey: rotationKeyB, PreviousEncryptionKeys: []string{rotationKeyA, "too-short"}}},

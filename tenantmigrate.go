@@ -33,8 +33,8 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/history"
+	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
@@ -199,6 +199,23 @@ type Config struct {
 	// non-retryable error naming the indexes and the DROP statements to run.
 	// Defaults to false: invalid indexes are repaired.
 	KeepInvalidIndexes bool
+
+	// TransactionMode is how many transactions a tenant's run applies its
+	// goose migrations in. TransactionModeFile: one per migration, as goose
+	// does. TransactionModeTenant: each run of consecutive pending
+	// transactional SQL migrations in one transaction, with their version
+	// rows, so a tenant ends at the version before the run or after it, never
+	// in between, and pays one commit instead of one per file; a NO
+	// TRANSACTION file or a Go migration ends the run and goes alone, and the
+	// version table holds the rows goose writes. A migration that uses an
+	// enum value added earlier in the same transaction (SQLSTATE 55P04)
+	// splits the run before it, automatically. The transaction holds every
+	// lock its migrations take until it commits. golang-migrate sources apply
+	// file by file in both modes. See the README, "Transaction mode". Any
+	// other value is an error wrapping ErrInvalidConfig. Defaults to
+	// DefaultTransactionMode.
+	TransactionMode TransactionMode
+
 	// Limits bounds what one run may wait for and how many run at once.
 	Limits LimitsConfig
 
@@ -348,8 +365,8 @@ type Orchestrator struct {
 	drift *driftState // see drift.go
 
 	provisioner *provisioning.Provisioner // nil without Config.Provision.URL; see provision.go
-	history *history.Store  // the run history (history.go)
-	pruner  *history.Pruner // deletes old runs, between Start and Stop
+	history     *history.Store            // the run history (history.go)
+	pruner      *history.Pruner           // deletes old runs, between Start and Stop
 
 	queue     *queue.Queue
 	instances *instances.Service // heartbeats and rescue; nil when ReadOnly (instances.go)
@@ -419,6 +436,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 			KeepInvalidIndexes: cfg.KeepInvalidIndexes,
 			VersionTable:       versionTable,
 			AllowMissing:       cfg.AllowMissing,
+			TransactionMode:    migrator.TransactionMode(cmpOr(cfg.TransactionMode, DefaultTransactionMode)),
 			Logger:             logger,
 		})
 		if errors.Is(err, goose.ErrNoMigrations) {

@@ -51,16 +51,19 @@ func TestBenchSmoke(t *testing.T) {
 	for _, want := range []string{
 		"## Fleet: 3 tenant databases, 45 migrations",
 		"| raw psql | 3 |",
-		"| migrate --all (in-process stand-in) |",
+		"| migrate --all --transaction-mode file (in-process stand-in) |",
+		"| migrate --all --transaction-mode tenant (in-process stand-in) |",
 		"| serve full_fleet (in-process stand-in) |",
 		"| naive goose loop | 1 |",
-		"- b/a = ", "- c/a = ", "- d/b = ",
+		"- b/a = ", "- c/a = ", "- d/b = ", "- e/a = ", "- e/b = ",
 		"## Control plane: 300 tenants",
 		"| full_fleet scan+enqueue (library, own process) |",
 		"| no-op deploy (library, own process) |",
 		"| GET /admin/migrations |",
 		"## Queue: enqueue → worker start",
 		"| tenantmigrate (Orchestrator.MigrateTenant) |",
+		"## Locks: one tenant from version 25 to 45",
+		"| 1 | tenant |",
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("report lacks %q", want)

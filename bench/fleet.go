@@ -81,7 +81,7 @@ func (b *bench) fleet(ctx context.Context) error {
 	if e.migDir, err = writeMigrationsDir(e.workDir); err != nil {
 		return err
 	}
-	if !b.o.inProcess && (b.wants("migrate") || b.wants("serve")) {
+	if !b.o.inProcess && (b.wants("migrate") || b.wants("migrate-tenant") || b.wants("serve")) {
 		if e.cli, err = b.tenantmigrateBinary(ctx, e.workDir); err != nil {
 			return err
 		}
@@ -131,7 +131,14 @@ func (b *bench) fleet(ctx context.Context) error {
 		}
 	}
 	if b.wants("migrate") {
-		steps = append(steps, step{"migrate", true, func(ctx context.Context) (runResult, error) { return e.runMigrate(ctx, res) }, e.verifyControlled})
+		steps = append(steps, step{"migrate", true, func(ctx context.Context) (runResult, error) {
+			return e.runMigrate(ctx, res, tenantmigrate.TransactionModeFile)
+		}, e.verifyControlled})
+	}
+	if b.wants("migrate-tenant") {
+		steps = append(steps, step{"migrate-tenant", true, func(ctx context.Context) (runResult, error) {
+			return e.runMigrate(ctx, res, tenantmigrate.TransactionModeTenant)
+		}, e.verifyControlled})
 	}
 	if b.wants("serve") {
 		steps = append(steps, step{"serve", true, func(ctx context.Context) (runResult, error) { return e.runServe(ctx, res) }, e.verifyControlled})
@@ -229,6 +236,8 @@ func (f *fleetResult) summarize() {
 	ratio("b/a", "migrate", "raw")
 	ratio("c/a", "serve", "raw")
 	ratio("d/b", "naive", "migrate")
+	ratio("e/a", "migrate-tenant", "raw")
+	ratio("e/b", "migrate-tenant", "migrate")
 	cpuRatio := func(name, a, b string) {
 		if x, y := best[a], best[b]; x != nil && y != nil && y.CPU > 0 {
 			f.Ratios[name] = x.CPU / y.CPU
@@ -272,6 +281,36 @@ func (f *fleetResult) summarize() {
 	}
 	paired("b/a paired median", "migrate")
 	paired("c/a paired median", "serve")
+	paired("e/a paired median", "migrate-tenant")
+
+	// e/b paired: tenant mode against file mode of the same round.
+	var rs []float64
+	for round := 1; ; round++ {
+		var file, tenant float64
+		found := false
+		for _, r := range f.Runs {
+			if r.Round != round {
+				continue
+			}
+			found = true
+			switch r.Key {
+			case "migrate":
+				file = r.Seconds
+			case "migrate-tenant":
+				tenant = r.Seconds
+			}
+		}
+		if !found {
+			break
+		}
+		if file > 0 && tenant > 0 {
+			rs = append(rs, tenant/file)
+		}
+	}
+	if len(rs) > 0 {
+		slices.Sort(rs)
+		f.Ratios["e/b paired median"] = rs[len(rs)/2]
+	}
 }
 
 func (b *bench) wants(method string) bool {
@@ -501,29 +540,34 @@ func transientPSQLError(stderr string) bool {
 	return false
 }
 
-// runMigrate is (b): tenantmigrate migrate --all, or its in-process stand-in.
-func (e *fleetEnv) runMigrate(ctx context.Context, res *fleetResult) (runResult, error) {
-	if e.cli == "" {
-		return e.runMigrateInProcess(ctx)
+// runMigrate is (b) in file mode, (e) in tenant mode: tenantmigrate migrate
+// --all --transaction-mode MODE, or its in-process stand-in.
+func (e *fleetEnv) runMigrate(ctx context.Context, res *fleetResult, mode tenantmigrate.TransactionMode) (runResult, error) {
+	key, method := "migrate", "tenantmigrate migrate --all"
+	if mode == tenantmigrate.TransactionModeTenant {
+		key, method = "migrate-tenant", "tenantmigrate migrate --all --transaction-mode tenant"
 	}
-	args := []string{"migrate", "--all", "--progress", "none",
+	if e.cli == "" {
+		return e.runMigrateInProcess(ctx, mode)
+	}
+	args := []string{"migrate", "--all", "--progress", "none", "--transaction-mode", string(mode),
 		"--database-url", e.srv.dbURL(e.control), "--encryption-key", encryptionKey, "--migrations", e.migDir}
-	res.Commands["migrate"] = "tenantmigrate migrate --all --progress none --database-url $CONTROL_URL --encryption-key $KEY --migrations bench/migrations"
+	res.Commands[key] = "tenantmigrate migrate --all --progress none --transaction-mode " + string(mode) + " --database-url $CONTROL_URL --encryption-key $KEY --migrations bench/migrations"
 	if c := e.o.concurrency; c > 0 {
 		args = append(args, "--concurrency", strconv.Itoa(c))
-		res.Commands["migrate"] += " --concurrency " + strconv.Itoa(c)
+		res.Commands[key] += " --concurrency " + strconv.Itoa(c)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, e.cli, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t := e.srv.startTimer()
 	peak, err := runWatched(cmd)
-	r := t.stop("tenantmigrate migrate --all")
+	r := t.stop(method)
 	r.Concurrency = e.o.concurrency
 	r.ClientCPUSeconds = childCPU(cmd).Seconds()
 	r.MaxRSSMB = mb(peak)
 	r.Retries = strings.Count(stderr.String(), `"tenant migration failed"`)
-	e.keepLog("migrate", stderr.Bytes())
+	e.keepLog(key, stderr.Bytes())
 	if err != nil {
 		return r, fmt.Errorf("tenantmigrate migrate --all: %w\nstdout: %s\nstderr: %s", err, stdout.String(), tail(stderr.String(), 20))
 	}
@@ -537,8 +581,8 @@ func (e *fleetEnv) runMigrate(ctx context.Context, res *fleetResult) (runResult,
 // Orchestrator.MigrateTenants: the tenants behind, 4 at a time (the
 // command's default) or -concurrency, each retried up to twice after a
 // transient failure.
-func (e *fleetEnv) runMigrateInProcess(ctx context.Context) (runResult, error) {
-	stopProfile := e.profile("migrate")
+func (e *fleetEnv) runMigrateInProcess(ctx context.Context, mode tenantmigrate.TransactionMode) (runResult, error) {
+	stopProfile := e.profile("migrate-" + string(mode))
 	defer stopProfile()
 	cpu0 := selfCPU()
 	t := e.srv.startTimer()
@@ -550,6 +594,7 @@ func (e *fleetEnv) runMigrateInProcess(ctx context.Context) (runResult, error) {
 		DatabaseURL:   e.srv.dbURL(e.control),
 		EncryptionKey: encryptionKey,
 		Migrations:    migrationsFS(), Queue: tenantmigrate.QueueConfig{Workers: concurrency},
+		TransactionMode: mode,
 	})
 	if err != nil {
 		return runResult{}, err
@@ -569,7 +614,7 @@ func (e *fleetEnv) runMigrateInProcess(ctx context.Context) (runResult, error) {
 	if err == nil && res.Failed > 0 {
 		err = fmt.Errorf("%d tenants failed", res.Failed)
 	}
-	r := t.stop("migrate --all (in-process stand-in)")
+	r := t.stop("migrate --all --transaction-mode " + string(mode) + " (in-process stand-in)")
 	r.Concurrency = concurrency
 	r.ClientCPUSeconds = (selfCPU() - cpu0).Seconds()
 	r.Retries = int(retries.Load())

@@ -2,15 +2,18 @@
 // PostgreSQL server (its own throwaway cluster unless --database-url is given):
 //
 //   - fleet: migrating N tenant databases with the migration set in
-//     bench/migrations, four ways: (a) the raw limit, the same SQL applied with
+//     bench/migrations, five ways: (a) the raw limit, the same SQL applied with
 //     psql at the best of several concurrencies; (b) tenantmigrate migrate
-//     --all; (c) tenantmigrate serve --strategy full_fleet until every tenant
+//     --all (--transaction-mode file); (e) the same in --transaction-mode
+//     tenant; (c) tenantmigrate serve --strategy full_fleet until every tenant
 //     is COMPLETED; (d) a naive loop of goose providers, one tenant after the
 //     other. The fleet is reset (databases dropped and recreated) before
 //     each run.
 //   - scale: a control plane of 10,000 and 100,000 tenants: full_fleet scan and
 //     enqueue, a no-op deploy, the admin and status reads, peak RSS.
 //   - queue: enqueue to worker start latency on an idle queue.
+//   - locks: how long reads of a tenant's tables wait while it is migrated,
+//     in each transaction mode (a group holds its locks until it commits).
 //
 // Run it from the module root:
 //
@@ -112,6 +115,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			err = b.queueLatency(ctx)
 		case "profile":
 			err = b.profile(ctx)
+		case "locks":
+			err = b.locks(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", item, err)
@@ -147,10 +152,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.databaseURL, "database-url", "", "superuser URL of an existing PostgreSQL server (its postgres database); default: start a throwaway cluster")
-	fs.StringVar(&runList, "run", "profile,queue,fleet,scale", "benchmarks to run: fleet, scale, queue, profile")
+	fs.StringVar(&runList, "run", "profile,queue,fleet,scale,locks", "benchmarks to run: fleet, scale, queue, profile, locks")
 	fs.IntVar(&o.tenants, "tenants", 200, "fleet: number of tenant databases")
 	fs.StringVar(&rawConc, "raw-concurrency", "1,2,4,8", "fleet: psql concurrencies tried for the raw limit")
-	fs.StringVar(&methods, "methods", "raw,migrate,serve,naive", "fleet: methods to measure")
+	fs.StringVar(&methods, "methods", "raw,migrate,migrate-tenant,serve,naive", "fleet: methods to measure (migrate: --transaction-mode file; migrate-tenant: --transaction-mode tenant)")
 	fs.StringVar(&o.cliBin, "cli", "", "fleet, scale: tenantmigrate binary; default: go build ./cmd/tenantmigrate")
 	fs.BoolVar(&o.inProcess, "in-process", false, "fleet, scale: drive the root package in this process instead of the tenantmigrate binary")
 	fs.StringVar(&scale, "scale", "10000,100000", "scale: control-plane sizes (tenants)")
@@ -164,7 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.warmup, "warmup", true, "fleet: one unrecorded run first (the first run on a fresh server is slower)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "fleet: migrate --all --concurrency and serve --workers (0: their defaults)")
 	fs.IntVar(&o.profileTenants, "profile-tenants", 5, "profile: tenants migrated one at a time per client")
-	fs.IntVar(&o.repeat, "repeat", 1, "fleet: rounds of every method; figures and ratios use each method's best round")
+	fs.IntVar(&o.repeat, "repeat", 1, "fleet, locks: rounds of every method; figures and ratios use each method's best round")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "pause before each timed run, after the reset, for the server to settle")
 	fs.BoolVar(&o.verbose, "v", false, "log more")
 	if err := fs.Parse(args); err != nil {
@@ -175,13 +180,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	o.run = splitList(runList)
 	for _, r := range o.run {
-		if !slices.Contains([]string{"fleet", "scale", "queue", "profile"}, r) {
+		if !slices.Contains([]string{"fleet", "scale", "queue", "profile", "locks"}, r) {
 			return o, fmt.Errorf("-run: unknown benchmark %q", r)
 		}
 	}
 	o.methods = splitList(methods)
 	for _, m := range o.methods {
-		if !slices.Contains([]string{"raw", "migrate", "serve", "naive"}, m) {
+		if !slices.Contains([]string{"raw", "migrate", "migrate-tenant", "serve", "naive"}, m) {
 			return o, fmt.Errorf("-methods: unknown method %q", m)
 		}
 	}

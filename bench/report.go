@@ -18,6 +18,7 @@ type report struct {
 	Scale    []*scaleResult `json:"scale,omitempty"`
 	Queue    *queueResult   `json:"queue,omitempty"`
 	Profile  *profileResult `json:"profile,omitempty"`
+	Locks    *locksResult   `json:"locks,omitempty"`
 }
 
 // write prints the report as Markdown.
@@ -60,7 +61,7 @@ func (r *report) write(w io.Writer) {
 		if f.RawBest != nil {
 			fmt.Fprintf(w, "Raw limit (a): %.2fs (psql, concurrency %d).\n", f.RawBest.Best, f.RawBest.Concurrency)
 		}
-		for _, k := range []string{"b/a", "c/a", "d/b", "b/a paired median", "c/a paired median", "b/a CPU", "c/a CPU"} {
+		for _, k := range []string{"b/a", "c/a", "d/b", "e/a", "e/b", "b/a paired median", "c/a paired median", "e/a paired median", "e/b paired median", "b/a CPU", "c/a CPU"} {
 			if v, ok := f.Ratios[k]; ok {
 				fmt.Fprintf(w, "- %s = %.3f\n", k, v)
 			}
@@ -96,6 +97,9 @@ func (r *report) write(w io.Writer) {
 				row.What, row.MSPerTenant, row.ServerCPUMS, row.BackendCPUMS, row.TenantConns, row.TenantRTs, row.TenantKB, row.ControlConns, row.ControlRTs)
 		}
 		fmt.Fprintln(w)
+	}
+	if r.Locks != nil {
+		r.Locks.write(w)
 	}
 	fmt.Fprintf(w, "Finished %s (%s).\n", r.Finished.Format("15:04:05 UTC"), r.Finished.Sub(r.Started).Round(time.Second))
 }

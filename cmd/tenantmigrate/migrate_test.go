@@ -209,6 +209,7 @@ func TestMigrateUsageErrors(t *testing.T) {
 		{"NoDatabaseURL", []string{"migrate", "--all", "--database-url", "", "--encryption-key", testKey}, "DATABASE_URL"},
 		{"NoKey", []string{"migrate", "--all", "--database-url", db, "--encryption-key", ""}, "ENCRYPTION_KEY"},
 		{"ShortKey", []string{"migrate", "--all", "--database-url", db, "--encryption-key", "short"}, "at least 16"},
+		{"BadTransactionMode", []string{"migrate", "--all", "--database-url", db, "--encryption-key", testKey, "--transaction-mode", "database"}, "--transaction-mode (TRANSACTION_MODE)"},
 		{"NoMigrationsDir", []string{"migrate", "--all", "--database-url", db, "--encryption-key", testKey, "--migrations", "/no/such/dir"}, "--migrations"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,4 +263,27 @@ func TestMigrateEnv(t *testing.T) {
 	r = runCLI(t, "status")
 	requireCode(t, 2, r)
 	require.Contains(t, r.stderr, "DATABASE_URL")
+}
+
+// TestMigrateTransactionModeTenant: with --transaction-mode tenant (or
+// TRANSACTION_MODE), a tenant's transactional migrations are recorded by one
+// transaction; the example set's NO TRANSACTION 00003 goes alone.
+func TestMigrateTransactionModeTenant(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	fileURL, tenantURL := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
+	f.add("by-file", fileURL)
+	f.add("by-tenant", tenantURL)
+	// xmin: the transaction that wrote each version row.
+	const txCount = "SELECT count(DISTINCT xmin::text) = $1 FROM goose_db_version WHERE version_id > 0"
+
+	r := f.run("migrate", "--tenant", "by-file", "--progress", "none", "--transaction-mode", "file")
+	requireCode(t, 0, r)
+	require.True(t, queryBool(t, fileURL, strings.Replace(txCount, "$1", "4", 1)))
+
+	r = f.run("migrate", "--tenant", "by-tenant", "--progress", "none", "--transaction-mode", "tenant")
+	requireCode(t, 0, r)
+	require.Contains(t, r.stdout, "to version 4")
+	// 00001-00002 in one transaction, 00003 (NO TRANSACTION) alone, then 00004.
+	require.True(t, queryBool(t, tenantURL, strings.Replace(txCount, "$1", "3", 1)))
 }

@@ -33,6 +33,7 @@ type globalOpts struct {
 	keepInvalidIndexes     bool
 	versionTable           string
 	migrationsFormat       string
+	transactionMode        string
 
 	provisionURL               string
 	provisionNameTemplate      string
@@ -74,6 +75,9 @@ lists the tenants and records each one's migrations_version and status.`,
 
   # New tenants cloned from a template database kept at the latest version
   PROVISION_URL=postgres://provisioner:secret@db1/postgres tenantmigrate tenants add acme --provision --migrations ./migrations
+
+  # Each tenant's pending migrations in one transaction: all or nothing, one commit
+  tenantmigrate migrate --all --migrations ./migrations --transaction-mode tenant
 
   # A golang-migrate fleet (1_init.up.sql, 1_init.down.sql, ...), recognised by itself or forced
   tenantmigrate migrate --all --migrations ./migrations --migrations-format golang-migrate`,
@@ -122,6 +126,8 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "provision-name-template", "PROVISION_NAME_TEMPLATE")
 	pf.StringVar(&g.provisionTenantURLTemplate, "provision-tenant-url-template", "", "URL registered for a provisioned tenant, {database} (and {id}) replaced, e.g. postgres://app:secret@db1/{database} (default: --provision-url with its database replaced)")
 	bindEnv(pf, "provision-tenant-url-template", "PROVISION_TENANT_URL_TEMPLATE")
+	pf.StringVar(&g.transactionMode, "transaction-mode", string(tenantmigrate.DefaultTransactionMode), "serve and migrate: file (each migration in its own transaction, as goose) or tenant (a tenant's consecutive transactional goose SQL migrations in one transaction, with their version rows; a group holds its locks until it commits)")
+	bindEnv(pf, "transaction-mode", "TRANSACTION_MODE")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
 	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
@@ -159,7 +165,8 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 			NameTemplate:      g.provisionNameTemplate,
 			TenantURLTemplate: g.provisionTenantURLTemplate,
 		},
-		Logger: logger,
+		TransactionMode: tenantmigrate.TransactionMode(g.transactionMode),
+		Logger:          logger,
 	}
 	if cfg.Limits.TenantLockTimeout == 0 {
 		cfg.Limits.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default
@@ -179,6 +186,11 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 	case "", "goose", "golang-migrate":
 	default:
 		return cfg, usageErr("--migrations-format (MIGRATIONS_FORMAT) is %q: want goose or golang-migrate", g.migrationsFormat)
+	}
+	switch tenantmigrate.TransactionMode(g.transactionMode) {
+	case tenantmigrate.TransactionModeFile, tenantmigrate.TransactionModeTenant:
+	default:
+		return cfg, usageErr("--transaction-mode (TRANSACTION_MODE) is %q: want file or tenant", g.transactionMode)
 	}
 	if g.versionTable != "" {
 		if err := tenantmigrate.ValidateVersionTable(g.versionTable); err != nil {

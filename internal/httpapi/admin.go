@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/history"
+	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
 

@@ -14,9 +14,24 @@ import (
 
 // A migration that runs ALTER ROLE ... SET while another session holds the
 // role's settings row fails with "tuple concurrently updated" once that
-// session commits. Migrate runs it again and succeeds, in the same call.
+// session commits. Migrate runs it again and succeeds, in the same call. In
+// TransactionModeTenant the files before it in its group commit first, and the
+// retry runs it in a transaction of its own (as every later run of the
+// Migrator will), then groups the rest.
 func TestMigrateRetriesCatalogConflict(t *testing.T) {
 	t.Parallel()
+	for mode, want := range map[TransactionMode][][]int64{
+		TransactionModeFile:   {{0}, {1}, {2}, {3}, {4}},
+		TransactionModeTenant: {{0}, {1}, {2}, {3, 4}},
+	} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			testRetriesCatalogConflict(t, mode, want)
+		})
+	}
+}
+
+func testRetriesCatalogConflict(t *testing.T, mode TransactionMode, wantTransactions [][]int64) {
 	ctx := context.Background()
 	admin := connect(t, serverURL(t))
 	role := "tm_conflict_" + randomSuffix(t)
@@ -32,7 +47,9 @@ func TestMigrateRetriesCatalogConflict(t *testing.T) {
 	m := newMigrator(t, Config{FS: sqlFS(map[string]string{
 		"00001_a.sql":    "-- +goose Up\nCREATE TABLE a (id int);\n",
 		"00002_role.sql": fmt.Sprintf("-- +goose Up\nALTER ROLE %s SET statement_timeout = '30s';\nCREATE TABLE b (id int);\n", ident),
-	})})
+		"00003_c.sql":    "-- +goose Up\nCREATE TABLE c (id int);\n",
+		"00004_d.sql":    "-- +goose Up\nCREATE TABLE d (id int);\n",
+	}), TransactionMode: mode})
 
 	// Another session updates the row and holds it.
 	holder := connect(t, serverURL(t))
@@ -57,12 +74,14 @@ func TestMigrateRetriesCatalogConflict(t *testing.T) {
 	select {
 	case r := <-done:
 		require.NoError(t, r.err)
-		require.Equal(t, []int64{1, 2}, r.res.Applied)
-		require.Equal(t, int64(2), r.res.Version)
+		require.Equal(t, []int64{1, 2, 3, 4}, r.res.Applied)
+		require.Equal(t, int64(4), r.res.Version)
 	case <-time.After(30 * time.Second):
 		t.Fatal("Migrate did not return")
 	}
-	require.True(t, tableExists(t, connect(t, dbURL), "public", "b"))
+	conn := connect(t, dbURL)
+	require.True(t, tableExists(t, conn, "public", "b"))
+	require.Equal(t, wantTransactions, transactions(versionRows(t, conn, "public")))
 }
 
 func TestCatalogConflictClassification(t *testing.T) {

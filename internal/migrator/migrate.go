@@ -32,7 +32,8 @@ const (
 const versionQueryTimeout = 10 * time.Second
 
 // Migrate applies the pending migrations to the target, each in its own transaction unless the
-// file says "-- +goose NO TRANSACTION", and returns what it did.
+// file says "-- +goose NO TRANSACTION" (or, in TransactionModeTenant, consecutive ones in one:
+// see txmode.go), and returns what it did.
 //
 // It opens a connection to the target for the duration of the call only. For a schema target it
 // first creates the schema if needed. Then, if anything is pending, it takes the tenant's session
@@ -100,7 +101,14 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 
 	// Up checks for pending migrations without the lock (the common no-op case costs no lock),
 	// then takes the lock, lists the applied versions again and applies the rest.
-	results, upErr := m.up(ctx, p, target, upToVersion(t.UpTo))
+	upTo := upToVersion(t.UpTo)
+	upFn := func(ctx context.Context) ([]*goose.MigrationResult, error) { return p.UpTo(ctx, upTo) }
+	if m.txMode == TransactionModeTenant {
+		upFn = func(ctx context.Context) ([]*goose.MigrationResult, error) {
+			return m.upTenant(ctx, p, db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target), target, upTo)
+		}
+	}
+	results, upErr := m.up(ctx, upFn, target)
 
 	var (
 		partial  *goose.PartialError
@@ -199,7 +207,7 @@ func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, af
 	return p, nil
 }
 
-// up runs goose's Up and, while it fails on a catalog conflict (see isCatalogConflict), runs it
+// up runs upFn (goose's UpTo, or upTenant) and, while it fails on a catalog conflict (see isCatalogConflict), runs it
 // again, for up to conflictRetryWindow, after short random waits. It returns the migrations
 // applied by all the runs and the error of the last one.
 //
@@ -209,14 +217,14 @@ func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, af
 // spares the request that waits for an on_request migration a 500, and a queued tenant a
 // FAILED status and the queue's backoff. A NO TRANSACTION migration that fails this way is
 // re-run from its first statement, as a retry by the queue would.
-func (m *Migrator) up(ctx context.Context, p *goose.Provider, target slog.Attr, upTo int64) ([]*goose.MigrationResult, error) {
+func (m *Migrator) up(ctx context.Context, upFn func(context.Context) ([]*goose.MigrationResult, error), target slog.Attr) ([]*goose.MigrationResult, error) {
 	var (
 		applied       []*goose.MigrationResult
 		firstConflict time.Time
 		backoff       = conflictBackoff
 	)
 	for retry := 1; ; retry++ {
-		results, err := p.UpTo(ctx, upTo)
+		results, err := upFn(ctx)
 		var partial *goose.PartialError
 		if errors.As(err, &partial) {
 			results = partial.Applied

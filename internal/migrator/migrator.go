@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -101,6 +102,13 @@ type Config struct {
 	// Defaults to false: invalid indexes are repaired.
 	KeepInvalidIndexes bool
 
+	// TransactionMode says how many transactions a run applies a tenant's goose migrations in:
+	// TransactionModeFile, one per migration as goose does, or TransactionModeTenant, one for
+	// each run of consecutive transactional SQL migrations, with their version rows (see
+	// txmode.go). golang-migrate sources apply file by file in both. Defaults to
+	// TransactionModeFile.
+	TransactionMode TransactionMode
+
 	// Logger receives a debug record per applied migration and per tenant that had migrations
 	// applied, and a warn record per invalid index dropped. Errors are returned,
 	// not logged. Database URLs are never logged. Defaults to discarding all records.
@@ -126,6 +134,13 @@ type Migrator struct {
 	versionTable     *VersionTable // Config.VersionTable; nil: found or the default
 	allowMissing     bool          // Config.AllowMissing
 
+	txMode TransactionMode      // Config.TransactionMode, never ""
+	parsed map[string]parsedSQL // by file name; TransactionModeTenant goose sources only
+	// sharedCatalog holds the versions (int64) of transactional SQL files that collided with
+	// another tenant on a shared catalog row inside a group; TransactionModeTenant runs them
+	// alone from then on (see txmode.go).
+	sharedCatalog sync.Map
+
 	logger *slog.Logger
 }
 
@@ -145,6 +160,17 @@ func New(cfg Config) (*Migrator, error) {
 
 	if vt := cfg.VersionTable; vt != nil {
 		if _, err := ParseVersionTable(vt.Schema + "." + vt.Name); err != nil {
+			return nil, err
+		}
+	}
+
+	txMode, err := ParseTransactionMode(string(cfg.TransactionMode))
+	if err != nil {
+		return nil, err
+	}
+	var parsed map[string]parsedSQL
+	if txMode == TransactionModeTenant && src.format == FormatGoose && src.fsys != nil {
+		if parsed, err = parseStatements(src.fsys); err != nil {
 			return nil, err
 		}
 	}
@@ -184,6 +210,8 @@ func New(cfg Config) (*Migrator, error) {
 		repairIndexes:    !cfg.KeepInvalidIndexes,
 		versionTable:     cfg.VersionTable,
 		allowMissing:     cfg.AllowMissing,
+		txMode:           txMode,
+		parsed:           parsed,
 		logger:           logger,
 	}, nil
 }
