@@ -16,10 +16,12 @@ import (
 //
 //	POST   /admin/tenants/{id}             create: 201 tenant, 409 when it exists
 //	PUT    /admin/tenants/{id}             upsert: 201 created, 200 updated
-//	PATCH  /admin/tenants/{id}             change databaseUrl and/or schema: 200
+//	PATCH  /admin/tenants/{id}             change databaseUrl, schema and/or labels (merged,
+//	                                       null removes a label): 200
 //	DELETE /admin/tenants/{id}             204
 //	GET    /admin/tenants/{id}             tenant
-//	GET    /admin/tenants?cursor=&limit=   {"tenants": [...], "nextCursor": N|null}
+//	GET    /admin/tenants?cursor=&limit=&selector=
+//	                                       {"tenants": [...], "nextCursor": N|null}
 //	GET    /admin/tenants/{id}/migrations  migration state of one tenant
 //	POST   /admin/tenants/{id}/migrations  migrate now: 200, or 500 on failure;
 //	                                       ?async=true: 202 {"enqueued": bool}
@@ -173,7 +175,12 @@ func (a *admin) listTenants(w http.ResponseWriter, r *http.Request) {
 		writeServiceError(w, r, err)
 		return
 	}
-	tenants, next, err := a.svc.ListTenants(r.Context(), cursor, limit)
+	selector, err := parseSelector(r.URL.RawQuery)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	tenants, next, err := a.svc.ListTenantsMatching(r.Context(), selector, cursor, limit)
 	if err != nil {
 		writeServiceError(w, r, err)
 		return
@@ -351,14 +358,15 @@ func serviceErrorStatus(err error) (int, string) {
 type (
 	// TenantJSON is a tenant as the admin API and the CLI's --json show it.
 	TenantJSON struct {
-		ID                string    `json:"id"`
-		DatabaseURL       string    `json:"databaseUrl"`
-		Schema            string    `json:"schema"`
-		MigrationsVersion *int64    `json:"migrationsVersion"`
-		MigrationsStatus  *string   `json:"migrationsStatus"`
-		LastError         string    `json:"lastError"`
-		CreatedAt         time.Time `json:"createdAt"`
-		UpdatedAt         time.Time `json:"updatedAt"`
+		ID                string            `json:"id"`
+		DatabaseURL       string            `json:"databaseUrl"`
+		Schema            string            `json:"schema"`
+		Labels            map[string]string `json:"labels"`
+		MigrationsVersion *int64            `json:"migrationsVersion"`
+		MigrationsStatus  *string           `json:"migrationsStatus"`
+		LastError         string            `json:"lastError"`
+		CreatedAt         time.Time         `json:"createdAt"`
+		UpdatedAt         time.Time         `json:"updatedAt"`
 	}
 	tenantListJSON struct {
 		Tenants    []TenantJSON `json:"tenants"`
@@ -408,12 +416,21 @@ func TenantToJSON(t controlplane.Tenant) TenantJSON {
 		ID:                t.ID,
 		DatabaseURL:       t.RedactedURL(),
 		Schema:            t.Schema,
+		Labels:            labelsJSON(t.Labels),
 		MigrationsVersion: t.MigrationsVersion,
 		MigrationsStatus:  statusJSON(t.MigrationsStatus),
 		LastError:         redact.String(t.LastError, t.DatabaseURL),
 		CreatedAt:         t.CreatedAt,
 		UpdatedAt:         t.UpdatedAt,
 	}
+}
+
+// labelsJSON is a tenant's labels for JSON: {} rather than null.
+func labelsJSON(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // statusJSON is a status for JSON: null for a tenant never migrated.

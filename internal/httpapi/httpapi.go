@@ -53,6 +53,9 @@ type Service interface {
 	DeleteTenant(ctx context.Context, id string) error
 	GetTenant(ctx context.Context, id string) (controlplane.Tenant, error)
 	ListTenants(ctx context.Context, afterCursor int64, limit int) ([]controlplane.Tenant, int64, error)
+	// ListTenantsMatching lists the tenants whose labels match a selector;
+	// a bad selector is an error wrapping controlplane.ErrInvalid.
+	ListTenantsMatching(ctx context.Context, selector string, afterCursor int64, limit int) ([]controlplane.Tenant, int64, error)
 
 	TenantState(ctx context.Context, id string) (controlplane.TenantState, error)
 	IsLatest(st controlplane.TenantState) bool
