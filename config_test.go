@@ -19,16 +19,16 @@ func TestNewValidatesConfig(t *testing.T) {
 		field string
 		cfg   tenantmigrate.Config
 	}{
-		{"InlineConcurrency", tenantmigrate.Config{InlineConcurrency: -1}},
-		{"Workers", tenantmigrate.Config{Workers: -2}},
-		{"MaxAttempts", tenantmigrate.Config{MaxAttempts: -1}},
-		{"ProgressiveBatchSize", tenantmigrate.Config{ProgressiveBatchSize: -1}},
-		{"LockTimeout", tenantmigrate.Config{LockTimeout: -1}},
-		{"RetryBackoff", tenantmigrate.Config{RetryBackoff: -1}},
-		{"RescueAfter", tenantmigrate.Config{RescueAfter: -1}},
-		{"ProgressiveInterval", tenantmigrate.Config{ProgressiveInterval: -1}},
-		{"StaleRetryInterval", tenantmigrate.Config{StaleRetryInterval: -1}},
-		{"is below JobTimeout", tenantmigrate.Config{JobTimeout: 10 * time.Minute, RescueAfter: time.Minute}},
+		{"Limits.InlineConcurrency", tenantmigrate.Config{Limits: tenantmigrate.LimitsConfig{InlineConcurrency: -1}}},
+		{"Queue.Workers", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{Workers: -2}}},
+		{"Queue.MaxAttempts", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{MaxAttempts: -1}}},
+		{"Progressive.BatchSize", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{BatchSize: -1}}},
+		{"Limits.LockTimeout", tenantmigrate.Config{Limits: tenantmigrate.LimitsConfig{LockTimeout: -1}}},
+		{"Queue.RetryBackoff", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{RetryBackoff: -1}}},
+		{"Queue.RescueAfter", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{RescueAfter: -1}}},
+		{"Progressive.Interval", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{Interval: -1}}},
+		{"Progressive.StaleRetryInterval", tenantmigrate.Config{Progressive: tenantmigrate.ProgressiveConfig{StaleRetryInterval: -1}}},
+		{"is below Queue.JobTimeout", tenantmigrate.Config{Queue: tenantmigrate.QueueConfig{JobTimeout: 10 * time.Minute, RescueAfter: time.Minute}}},
 		{"PreviousEncryptionKeys without EncryptionKey", tenantmigrate.Config{PreviousEncryptionKeys: []string{rotationKeyA}}},
 		{"PreviousEncryptionKeys[1] has fewer than 16 characters", tenantmigrate.Config{
 			EncryptionKey: rotationKeyB, PreviousEncryptionKeys: []string{rotationKeyA, "too-short"}}},
@@ -51,7 +51,7 @@ func TestNewValidatesConfig(t *testing.T) {
 func TestNegativeJobTimeoutMeansNoTimeoutInline(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), Migrations: fleetMigrations(), JobTimeout: -1})
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), Migrations: fleetMigrations(), Queue: tenantmigrate.QueueConfig{JobTimeout: -1}})
 	addTenantAt(t, o, "acme", pgtest.NewDatabase(t), "")
 	v, err := o.MigrateTenant(ctx, "acme")
 	require.NoError(t, err)

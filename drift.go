@@ -493,6 +493,10 @@ func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerific
 		v.Err = errNoMigrationsConfigured
 		return v
 	}
+	if t.DecryptError != "" {
+		v.Err = fmt.Errorf("tenant %s: %w%s", t.ID, ErrDecrypt, strings.TrimPrefix(t.DecryptError, ErrDecrypt.Error()))
+		return v
+	}
 	in, err := o.migrator.Inspect(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
 	if err != nil {
 		v.Err = err

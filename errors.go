@@ -9,7 +9,7 @@ import (
 var (
 	// ErrLockTimeout is wrapped by a tenant's run error (in a
 	// *MigrationError) when another run, in any process, held the tenant's
-	// migration lock for longer than Config.LockTimeout. Nothing was
+	// migration lock for longer than Config.Limits.LockTimeout. Nothing was
 	// applied; IsRetryable reports true.
 	ErrLockTimeout = migrator.ErrLockTimeout
 

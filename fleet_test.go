@@ -174,11 +174,10 @@ func TestFullFleetNewReleaseScansAtOnce(t *testing.T) {
 	tenants := addSchemaTenants(t, admin, "rel", 1, 5)
 
 	cfg := tenantmigrate.Config{
-		DatabaseURL:         cp,
-		Migrations:          v2,
-		Strategy:            tenantmigrate.StrategyFullFleet,
-		RunWorkers:          true,
-		FleetRescanInterval: time.Hour,
+		DatabaseURL: cp,
+		Migrations:  v2,
+		Strategy:    tenantmigrate.StrategyFullFleet,
+		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{FleetRescanInterval: time.Hour},
 	}
 	first := startOrchestrator(t, cfg)
 	waitAllLatest(t, first, tenants, 60*time.Second)

@@ -259,7 +259,7 @@ INSERT INTO public.runs (tenant, started) VALUES (current_schema(), clock_timest
 SELECT pg_sleep(0.2);
 UPDATE public.runs SET ended = clock_timestamp() WHERE tenant = current_schema();
 `)}}
-	f := newFixture(t, tenantmigrate.Config{Migrations: migs, InlineConcurrency: 2})
+	f := newFixture(t, tenantmigrate.Config{Migrations: migs, Limits: tenantmigrate.LimitsConfig{InlineConcurrency: 2}})
 	for i := range 6 {
 		_, err := f.orch.CreateTenant(f.ctx, tenantmigrate.Tenant{ID: fmt.Sprintf("cold%d", i), DatabaseURL: shared, Schema: fmt.Sprintf("cold_%d", i)})
 		require.NoError(t, err)

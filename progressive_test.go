@@ -107,12 +107,12 @@ func TestProgressiveRequestsDoNotWait(t *testing.T) {
 	require.NoError(t, err)
 
 	o := startOrchestrator(t, tenantmigrate.Config{
-		DatabaseURL:         cp,
-		Migrations:          gatedMigrations(true),
-		Strategy:            tenantmigrate.StrategyProgressive,
-		RunWorkers:          true,
-		ProgressiveInterval: 50 * time.Millisecond,
-		TenantLockTimeout:   -1, // wait at the gate as long as the test holds it
+		DatabaseURL: cp,
+		Migrations:  gatedMigrations(true),
+		Strategy:    tenantmigrate.StrategyProgressive,
+		RunWorkers:  true, Progressive: tenantmigrate.ProgressiveConfig{Interval: 50 * time.Millisecond}, Limits: tenantmigrate.LimitsConfig{
+			// wait at the gate as long as the test holds it
+			TenantLockTimeout: -1},
 	})
 	require.Equal(t, int64(2), o.Latest())
 	srv := tenantServer(t, o)
@@ -172,12 +172,14 @@ func TestProgressiveStopFlushes(t *testing.T) {
 	migrateAll(t, old, tenants)
 
 	cfg := tenantmigrate.Config{
-		DatabaseURL:         cp,
-		Migrations:          gatedMigrations(true),
-		Strategy:            tenantmigrate.StrategyProgressive,
-		ProgressiveInterval: time.Hour,
+		DatabaseURL: cp,
+		Migrations:  gatedMigrations(true),
+		Strategy:    tenantmigrate.StrategyProgressive, Progressive: tenantmigrate.ProgressiveConfig{
+
+			// The first instance runs no workers: whatever it queues stays queued.
+			Interval: time.Hour},
 	}
-	// The first instance runs no workers: whatever it queues stays queued.
+
 	first := startOrchestrator(t, cfg)
 	srv := tenantServer(t, first)
 	for _, tn := range tenants {
@@ -220,12 +222,10 @@ func TestProgressiveStaleTenantRetriedOncePerInterval(t *testing.T) {
 	id := tenants[0].ID
 
 	o := startOrchestrator(t, tenantmigrate.Config{
-		DatabaseURL:         cp,
-		Migrations:          fleettest.Migrations(v1, "SELECT nextval('attempts');\nSELECT no_such_function();"),
-		Strategy:            tenantmigrate.StrategyProgressive,
-		RunWorkers:          true,
-		ProgressiveInterval: 20 * time.Millisecond,
-		StaleRetryInterval:  time.Hour,
+		DatabaseURL: cp,
+		Migrations:  fleettest.Migrations(v1, "SELECT nextval('attempts');\nSELECT no_such_function();"),
+		Strategy:    tenantmigrate.StrategyProgressive,
+		RunWorkers:  true, Progressive: tenantmigrate.ProgressiveConfig{Interval: 20 * time.Millisecond, StaleRetryInterval: time.Hour},
 	})
 	srv := tenantServer(t, o)
 	attempts := func() int64 { return attemptsSeq(t, tenants[0]) }

@@ -75,7 +75,7 @@ func waitingLocks(t *testing.T, conn *pgx.Conn, locktype string) []string {
 }
 
 // TestTenantLockWaitBoundedByLockTimeout: a run that finds the tenant's
-// migration lock held waits at most Config.LockTimeout and then fails with a
+// migration lock held waits at most Config.Limits.LockTimeout and then fails with a
 // retryable ErrLockTimeout, recorded as FAILED, rather than hanging. The
 // lock is first held by another run (stuck inside a migration), then by a
 // plain session of the test that took the key the migrator uses, read from
@@ -97,7 +97,7 @@ func TestTenantLockWaitBoundedByLockTimeout(t *testing.T) {
 	v1 := "CREATE TABLE accounts (id bigserial PRIMARY KEY);"
 	v2 := "SELECT pg_advisory_xact_lock(4242);"
 	v3 := "CREATE TABLE invoices (id bigserial PRIMARY KEY);"
-	holder := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), TenantLockTimeout: -1})
+	holder := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), Limits: LimitsConfig{TenantLockTimeout: -1}})
 	relAddTenant(t, holder, "locked", url, "locked")
 	held := make(chan error, 1)
 	go func() {
@@ -116,7 +116,7 @@ func TestTenantLockWaitBoundedByLockTimeout(t *testing.T) {
 
 	// A second run gives up after LockTimeout with a retryable error.
 	const lockTimeout = time.Second
-	second := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), LockTimeout: lockTimeout})
+	second := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), Limits: LimitsConfig{LockTimeout: lockTimeout}})
 	start := time.Now()
 	_, err = second.MigrateTenant(ctx, "locked")
 	waited := time.Since(start)
@@ -144,7 +144,7 @@ func TestTenantLockWaitBoundedByLockTimeout(t *testing.T) {
 	// version 3 to apply.
 	_, err = gate.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
 	require.NoError(t, err)
-	third := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2, v3), LockTimeout: lockTimeout})
+	third := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2, v3), Limits: LimitsConfig{LockTimeout: lockTimeout}})
 	start = time.Now()
 	_, err = third.MigrateTenant(ctx, "locked")
 	waited = time.Since(start)
@@ -191,7 +191,7 @@ func TestBusyTenantTableLockTimeout(t *testing.T) {
 	require.NoError(t, err)
 
 	const lockTimeout = 500 * time.Millisecond
-	inline := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), TenantLockTimeout: lockTimeout})
+	inline := relOrchestrator(t, Config{DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), Limits: LimitsConfig{TenantLockTimeout: lockTimeout}})
 
 	// Another application request arrives while the migration waits.
 	observer, err := pgx.Connect(ctx, url)
@@ -247,9 +247,7 @@ func TestBusyTenantTableLockTimeout(t *testing.T) {
 	var runsMu sync.Mutex
 	var runs []string
 	queued2 := relOrchestrator(t, Config{
-		DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), TenantLockTimeout: lockTimeout,
-		Strategy: StrategyFullFleet, RunWorkers: true, RetryBackoff: 100 * time.Millisecond, MaxAttempts: 10,
-		Hooks: Hooks{OnMigrationRun: func(_ Strategy, result string, d time.Duration) {
+		DatabaseURL: cp, Migrations: fleettest.Migrations(v1, v2), Limits: LimitsConfig{TenantLockTimeout: lockTimeout}, Strategy: StrategyFullFleet, RunWorkers: true, Queue: QueueConfig{RetryBackoff: 100 * time.Millisecond, MaxAttempts: 10}, Hooks: Hooks{OnMigrationRun: func(_ Strategy, result string, d time.Duration) {
 			runsMu.Lock()
 			defer runsMu.Unlock()
 			runs = append(runs, fmt.Sprintf("%s after %s", result, d.Round(10*time.Millisecond)))

@@ -90,11 +90,10 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint REFERENCES ac
 	broken := addTenantAt(t, admin, "broken", db, "broken")
 
 	startOrchestrator(t, tenantmigrate.Config{
-		DatabaseURL:  cp,
-		Migrations:   migrations,
-		Strategy:     tenantmigrate.StrategyFullFleet,
-		RunWorkers:   true,
-		RetryBackoff: 50 * time.Millisecond,
+		DatabaseURL: cp,
+		Migrations:  migrations,
+		Strategy:    tenantmigrate.StrategyFullFleet,
+		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
 	})
 
 	waitAllLatest(t, admin, append(good, flaky), 30*time.Second)
@@ -145,11 +144,10 @@ func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
 	lost := addTenantAt(t, admin, "lost", closedPortURL(t), "lost")
 
 	o := startOrchestrator(t, tenantmigrate.Config{
-		DatabaseURL:  cp,
-		Migrations:   fleetMigrations(),
-		Strategy:     tenantmigrate.StrategyFullFleet,
-		RunWorkers:   true,
-		RetryBackoff: 50 * time.Millisecond,
+		DatabaseURL: cp,
+		Migrations:  fleetMigrations(),
+		Strategy:    tenantmigrate.StrategyFullFleet,
+		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
 	})
 
 	waitAllLatest(t, o, good, 30*time.Second)

@@ -37,10 +37,10 @@ func TestRollingDeployLosesNoWork(t *testing.T) {
 
 			start := func(src bool) *tenantmigrate.Orchestrator {
 				cfg := tenantmigrate.Config{DatabaseURL: cp, Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
-					Migrations: fleetMigrations(), FleetRescanInterval: -1, Workers: 4}
+					Migrations: fleetMigrations(), Queue: tenantmigrate.QueueConfig{FleetRescanInterval: -1, Workers: 4}}
 				if !src {
 					cfg.Migrations = oldSource
-					cfg.Workers = 2
+					cfg.Queue.Workers = 2
 				}
 				return startOrchestrator(t, cfg)
 			}

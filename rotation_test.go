@@ -83,4 +83,35 @@ func TestEncryptionKeyRotation(t *testing.T) {
 		failed = append(failed, f.TenantID)
 	}
 	require.Equal(t, []string{"t1", "t2", "t3", "t4"}, failed)
+
+	// An up-to-date tenant keeps its state; one that needed the run is
+	// recorded failed, saying why; a list shows every tenant, the
+	// undecryptable ones without their URL, and verify names them.
+	st, err := onlyA.TenantState(ctx, "t1")
+	require.NoError(t, err)
+	require.Equal(t, tenantmigrate.StatusCompleted, st.MigrationsStatus)
+	addTenantAt(t, onlyB, "t6", db, "t6")
+	_, err = onlyA.MigrateTenant(ctx, "t6")
+	require.ErrorIs(t, err, tenantmigrate.ErrDecrypt)
+	st, err = onlyA.TenantState(ctx, "t6")
+	require.NoError(t, err)
+	require.Equal(t, tenantmigrate.StatusFailed, st.MigrationsStatus)
+	require.Contains(t, st.LastError, "tenant t6: cannot decrypt tenant database URL")
+	listed, next, err := onlyA.ListTenants(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Zero(t, next)
+	undecryptable := map[string]bool{}
+	for _, lt := range listed {
+		if lt.DecryptError != "" {
+			require.Empty(t, lt.DatabaseURL)
+			require.Equal(t, "<cannot decrypt>", lt.RedactedURL())
+			undecryptable[lt.ID] = true
+			v := onlyA.VerifyTenant(ctx, lt)
+			require.ErrorIs(t, v.Err, tenantmigrate.ErrDecrypt)
+			require.ErrorContains(t, v.Err, "tenant "+lt.ID)
+		} else {
+			require.Equal(t, "t5", lt.ID)
+		}
+	}
+	require.Equal(t, map[string]bool{"t1": true, "t2": true, "t3": true, "t4": true, "t6": true}, undecryptable)
 }

@@ -35,9 +35,10 @@ func newShutdownFixture(t *testing.T, startCtx context.Context) *shutdownFixture
 	require.NoError(t, err)
 
 	o := newOrchestrator(t, tenantmigrate.Config{
-		DatabaseURL:       cp,
-		Migrations:        gatedMigrations(true),
-		TenantLockTimeout: -1, // wait at the gate as long as the test holds it
+		DatabaseURL: cp,
+		Migrations:  gatedMigrations(true), Limits: tenantmigrate.LimitsConfig{
+			// wait at the gate as long as the test holds it
+			TenantLockTimeout: -1},
 	})
 	require.NoError(t, o.Start(startCtx))
 	return &shutdownFixture{o: o, tenant: tenants[0], gate: gate}

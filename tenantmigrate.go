@@ -118,22 +118,6 @@ type Config struct {
 	// tenant id in Middleware. It returns "" when the request names no tenant.
 	TenantFromRequest func(r *http.Request) string
 
-	// LockTimeout bounds the wait for a tenant's migration lock (another run
-	// of the same tenant holds it), after which the run fails with a
-	// retryable error. Negative is an error. Defaults to DefaultLockTimeout
-	// (1m).
-	LockTimeout time.Duration
-
-	// TenantLockTimeout is PostgreSQL's lock_timeout in the migration session,
-	// so a migration waiting on a busy tenant table fails and is retried
-	// rather than queueing the tenant's requests behind its lock. Defaults to
-	// 5s; negative turns it off.
-	TenantLockTimeout time.Duration
-
-	// StatementTimeout is PostgreSQL's statement_timeout in the migration
-	// session. Zero or negative: none. Defaults to none.
-	StatementTimeout time.Duration
-
 	// AllowChangedMigrations lets New start although migrations already
 	// applied to some tenant were edited since (their file's SHA-256 differs
 	// from the one the control plane recorded when the version was first
@@ -211,59 +195,15 @@ type Config struct {
 	// non-retryable error naming the indexes and the DROP statements to run.
 	// Defaults to false: invalid indexes are repaired.
 	KeepInvalidIndexes bool
+	// Limits bounds what one run may wait for and how many run at once.
+	Limits LimitsConfig
 
-	// InlineConcurrency bounds the migrations one instance runs during
-	// requests (on_request, never-migrated tenants, MigrateTenant): a cold
-	// start of many tenants waits in line instead of opening a tenant
-	// connection per tenant and sharing the database host's cores among all
-	// of them. Negative is an error. Defaults to DefaultInlineConcurrency (4).
-	InlineConcurrency int
+	// Queue configures the job queue that runs full_fleet and progressive
+	// migrations (and the workers of this instance).
+	Queue QueueConfig
 
-	// Workers is how many migration jobs one instance runs at once.
-	// Negative is an error. Defaults to DefaultWorkers (4).
-	Workers int
-
-	// MaxAttempts is how many times a queued tenant migration is tried before
-	// the tenant is marked FAILED_STALE. Negative is an error. Defaults to
-	// DefaultMaxAttempts (3).
-	MaxAttempts int
-
-	// RetryBackoff is the wait before the second attempt; it doubles for each
-	// attempt after. Negative is an error. Defaults to DefaultRetryBackoff
-	// (5s).
-	RetryBackoff time.Duration
-
-	// JobTimeout bounds one migration attempt: a queued one, and one run
-	// inline (during a request, MigrateTenant). Negative: no timeout, for
-	// both. Defaults to DefaultJobTimeout (5m) for queued attempts and
-	// DefaultInlineTimeout (15m) for inline ones.
-	JobTimeout time.Duration
-
-	// RescueAfter is how long a job may stay running before it is considered
-	// held by a dead instance and retried. It may not be below a positive
-	// JobTimeout; negative is an error. Defaults to JobTimeout plus
-	// DefaultRescueMargin (6m), or 1h without a job timeout.
-	RescueAfter time.Duration
-
-	// FleetRescanInterval repeats the full_fleet scan, to catch tenants added
-	// since. Negative turns it off. Defaults to DefaultFleetRescanInterval
-	// (10m).
-	FleetRescanInterval time.Duration
-
-	// ProgressiveInterval is how often collected tenants are enqueued in
-	// progressive mode. Negative is an error. Defaults to
-	// DefaultProgressiveInterval (1m).
-	ProgressiveInterval time.Duration
-
-	// ProgressiveBatchSize enqueues collected tenants as soon as this many
-	// are waiting. Negative is an error. Defaults to
-	// DefaultProgressiveBatchSize (200).
-	ProgressiveBatchSize int
-
-	// StaleRetryInterval is the least time between two background attempts
-	// for a FAILED_STALE tenant seen in requests (progressive). Negative is
-	// an error. Defaults to DefaultStaleRetryInterval (5m).
-	StaleRetryInterval time.Duration
+	// Progressive configures StrategyProgressive.
+	Progressive ProgressiveConfig
 
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
@@ -449,9 +389,9 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 			FS:                 cfg.Migrations,
 			Format:             format,
 			GoMigrations:       cfg.GoMigrations,
-			LockTimeout:        cfg.LockTimeout,
-			TenantLockTimeout:  cfg.TenantLockTimeout,
-			StatementTimeout:   cfg.StatementTimeout,
+			LockTimeout:        cfg.Limits.LockTimeout,
+			TenantLockTimeout:  cfg.Limits.TenantLockTimeout,
+			StatementTimeout:   cfg.Limits.StatementTimeout,
 			KeepInvalidIndexes: cfg.KeepInvalidIndexes,
 			VersionTable:       versionTable,
 			AllowMissing:       cfg.AllowMissing,
@@ -491,7 +431,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	o.cache.init()
 	o.runs.init()
-	o.inline = make(chan struct{}, cmpOr(cfg.InlineConcurrency, DefaultInlineConcurrency))
+	o.inline = make(chan struct{}, cmpOr(cfg.Limits.InlineConcurrency, DefaultInlineConcurrency))
 	if o.pool == nil {
 		if cfg.DatabaseURL == "" {
 			return nil, errors.New("no control-plane database: set Config.DatabaseURL or Config.Pool")
@@ -502,7 +442,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 			// Workers, River's own work and request-gate reads share the pool.
-			pcfg.MaxConns = max(pcfg.MaxConns, int32(cmpOr(cfg.Workers, DefaultWorkers))+8)
+			pcfg.MaxConns = max(pcfg.MaxConns, int32(cmpOr(cfg.Queue.Workers, DefaultWorkers))+8)
 		}
 		if o.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 			return nil, fmt.Errorf("connect to control plane: %w", redact.Error(err, cfg.DatabaseURL))
@@ -530,11 +470,11 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		Pool:         o.pool,
 		Runner:       (*jobRunner)(o),
 		IsRetryable:  migrator.IsRetryable,
-		Workers:      cfg.Workers,
-		MaxAttempts:  cfg.MaxAttempts,
-		RetryBackoff: cfg.RetryBackoff,
-		JobTimeout:   cfg.JobTimeout,
-		RescueAfter:  cfg.RescueAfter,
+		Workers:      cfg.Queue.Workers,
+		MaxAttempts:  cfg.Queue.MaxAttempts,
+		RetryBackoff: cfg.Queue.RetryBackoff,
+		JobTimeout:   cfg.Queue.JobTimeout,
+		RescueAfter:  cfg.Queue.RescueAfter,
 		Logger:       logger,
 		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
 		// Every working instance can run a scan job; full_fleet ones schedule them.
@@ -543,7 +483,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		},
 		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
 		Latest:              o.latest,
-		FleetRescanInterval: cfg.FleetRescanInterval,
+		FleetRescanInterval: cfg.Queue.FleetRescanInterval,
 	}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("set up job queue: %w", err)
@@ -555,12 +495,12 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		Logger:  logger,
 	})
 	o.collector = strategy.NewCollector(strategy.CollectorConfig{
-		Interval:  cfg.ProgressiveInterval,
-		BatchSize: cfg.ProgressiveBatchSize,
+		Interval:  cfg.Progressive.Interval,
+		BatchSize: cfg.Progressive.BatchSize,
 		Enqueue:   o.queue.Enqueue,
 		Logger:    logger,
 	})
-	o.stale = strategy.NewStaleLimiter(cfg.StaleRetryInterval)
+	o.stale = strategy.NewStaleLimiter(cfg.Progressive.StaleRetryInterval)
 	return o, nil
 }
 

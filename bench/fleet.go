@@ -549,8 +549,7 @@ func (e *fleetEnv) runMigrateInProcess(ctx context.Context) (runResult, error) {
 	orch, err := tenantmigrate.New(ctx, tenantmigrate.Config{
 		DatabaseURL:   e.srv.dbURL(e.control),
 		EncryptionKey: encryptionKey,
-		Migrations:    migrationsFS(),
-		Workers:       concurrency,
+		Migrations:    migrationsFS(), Queue: tenantmigrate.QueueConfig{Workers: concurrency},
 	})
 	if err != nil {
 		return runResult{}, err
@@ -646,9 +645,7 @@ func (e *fleetEnv) runServeInProcess(ctx context.Context) (runResult, error) {
 		EncryptionKey: encryptionKey,
 		Migrations:    migrationsFS(),
 		Strategy:      tenantmigrate.StrategyFullFleet,
-		RunWorkers:    true,
-		Workers:       e.o.concurrency,
-		Hooks: tenantmigrate.Hooks{OnMigrationRun: func(_ tenantmigrate.Strategy, result string, _ time.Duration) {
+		RunWorkers:    true, Queue: tenantmigrate.QueueConfig{Workers: e.o.concurrency}, Hooks: tenantmigrate.Hooks{OnMigrationRun: func(_ tenantmigrate.Strategy, result string, _ time.Duration) {
 			if result != "completed" {
 				retries.Add(1)
 			}

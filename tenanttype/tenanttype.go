@@ -56,6 +56,11 @@ type Tenant struct {
 	TargetSeq int64
 	// CreatedAt and UpdatedAt are set by the Store.
 	CreatedAt, UpdatedAt time.Time
+	// DecryptError, when not "", says why DatabaseURL is empty: no
+	// configured encryption key opens the stored URL (it names the key id,
+	// never the ciphertext). Lists return such a tenant with its state
+	// rather than failing the page; a run of it fails, naming it.
+	DecryptError string
 }
 
 // TenantState is the migration state of a tenant, without its database URL.
@@ -104,4 +109,10 @@ type Stats struct {
 
 // RedactedURL returns the tenant's database URL without its password, for
 // display and logs.
-func (t Tenant) RedactedURL() string { return redact.URL(t.DatabaseURL) }
+// A tenant whose URL could not be decrypted shows "<cannot decrypt>".
+func (t Tenant) RedactedURL() string {
+	if t.DecryptError != "" {
+		return "<cannot decrypt>"
+	}
+	return redact.URL(t.DatabaseURL)
+}

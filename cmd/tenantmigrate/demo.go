@@ -150,8 +150,8 @@ func runDemo(cmd *cobra.Command, g *globalOpts, o *demoOpts) (retErr error) {
 	// --migrations: its fleet is a throwaway.
 	dg.migrationsFS = examplemigrations.FS
 	orch, err := openOrchestrator(ctx, &dg, logger, true, func(cfg *tenantmigrate.Config) {
-		cfg.Workers = o.concurrency
-		cfg.InlineConcurrency = o.concurrency
+		cfg.Queue.Workers = o.concurrency
+		cfg.Limits.InlineConcurrency = o.concurrency
 	})
 	if err != nil {
 		return err

@@ -168,8 +168,8 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 		return usageErr("%v", errNoKey)
 	}
 	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
-		cfg.Workers = o.concurrency           // sizes the control-plane pool
-		cfg.InlineConcurrency = o.concurrency // MigrateTenant runs inline
+		cfg.Queue.Workers = o.concurrency            // sizes the control-plane pool
+		cfg.Limits.InlineConcurrency = o.concurrency // MigrateTenant runs inline
 		// A dry run writes nothing anywhere, but refuses a source that
 		// drifted as the run it previews would.
 		cfg.ReadOnly = o.dryRun

@@ -133,22 +133,16 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 	cfg := tenantmigrate.Config{
 		DatabaseURL:            g.databaseURL,
 		EncryptionKey:          g.encryptionKey,
-		PreviousEncryptionKeys: g.previousKeys,
-
-		LockTimeout:       g.lockTimeout,
-		TenantLockTimeout: g.tenantLockTimeout,
-		StatementTimeout:  g.statementTimeout,
-
-		AllowChangedMigrations: g.allowChangedMigrations,
-		AllowEnvsub:            g.allowEnvsub,
-		AllowMissing:           g.allowMissing,
-		KeepInvalidIndexes:     g.keepInvalidIndexes,
-		VersionTable:           g.versionTable,
-		MigrationsFormat:       g.migrationsFormat,
-		Logger:                 logger,
+		PreviousEncryptionKeys: g.previousKeys, Limits: tenantmigrate.LimitsConfig{LockTimeout: g.lockTimeout, TenantLockTimeout: g.tenantLockTimeout, StatementTimeout: g.statementTimeout}, AllowChangedMigrations: g.allowChangedMigrations,
+		AllowEnvsub:        g.allowEnvsub,
+		AllowMissing:       g.allowMissing,
+		KeepInvalidIndexes: g.keepInvalidIndexes,
+		VersionTable:       g.versionTable,
+		MigrationsFormat:   g.migrationsFormat,
+		Logger:             logger,
 	}
-	if cfg.TenantLockTimeout == 0 {
-		cfg.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default
+	if cfg.Limits.TenantLockTimeout == 0 {
+		cfg.Limits.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default
 	}
 	if g.encryptionKey != "" && len(g.encryptionKey) < 16 {
 		return cfg, usageErr("--encryption-key (ENCRYPTION_KEY) must be at least 16 characters")

@@ -142,19 +142,19 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 		}
 	}
 	cfg.TenantHostRegexp = o.tenantHostRegexp
-	cfg.Workers = o.workers
-	cfg.InlineConcurrency = o.inlineConcurrency
-	cfg.MaxAttempts = o.maxAttempts
-	cfg.RetryBackoff = o.retryBackoff
-	cfg.JobTimeout = o.jobTimeout
-	cfg.RescueAfter = o.rescueAfter
-	cfg.FleetRescanInterval = o.fleetRescanInterval
-	if cfg.FleetRescanInterval == 0 {
-		cfg.FleetRescanInterval = -1 // the flag's 0 means off
+	cfg.Queue.Workers = o.workers
+	cfg.Limits.InlineConcurrency = o.inlineConcurrency
+	cfg.Queue.MaxAttempts = o.maxAttempts
+	cfg.Queue.RetryBackoff = o.retryBackoff
+	cfg.Queue.JobTimeout = o.jobTimeout
+	cfg.Queue.RescueAfter = o.rescueAfter
+	cfg.Queue.FleetRescanInterval = o.fleetRescanInterval
+	if cfg.Queue.FleetRescanInterval == 0 {
+		cfg.Queue.FleetRescanInterval = -1 // the flag's 0 means off
 	}
-	cfg.ProgressiveInterval = o.progressiveInterval
-	cfg.ProgressiveBatchSize = o.progressiveBatchSize
-	cfg.StaleRetryInterval = o.staleRetryInterval
+	cfg.Progressive.Interval = o.progressiveInterval
+	cfg.Progressive.BatchSize = o.progressiveBatchSize
+	cfg.Progressive.StaleRetryInterval = o.staleRetryInterval
 	cfg.RunWorkers = true
 
 	ln, err := net.Listen("tcp", o.listen)

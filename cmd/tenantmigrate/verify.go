@@ -107,8 +107,8 @@ func runVerify(cmd *cobra.Command, g *globalOpts, o *verifyOpts) error {
 		return usageErr("%v", errNoKey)
 	}
 	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
-		inspectOnly(cfg)            // changed migrations are one of the things verify reports
-		cfg.Workers = o.concurrency // sizes the control-plane pool
+		inspectOnly(cfg)                  // changed migrations are one of the things verify reports
+		cfg.Queue.Workers = o.concurrency // sizes the control-plane pool
 	})
 	if err != nil {
 		return err

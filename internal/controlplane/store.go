@@ -274,7 +274,8 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // Get returns tenant id with its decrypted database URL. It returns
 // ErrTenantNotFound when there is no such tenant (an invalid id never
 // matches), ErrNoEncryptionKey without a cipher and an error wrapping
-// ErrDecrypt, naming the tenant, when no key of the cipher decrypts the URL.
+// ErrDecrypt, naming the tenant, when no key of the cipher decrypts the URL;
+// the tenant is then returned too, without its URL (Tenant.DecryptError).
 func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 	if s.cipher == nil {
 		return Tenant{}, fmt.Errorf("get tenant %s: %w", quoteShort(id), ErrNoEncryptionKey)
@@ -288,13 +289,18 @@ func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
 	}
 	if t.DatabaseURL, err = s.cipher.Decrypt(enc.keyID, enc.b); err != nil {
-		return Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
+		// The tenant exists: its state comes back with the error, so that a
+		// run can record why it failed.
+		t.DecryptError = err.Error()
+		return t, fmt.Errorf("get tenant %s: %w", id, err)
 	}
 	return t, nil
 }
 
 // List returns up to limit tenants (see DefaultPageSize, MaxPageSize) with
-// cursor_id above afterCursor, ordered by cursor_id, with decrypted URLs.
+// cursor_id above afterCursor, ordered by cursor_id, with decrypted URLs. A
+// tenant whose URL no key decrypts is listed without it, with
+// Tenant.DecryptError set.
 // nextCursor is the afterCursor of the next page, 0 when there is none: start
 // with 0 and stop at 0.
 func (s *Store) List(ctx context.Context, afterCursor int64, limit int) (tenants []Tenant, nextCursor int64, err error) {
@@ -323,7 +329,8 @@ func (s *Store) ListMatching(ctx context.Context, sel labels.Selector, afterCurs
 			return nil, 0, fmt.Errorf("list tenants: %w", err)
 		}
 		if t.DatabaseURL, err = s.cipher.Decrypt(enc.keyID, enc.b); err != nil {
-			return nil, 0, fmt.Errorf("list tenants: tenant %s: %w", t.ID, err)
+			// One undecryptable row fails only itself, not the page.
+			t.DatabaseURL, t.DecryptError = "", err.Error()
 		}
 		tenants = append(tenants, t)
 	}

@@ -367,6 +367,8 @@ type (
 		LastError         string            `json:"lastError"`
 		CreatedAt         time.Time         `json:"createdAt"`
 		UpdatedAt         time.Time         `json:"updatedAt"`
+		// DecryptError says why databaseUrl is "<cannot decrypt>".
+		DecryptError string `json:"decryptError,omitempty"`
 	}
 	tenantListJSON struct {
 		Tenants    []TenantJSON `json:"tenants"`
@@ -422,6 +424,7 @@ func TenantToJSON(t controlplane.Tenant) TenantJSON {
 		LastError:         redact.String(t.LastError, t.DatabaseURL),
 		CreatedAt:         t.CreatedAt,
 		UpdatedAt:         t.UpdatedAt,
+		DecryptError:      t.DecryptError,
 	}
 }
 

@@ -1,6 +1,7 @@
 package migrator
 
 import (
+	"context"
 	"database/sql"
 	"net/url"
 	"os"
@@ -315,6 +316,58 @@ func TestGolangMigrateLockExcludesMigrateCLI(t *testing.T) {
 		`SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
 		  WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()`).Scan(&held))
 	require.Zero(t, held)
+}
+
+// TestGolangMigrateCLIWaitsForTenantmigrate is the other direction: while
+// tenantmigrate applies a slow migration, golang-migrate's Lock (what its
+// CLI and library take before any read) waits, and returns only after the
+// run ended, when the tenant is at the new version and clean.
+func TestGolangMigrateCLIWaitsForTenantmigrate(t *testing.T) {
+	t.Parallel()
+	dbURL := newTestDB(t)
+	gmurl := gmURL(t, dbURL, nil)
+	require.NoError(t, golangMigrate(t, gmDir(t, 2, nil), gmurl).Up())
+	dir := gmDir(t, 3, map[string]string{
+		"3_create_orders.up.sql": "SELECT pg_sleep(1.5);\nCREATE TABLE orders (id int PRIMARY KEY, user_id int);",
+	})
+	m := newMigrator(t, Config{FS: os.DirFS(dir)})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Migrate(context.Background(), Target{DatabaseURL: dbURL})
+		done <- err
+	}()
+	// Wait until the run is inside version 3 (it holds the lock then).
+	conn := connect(t, dbURL)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sleeping bool
+		require.NoError(t, conn.QueryRow(t.Context(),
+			`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(1.5)%')`).Scan(&sleeping))
+		if sleeping {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the run never reached version 3")
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	drv, err := (&gmpostgres.Postgres{}).Open(gmurl)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = drv.Close() })
+	require.NoError(t, drv.Lock(), "golang-migrate's lock")
+	// It got the lock: the run must have finished version 3 (mid-run, the
+	// version is 3 dirty), and it returns.
+	v, dirty, err := drv.Version()
+	require.NoError(t, err)
+	require.Equal(t, 3, v)
+	require.False(t, dirty, "golang-migrate took its lock while tenantmigrate was still migrating")
+	require.NoError(t, drv.Unlock())
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run did not return")
+	}
 }
 
 func TestGolangMigrateFormatDetection(t *testing.T) {

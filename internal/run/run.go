@@ -182,6 +182,12 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 1. The tenant as it is now: its target, and the state the result
 		// must still match when it is recorded.
 		t, err := e.cfg.Store.Get(ctx, req.TenantID)
+		if errors.Is(err, controlplane.ErrDecrypt) && t.ID != "" {
+			// The tenant exists but no configured key opens its URL: the
+			// run fails, and the tenant says why, until the key is
+			// configured again (see Tenant.DecryptError).
+			return e.undecryptable(ctx, req, t, err), nil
+		}
 		if err != nil {
 			return Outcome{}, fmt.Errorf("read tenant %s: %w", req.TenantID, err)
 		}
@@ -245,6 +251,31 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		out.RecordErr = rerr
 		return out, nil
 	}
+}
+
+// undecryptable fails the run of a tenant t whose URL no configured key
+// decrypts (err wraps controlplane.ErrDecrypt). A tenant that needed the
+// run is recorded failed with req.FailStatus, naming why; one already up
+// to date keeps its state.
+func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplane.Tenant, err error) Outcome {
+	out := Outcome{Ran: true, From: t.MigrationsVersion, Version: -1, Err: err}
+	e.report(ctx, req, out)
+	if e.atLatest(t) || e.newerRelease(t.MigrationsVersion) {
+		// Its database lacks nothing: the state stays true, and the gate
+		// keeps serving it without reading its URL.
+		return out
+	}
+	status := req.FailStatus(err)
+	rctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	rerr := e.cfg.Store.RecordFailure(rctx, t.ID, controlplane.OriginOf(t), nil, status, err.Error())
+	switch {
+	case rerr == nil:
+		out.Status = status
+	case !errors.Is(rerr, controlplane.ErrStaleResult):
+		out.RecordErr = rerr
+	}
+	return out
 }
 
 func (e *Executor) report(ctx context.Context, req Request, out Outcome) {
