@@ -165,7 +165,7 @@ func (o *Orchestrator) EnqueueTenants(ctx context.Context, ids ...string) (int, 
 // the latest version (FAILED_STALE ones too with includeStale). It returns
 // how many jobs were queued.
 func (o *Orchestrator) ScheduleFleet(ctx context.Context, includeStale bool) (int, error) {
-	return o.fleet.ScanNow(ctx, includeStale)
+	return o.scanFleet(ctx, o.latest, includeStale)
 }
 
 // Remaining is the number of live migrate_tenant jobs.

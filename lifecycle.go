@@ -54,6 +54,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 			return fmt.Errorf("start progressive collector: %w", err)
 		}
 	}
+	if o.worksQueue() {
+		_ = o.feeder.Start(ctx) // never fails
+	}
 	o.stopListener = stopListener
 	o.runs.acceptBackground(true)
 	o.running = true
@@ -136,6 +139,7 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 		})
 	}
 	if o.running && o.worksQueue() {
+		o.feeder.Stop() // no new batch while the queue drains
 		wg.Go(func() {
 			if err := o.queue.Stop(ctx); err != nil {
 				report(fmt.Errorf("stop queue: %w", err))

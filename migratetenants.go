@@ -51,6 +51,7 @@ type Selection struct {
 type selected struct {
 	id       string
 	explicit bool // from Selection.IDs
+	rollout  bool // claimed from the rollout: a final failure is FAILED_STALE
 }
 
 // selection walks sel a page of ids at a time (no URL is decrypted, and
@@ -173,11 +174,17 @@ type MigrateResult struct {
 	// started: the ones not started were left as they are.
 	Interrupted bool
 	Duration    time.Duration
+	// Rollout is the rollout AllBehind ran (see MigrateTenants), as it was
+	// at the end; nil when none did.
+	Rollout *Rollout
+	// Halted is set when that rollout was halted, by this run or another
+	// process: no tenant was started after it.
+	Halted *RolloutHaltedError
 }
 
 // OK reports whether every selected tenant ended COMPLETED (or was removed
-// meanwhile).
-func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted }
+// meanwhile) and no rollout halted.
+func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted && r.Halted == nil }
 
 // MigrateTenants migrates the tenants of sel now, in this process,
 // opts.Concurrency at a time, and records each result as a request or a
@@ -210,11 +217,26 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 		}
 	}
 
+	// AllBehind runs the rollout to the latest version, created now if
+	// needed: its waves, in its order, halting with it.
+	source := o.selection(ctx, sel)
+	var rollout *Rollout
+	if sel.AllBehind {
+		r, _, err := o.StartRollout(ctx, "migrate --all")
+		if err != nil {
+			return res, fmt.Errorf("start rollout: %w", err)
+		}
+		if r != nil && r.State.Active() {
+			rollout = r
+			source = o.rolloutSelection(ctx, sel.IDs)
+		}
+	}
+
 	work := make(chan selected)
 	var eg errgroup.Group
 	eg.Go(func() error {
 		defer close(work)
-		for s, err := range o.selection(ctx, sel) {
+		for s, err := range source {
 			if err != nil {
 				mu.Lock()
 				if ctx.Err() != nil {
@@ -268,6 +290,16 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	}
 	_ = eg.Wait() // the goroutines record their errors in res
 	res.Duration = time.Since(start)
+	if rollout != nil {
+		rctx, cancel := cleanupCtx(ctx)
+		defer cancel()
+		if r, err := o.rollouts.Get(rctx, rollout.ID); err == nil {
+			res.Rollout = r
+			if r.State == RolloutHalted {
+				res.Halted = &RolloutHaltedError{RolloutID: r.ID, TargetVersion: r.TargetVersion, Reason: r.HaltReason}
+			}
+		}
+	}
 	if scanErr != nil {
 		return res, fmt.Errorf("select tenants: %w", scanErr)
 	}
@@ -281,7 +313,7 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts MigrateOptions, report func(MigrateProgress)) {
 	wait := cmpOr(opts.RetryBackoff, DefaultMigrateRetryBackoff)
 	for attempt := 1; ; attempt++ {
-		v, err := o.batchAttempt(ctx, s, attempt)
+		v, err := o.batchAttempt(ctx, s, attempt, attempt > opts.Retries)
 		if err == nil || attempt > opts.Retries || !migrator.IsRetryable(err) || ctx.Err() != nil {
 			report(MigrateProgress{Kind: ProgressDone, TenantID: s.id, Attempt: attempt, Version: v, Err: err,
 				Removed: errors.Is(err, ErrTenantNotFound)})
@@ -303,7 +335,7 @@ func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts Mi
 
 // batchAttempt is one attempt of MigrateTenants on one tenant: a run that
 // Stop waits for, under a context that ctx does not cancel.
-func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (int64, error) {
+func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int, last bool) (int64, error) {
 	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
 	defer done()
 	runCtx, cancel := context.WithTimeout(runCtx, o.inlineTimeout())
@@ -316,7 +348,14 @@ func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int
 		// A scanned tenant that a server migrated since costs no tenant
 		// connection; a named one is checked in its database.
 		SkipAtLatest: !s.explicit,
-		FailStatus:   func(error) controlplane.Status { return controlplane.StatusFailed },
+		FailStatus: func(err error) controlplane.Status {
+			// A rollout's tenant fails in it for good (FAILED_STALE) after
+			// its last attempt, as a queued job's does.
+			if s.rollout && (last || !migrator.IsRetryable(err)) {
+				return controlplane.StatusFailedStale
+			}
+			return controlplane.StatusFailed
+		},
 	})
 	if err != nil {
 		return 0, err

@@ -110,6 +110,9 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 		OnRun:           o.runHook,
 		Logger:          o.logger,
 	}
+	if !o.cfg.ReadOnly {
+		cfg.Rollout = (*rolloutHook)(o)
+	}
 	if o.migrator != nil { // a nil *Migrator in the interface would not be nil
 		cfg.Migrator = o.migrator
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
@@ -205,6 +206,10 @@ type Config struct {
 	// Progressive configures StrategyProgressive.
 	Progressive ProgressiveConfig
 
+	// Rollout configures the rollouts that move the fleet to a new release
+	// in waves and halt it on failures (see RolloutConfig).
+	Rollout RolloutConfig
+
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
 	// it. Ignored for on_request, which needs no workers.
@@ -330,6 +335,8 @@ type Orchestrator struct {
 	drift *driftState // see drift.go
 
 	queue     *queue.Queue
+	rollouts  *rollouts.Store  // see rollout.go
+	feeder    *rollouts.Feeder // feeds the queue from the active rollout
 	fleet     *strategy.Fleet
 	collector *strategy.Collector
 	stale     *strategy.StaleLimiter
@@ -460,6 +467,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		return nil, redact.Error(err, cfg.DatabaseURL) // already says "migrate control plane"
 	}
 	o.store = controlplane.NewStore(o.pool, cipher)
+	o.rollouts = rollouts.NewStore(o.pool, logger)
 	o.exec = o.newExecutor()
 	if err := o.checkMigrations(ctx); err != nil {
 		o.Close()
@@ -479,7 +487,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
 		// Every working instance can run a scan job; full_fleet ones schedule them.
 		FleetScan: func(ctx context.Context, latest int64, includeStale bool) (int, error) {
-			return o.fleet.ScanAt(ctx, cmpOr(latest, o.latest), includeStale)
+			return o.scanFleet(ctx, cmpOr(latest, o.latest), includeStale)
 		},
 		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
 		Latest:              o.latest,
@@ -493,6 +501,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		Enqueue: o.queue.Enqueue,
 		Latest:  o.latest,
 		Logger:  logger,
+	})
+	o.feeder = rollouts.NewFeeder(rollouts.FeederConfig{
+		Store:     o.rollouts,
+		Target:    o.latest,
+		EnqueueTx: o.queue.EnqueueTx,
+		BatchSize: cfg.Rollout.FeedBatchSize,
+		Logger:    logger,
 	})
 	o.collector = strategy.NewCollector(strategy.CollectorConfig{
 		Interval:  cfg.Progressive.Interval,

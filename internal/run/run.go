@@ -74,10 +74,38 @@ type Config struct {
 	// a stale rerun is one more), on the running goroutine. Defaults to
 	// nothing.
 	OnRun func(ctx context.Context, e Event)
+	// Rollout accounts every run to the active rollout of Latest and
+	// refuses runs while it is halted (internal/rollouts). Defaults to
+	// none.
+	Rollout RolloutHook
 	// Logger receives an info record per tenant migrated, per stale rerun
 	// and per run interrupted by a shutdown; never a failure, which is
 	// returned. Defaults to discarding.
 	Logger *slog.Logger
+}
+
+// RolloutHook is the rollout accounting of every run, whatever triggered
+// it.
+type RolloutHook interface {
+	// Admit is asked before a tenant is migrated. An error (the rollout to
+	// Latest is halted) refuses the run: Run returns it, nothing is run or
+	// recorded.
+	Admit(ctx context.Context, tenantID string) error
+	// Done is told the recorded result of each run: COMPLETED (also for a
+	// tenant found at or above Latest without a run), FAILED (to be
+	// retried) or FAILED_STALE. It handles its own errors.
+	Done(ctx context.Context, r RolloutResult)
+}
+
+// RolloutResult is one run's result for RolloutHook.Done.
+type RolloutResult struct {
+	TenantID string
+	Status   controlplane.Status
+	Duration time.Duration
+	// Err is the migration's error; FailedVersion the version that failed
+	// (0 when none did: the run failed before applying one).
+	Err           error
+	FailedVersion int64
 }
 
 // Executor runs one tenant at a time per call; it is safe for concurrent
@@ -194,12 +222,19 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		if e.newerRelease(t.MigrationsVersion) ||
 			((req.SkipAtLatest || rerun > 0) && e.atLatest(t)) {
 			e.cfg.UpToDate(req.TenantID, req.Generation)
+			e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted})
 			return Outcome{From: t.MigrationsVersion, Version: *t.MigrationsVersion}, nil
 		}
 
-		// 2. Limits. None yet. A limit on runs per database host, or per
-		// fleet across instances, is taken here, after the tenant is known
-		// and before its connection opens, and released after step 4.
+		// 2. Limits. A halted rollout to Latest refuses the run. A limit on
+		// runs per database host, or per fleet across instances, is taken
+		// here, after the tenant is known and before its connection opens,
+		// and released after step 4.
+		if e.cfg.Rollout != nil && rerun == 0 {
+			if err := e.cfg.Rollout.Admit(ctx, req.TenantID); err != nil {
+				return Outcome{From: t.MigrationsVersion}, err
+			}
+		}
 
 		// 3. Migrate.
 		res, err := e.cfg.Migrator.Migrate(ctx, migrator.Target{DatabaseURL: t.DatabaseURL, Schema: t.Schema})
@@ -227,6 +262,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			if res.Version >= e.cfg.Latest {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
 			}
+			e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted, Duration: res.Duration})
 			return out, nil
 		}
 
@@ -247,6 +283,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			rerr = nil
 		} else if rerr == nil {
 			out.Status = status
+			e.rolloutDone(ctx, failedResult(req.TenantID, status, res.Duration, err))
 		}
 		out.RecordErr = rerr
 		return out, nil
@@ -276,6 +313,27 @@ func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplan
 		out.RecordErr = rerr
 	}
 	return out
+}
+
+// rolloutDone tells the rollout hook of a recorded result, even when ctx
+// has ended (the result is recorded).
+func (e *Executor) rolloutDone(ctx context.Context, r RolloutResult) {
+	if e.cfg.Rollout == nil {
+		return
+	}
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	e.cfg.Rollout.Done(ctx, r)
+}
+
+// failedResult is the RolloutResult of a failed run.
+func failedResult(tenantID string, status controlplane.Status, d time.Duration, err error) RolloutResult {
+	r := RolloutResult{TenantID: tenantID, Status: status, Duration: d, Err: err}
+	var applyErr *migrator.ApplyError
+	if errors.As(err, &applyErr) {
+		r.FailedVersion = applyErr.Version
+	}
+	return r
 }
 
 func (e *Executor) report(ctx context.Context, req Request, out Outcome) {
