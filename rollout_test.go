@@ -96,9 +96,9 @@ func TestRolloutCanaryHaltsThenResumes(t *testing.T) {
 	cfg := tenantmigrate.Config{
 		DatabaseURL: cp, Migrations: rolloutV2(brokenV2),
 		Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
-		Queue:    tenantmigrate.QueueConfig{Workers: 1},
-		Rollout:  tenantmigrate.RolloutConfig{CanarySelector: "canary=yes"},
-		Hooks: tenantmigrate.Hooks{OnRun: func(context.Context, tenantmigrate.RunEvent) { runs.Add(1) }},
+		Queue:   tenantmigrate.QueueConfig{Workers: 1},
+		Rollout: tenantmigrate.RolloutConfig{CanarySelector: "canary=yes"},
+		Hooks:   tenantmigrate.Hooks{OnRun: func(context.Context, tenantmigrate.RunEvent) { runs.Add(1) }},
 	}
 	broken := startOrchestrator(t, cfg)
 	r := waitRollout(t, broken, tenantmigrate.RolloutHalted)
@@ -195,9 +195,9 @@ func TestRolloutHaltSeenEverywhere(t *testing.T) {
 	cfg := tenantmigrate.Config{
 		DatabaseURL: cp, Migrations: rolloutV2(brokenV2),
 		Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
-		Queue:    tenantmigrate.QueueConfig{Workers: 2, MaxAttempts: 1},
-		Rollout:  tenantmigrate.RolloutConfig{Waves: "100%", HaltFailureRate: -1, FeedBatchSize: 5},
-		Hooks:    tenantmigrate.Hooks{OnRun: func(context.Context, tenantmigrate.RunEvent) { runs.Add(1) }},
+		Queue:   tenantmigrate.QueueConfig{Workers: 2, MaxAttempts: 1},
+		Rollout: tenantmigrate.RolloutConfig{Waves: "100%", HaltFailureRate: -1, FeedBatchSize: 5},
+		Hooks:   tenantmigrate.Hooks{OnRun: func(context.Context, tenantmigrate.RunEvent) { runs.Add(1) }},
 	}
 	var wg sync.WaitGroup
 	for range 3 {
