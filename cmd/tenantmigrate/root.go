@@ -111,7 +111,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "migrations-format", "MIGRATIONS_FORMAT")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
-	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
+	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g), newRolloutCmd(g))
 	root.AddCommand(newTenantsCmd(g), newMigrateCmd(g), newStatusCmd(g), newDemoCmd(g), newCompletionCmd(g))
 	return root
 }

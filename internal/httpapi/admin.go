@@ -10,6 +10,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // admin serves the admin API. Its routes, all JSON:
@@ -29,6 +30,7 @@ import (
 //	POST   /admin/migrations/fleet         queue every tenant behind: 202 {"scheduled": N}
 //	GET    /admin/migrations/failed        failed tenants, paged like /admin/tenants
 //	GET    /admin/stats                    fleet summary
+//	...    /admin/rollouts...              see rollouts.go
 //
 // Tenant database URLs are only ever shown redacted.
 type admin struct {
@@ -53,6 +55,11 @@ func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	rt.handle("POST /admin/migrations/fleet", http.HandlerFunc(a.scheduleFleet))
 	rt.handle("GET /admin/migrations/failed", http.HandlerFunc(a.listFailed))
 	rt.handle("GET /admin/stats", http.HandlerFunc(a.stats))
+	rt.handle("GET /admin/rollouts", http.HandlerFunc(a.listRollouts))
+	rt.handle("POST /admin/rollouts", http.HandlerFunc(a.startRollout))
+	rt.handle("GET /admin/rollouts/{id}", a.withRolloutID(a.getRollout))
+	rt.handle("POST /admin/rollouts/{id}/resume", a.withRolloutID(a.resumeRollout))
+	rt.handle("POST /admin/rollouts/{id}/abort", a.withRolloutID(a.abortRollout))
 	rt.finish()
 
 	for pattern, h := range cfg.AdminExtra {
@@ -239,6 +246,12 @@ func (a *admin) migrateTenant(w http.ResponseWriter, r *http.Request, id string)
 		return
 	}
 	version, err := a.svc.MigrateTenant(r.Context(), id)
+	var halted *rollouts.HaltedError
+	if errors.As(err, &halted) {
+		w.Header().Set("Retry-After", "60")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"migrated": false, "error": halted.Error(), "rollout": halted.RolloutID})
+		return
+	}
 	if err != nil {
 		err = redact.Error(err, t.DatabaseURL)
 		status, msg := serviceErrorStatus(err)
@@ -330,6 +343,9 @@ func writeServiceError(w http.ResponseWriter, r *http.Request, err error) {
 // naming the tenant; other errors are 500 without details, which go to the
 // log instead.
 func serviceErrorStatus(err error) (int, string) {
+	if status, msg, ok := rolloutErrorStatus(err); ok {
+		return status, msg
+	}
 	var reqErr *requestError
 	switch {
 	case errors.As(err, &reqErr):

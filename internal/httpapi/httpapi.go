@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // Service is what the HTTP layer needs from tenantmigrate;
@@ -66,6 +67,14 @@ type Service interface {
 	ListFailed(ctx context.Context, afterCursor int64, limit int) ([]controlplane.TenantState, int64, error)
 	Stats(ctx context.Context) (controlplane.Stats, error)
 	Latest() int64
+
+	// The rollouts (internal/rollouts); see rollouts.go.
+	StartRollout(ctx context.Context, createdBy string) (*rollouts.Rollout, bool, error)
+	GetRollout(ctx context.Context, id int64) (*rollouts.Rollout, error)
+	ListRollouts(ctx context.Context, limit int) ([]*rollouts.Rollout, error)
+	CurrentRollout(ctx context.Context) (*rollouts.Rollout, error)
+	ResumeRollout(ctx context.Context, id int64) (*rollouts.Rollout, error)
+	AbortRollout(ctx context.Context, id int64) (*rollouts.Rollout, error)
 
 	// Ping checks that the control plane answers.
 	Ping(ctx context.Context) error
