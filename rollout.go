@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
@@ -202,6 +203,13 @@ func (h *rolloutHook) Admit(ctx context.Context, _ string) error {
 func (h *rolloutHook) Done(ctx context.Context, r run.RolloutResult) {
 	o := (*Orchestrator)(h)
 	res := rollouts.Result{TenantID: r.TenantID, Status: string(r.Status), Duration: r.Duration, FailedVersion: r.FailedVersion}
+	if r.Status == controlplane.StatusFailed && !migrator.IsRetryable(r.Err) && !errors.Is(r.Err, context.Canceled) && !errors.Is(r.Err, context.DeadlineExceeded) {
+		// An inline run (a request, migrate-now) records FAILED, which the
+		// next request retries, but a failure no retry fixes (a broken
+		// migration) fails the tenant in the rollout, so on_request halts
+		// too.
+		res.Status = string(controlplane.StatusFailedStale)
+	}
 	if r.Err != nil {
 		res.Err = r.Err.Error()
 	}
