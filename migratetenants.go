@@ -222,7 +222,7 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	source := o.selection(ctx, sel)
 	var rollout *Rollout
 	if sel.AllBehind {
-		r, _, err := o.StartRollout(ctx, "migrate --all")
+		r, _, err := o.startRollout(ctx, "migrate --all", sel.IncludeStale)
 		if err != nil {
 			return res, fmt.Errorf("start rollout: %w", err)
 		}

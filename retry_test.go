@@ -94,6 +94,7 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint REFERENCES ac
 		Migrations:  migrations,
 		Strategy:    tenantmigrate.StrategyFullFleet,
 		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
+		Rollout: oneWaveNoHalt,
 	})
 
 	waitAllLatest(t, admin, append(good, flaky), 30*time.Second)
@@ -148,6 +149,7 @@ func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
 		Migrations:  fleetMigrations(),
 		Strategy:    tenantmigrate.StrategyFullFleet,
 		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
+		Rollout: oneWaveNoHalt,
 	})
 
 	waitAllLatest(t, o, good, 30*time.Second)
@@ -163,6 +165,13 @@ func TestUnreachableTenantStaleThenRescheduled(t *testing.T) {
 	require.Nil(t, st.MigrationsVersion, "never reached: no version known")
 	require.NotEmpty(t, st.LastError)
 
+	// The rollout ends (one wave, never halting); the scans after it queue
+	// what is behind, as without rollouts.
+	waitFor(t, 30*time.Second, "rollout completed", func() bool {
+		r, err := o.CurrentRollout(ctx)
+		require.NoError(t, err)
+		return r != nil && r.State == tenantmigrate.RolloutCompleted
+	})
 	// A plain scan skips stale tenants.
 	n, err := o.ScheduleFleet(ctx, false)
 	require.NoError(t, err)

@@ -78,7 +78,7 @@ func (c RolloutConfig) validate() error {
 	return nil
 }
 
-func (o *Orchestrator) rolloutOptions(createdBy string) rollouts.Options {
+func (o *Orchestrator) rolloutOptions(createdBy string, includeStale bool) rollouts.Options {
 	waves, _ := rollouts.ParseWaves(o.cfg.Rollout.Waves) // validated by New
 	return rollouts.Options{
 		CanarySelector:  o.cfg.Rollout.CanarySelector,
@@ -86,6 +86,7 @@ func (o *Orchestrator) rolloutOptions(createdBy string) rollouts.Options {
 		HaltFailureRate: o.cfg.Rollout.HaltFailureRate,
 		WavePause:       o.cfg.Rollout.WavePause,
 		CreatedBy:       createdBy,
+		IncludeStale:    includeStale,
 	}
 }
 
@@ -125,12 +126,18 @@ var (
 // StartRollout returns the rollout to the latest version, creating it when
 // there is none and tenants are behind (with Config.Rollout), which
 // supersedes an active rollout to a lower version. It returns nil when no
-// tenant is behind. created reports whether this call created it.
+// tenant is behind. created reports whether this call created it. A new
+// rollout leaves out the FAILED_STALE tenants, as scans do, except those
+// that failed in the rollout it supersedes.
 func (o *Orchestrator) StartRollout(ctx context.Context, createdBy string) (r *Rollout, created bool, err error) {
+	return o.startRollout(ctx, createdBy, false)
+}
+
+func (o *Orchestrator) startRollout(ctx context.Context, createdBy string, includeStale bool) (r *Rollout, created bool, err error) {
 	if o.cfg.ReadOnly {
 		return nil, false, ErrReadOnly
 	}
-	r, created, err = o.rollouts.Ensure(ctx, o.latest, o.rolloutOptions(createdBy))
+	r, created, err = o.rollouts.Ensure(ctx, o.latest, o.rolloutOptions(createdBy, includeStale))
 	if err == nil && r != nil {
 		o.feeder.Wake()
 	}
@@ -178,7 +185,7 @@ func (o *Orchestrator) AbortRollout(ctx context.Context, id int64) (*Rollout, er
 // tenants added since the rollout began). An aborted rollout queues nothing.
 func (o *Orchestrator) scanFleet(ctx context.Context, latest int64, includeStale bool) (int, error) {
 	if latest == o.latest && !o.cfg.ReadOnly {
-		r, _, err := o.StartRollout(ctx, "fleet scan")
+		r, _, err := o.startRollout(ctx, "fleet scan", includeStale)
 		if err != nil {
 			return 0, fmt.Errorf("fleet scan: %w", err)
 		}

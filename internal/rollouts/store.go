@@ -63,6 +63,11 @@ type Options struct {
 	// CreatedBy names the creator, for operators ("fleet scan", "migrate
 	// --all", "admin API").
 	CreatedBy string
+	// IncludeStale takes in the FAILED_STALE tenants behind. Without it
+	// they are left out, as scans leave them out, except those that failed
+	// in the rollout this one supersedes (a fixing release must reach
+	// them).
+	IncludeStale bool
 }
 
 // Ensure returns the rollout for target, creating it when there is none and
@@ -114,10 +119,23 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 		if n > 0 {
 			return errExists
 		}
-		cond, args := canary.SQL("labels", 2)
+		// The rollouts this one supersedes: their failed tenants are in it
+		// even when FAILED_STALE.
+		rows, err := tx.Query(ctx, `SELECT id FROM tenantmigrate.rollouts WHERE state IN ('RUNNING', 'HALTED') AND target_version < $1`, target)
+		if err != nil {
+			return err
+		}
+		superseded, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		cond, args := canary.SQL("labels", 4)
+		members := behindWhere + ` AND ($2 OR migrations_status IS DISTINCT FROM 'FAILED_STALE'
+			OR id IN (SELECT tenant_id FROM tenantmigrate.rollout_tenants WHERE rollout_id = ANY($3) AND state = 'FAILED'))`
+		base := []any{target, opts.IncludeStale, superseded}
 		var total, canaries int64
 		if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE `+cond+`)
-			FROM tenantmigrate.tenants WHERE `+behindWhere, append([]any{target}, args...)...).Scan(&total, &canaries); err != nil {
+			FROM tenantmigrate.tenants WHERE `+members, append(base, args...)...).Scan(&total, &canaries); err != nil {
 			return err
 		}
 		if total == 0 {
@@ -145,11 +163,11 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 		if !canary.Empty() {
 			canaryExpr = cond
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO tenantmigrate.rollout_tenants (rollout_id, tenant_id, wave, position)
-			SELECT $`+fmt.Sprint(len(args)+2)+`, id, width_bucket(pos, $`+fmt.Sprint(len(args)+3)+`::bigint[]), pos
+		_, err = tx.Exec(ctx, `INSERT INTO tenantmigrate.rollout_tenants (rollout_id, tenant_id, wave, position)
+			SELECT $`+fmt.Sprint(len(args)+4)+`, id, width_bucket(pos, $`+fmt.Sprint(len(args)+5)+`::bigint[]), pos
 			FROM (SELECT id, row_number() OVER (ORDER BY (`+canaryExpr+`) DESC, md5(id), id) - 1 AS pos
-				FROM tenantmigrate.tenants WHERE `+behindWhere+`) t`,
-			append(append([]any{target}, args...), id, ends)...)
+				FROM tenantmigrate.tenants WHERE `+members+`) t`,
+			append(append(base, args...), id, ends)...)
 		return err
 	})
 	switch {
@@ -160,6 +178,11 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 		return nil, false, nil
 	case err != nil:
 		return nil, false, fmt.Errorf("create rollout to %d: %w", target, err)
+	}
+	// Statistics for the new rows, so the first claims use the partial
+	// indexes rather than a plan made for an empty table.
+	if _, err := s.pool.Exec(ctx, `ANALYZE tenantmigrate.rollout_tenants`); err != nil {
+		s.logger.WarnContext(ctx, "analyze rollout tenants", "rollout_id", id, "err", err)
 	}
 	r, err = s.Get(ctx, id)
 	if err != nil {
