@@ -441,14 +441,29 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, enqueue func(ctx
 	}
 	var ids []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `WITH r AS (
-				SELECT id, current_wave FROM tenantmigrate.rollouts WHERE target_version = $1 AND state = 'RUNNING' FOR SHARE),
-			c AS (SELECT rt.rollout_id, rt.tenant_id FROM tenantmigrate.rollout_tenants rt, r
-				WHERE rt.rollout_id = r.id AND rt.state = 'PENDING' AND rt.wave <= r.current_wave
-				ORDER BY rt.wave, rt.position LIMIT $2 FOR UPDATE OF rt SKIP LOCKED)
+		// The rollout first, shared-locked so a halt (which updates it)
+		// waits for this claim or comes before it; then the claim with the
+		// rollout's id and wave as constants, so the partial index hands
+		// out the first PENDING rows in order without sorting them all.
+		var (
+			id   int64
+			wave int
+		)
+		err := tx.QueryRow(ctx, `SELECT id, current_wave FROM tenantmigrate.rollouts
+			WHERE target_version = $1 AND state = 'RUNNING' FOR SHARE`, target).Scan(&id, &wave)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `WITH c AS (
+				SELECT tenant_id FROM tenantmigrate.rollout_tenants
+				WHERE rollout_id = $1 AND state = 'PENDING' AND wave <= $2
+				ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
 			UPDATE tenantmigrate.rollout_tenants rt SET state = 'QUEUED', claimed_at = now()
-			FROM c WHERE rt.rollout_id = c.rollout_id AND rt.tenant_id = c.tenant_id
-			RETURNING rt.tenant_id`, target, n)
+			FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
+			RETURNING rt.tenant_id`, id, wave, n)
 		if err != nil {
 			return err
 		}
