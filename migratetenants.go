@@ -227,8 +227,16 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 			return res, fmt.Errorf("start rollout: %w", err)
 		}
 		if r != nil && r.State.Active() {
+			// While this run lives its claims are its own; if it dies, the
+			// lock goes with its session and other processes take them
+			// over at once.
+			claimer, err := o.rollouts.NewClaimer(ctx)
+			if err != nil {
+				return res, err
+			}
+			defer claimer.Release(ctx)
 			rollout = r
-			source = o.rolloutSelection(ctx, sel.IDs)
+			source = o.rolloutSelection(ctx, sel.IDs, claimer.Key)
 		}
 	}
 

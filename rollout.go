@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
@@ -180,23 +181,48 @@ func (o *Orchestrator) AbortRollout(ctx context.Context, id int64) (*Rollout, er
 
 // scanFleet is the full_fleet scan: it starts the rollout to latest (this
 // release's), which the feeders then queue in waves, and queues nothing
-// itself while that rollout is under way. Once it has completed, or for
-// another release's latest, it queues every tenant behind as before (the
-// tenants added since the rollout began). An aborted rollout queues nothing.
+// itself while that rollout is under way: the tenants behind it lacks (added
+// since it began) join its last wave. Once it has completed, or for another
+// release's latest, it queues every tenant behind as before. An aborted
+// rollout queues nothing.
+//
+// It returns how many tenants it handed on: to a new rollout (all of them),
+// to the active one's last wave, or queued. Handing tenants to a rollout is
+// logged as "fleet scan finished" too, with rollout_id.
 func (o *Orchestrator) scanFleet(ctx context.Context, latest int64, includeStale bool) (int, error) {
-	if latest == o.latest && !o.cfg.ReadOnly {
-		r, _, err := o.startRollout(ctx, "fleet scan", includeStale)
-		if err != nil {
+	if latest != o.latest || o.cfg.ReadOnly {
+		return o.fleet.ScanAt(ctx, latest, includeStale)
+	}
+	start := time.Now()
+	r, created, err := o.startRollout(ctx, "fleet scan", includeStale)
+	if err != nil {
+		return 0, fmt.Errorf("fleet scan: %w", err)
+	}
+	var n int64
+	switch {
+	case r == nil:
+		// Nothing behind, or a newer release's rollout is under way.
+	case created:
+		n = r.Total
+	case r.State.Active():
+		// Tenants behind that it does not hold (registered since it
+		// began) join its last wave.
+		if n, err = o.rollouts.AddLate(ctx, latest, includeStale); err != nil {
 			return 0, fmt.Errorf("fleet scan: %w", err)
 		}
-		if r == nil {
-			return 0, nil // nothing behind, or a newer release's rollout is under way
-		}
-		if r.State != RolloutCompleted {
-			return 0, nil
-		}
+		o.feeder.Wake()
+	case r.State == RolloutCompleted:
+		return o.fleet.ScanAt(ctx, latest, includeStale)
+	default:
+		// Aborted: nothing is queued for this version.
 	}
-	return o.fleet.ScanAt(ctx, latest, includeStale)
+	attrs := []any{slog.Int64("version", latest), slog.Bool("include_stale", includeStale),
+		slog.Int64("scheduled", n), slog.Int64("duration_ms", time.Since(start).Milliseconds())}
+	if r != nil {
+		attrs = append(attrs, slog.Int64("rollout_id", r.ID), slog.String("rollout_state", string(r.State)))
+	}
+	o.logger.InfoContext(ctx, "fleet scan finished", attrs...)
+	return int(n), nil
 }
 
 // rolloutHook is the executor's rollout accounting (run.RolloutHook).
@@ -243,7 +269,7 @@ const rolloutPoll = 50 * time.Millisecond
 // latest version as its waves open, claiming each just before it is
 // handed to a worker, until the rollout ends or halts. A tenant claimed but
 // not handed out (ctx ended) is put back.
-func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string) iter.Seq2[selected, error] {
+func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claimer int64) iter.Seq2[selected, error] {
 	return func(yield func(selected, error) bool) {
 		for s, err := range o.selection(ctx, Selection{IDs: ids}) {
 			if !yield(s, err) || err != nil {
@@ -263,7 +289,7 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string) iter.
 			if state != RolloutRunning {
 				return // halted (MigrateTenants reports it), completed or ended
 			}
-			claimed, err := o.rollouts.Claim(ctx, o.latest, 1, nil)
+			claimed, err := o.rollouts.Claim(ctx, o.latest, 1, claimer, nil)
 			if err != nil {
 				yield(selected{}, err)
 				return

@@ -126,7 +126,7 @@ func (f *Feeder) Feed(ctx context.Context) error {
 	if err != nil || inflight >= int64(f.cfg.BatchSize) {
 		return err
 	}
-	_, err = f.cfg.Store.Claim(ctx, f.cfg.Target, f.cfg.BatchSize, func(ctx context.Context, tx pgx.Tx, ids []string) error {
+	_, err = f.cfg.Store.Claim(ctx, f.cfg.Target, f.cfg.BatchSize, 0, func(ctx context.Context, tx pgx.Tx, ids []string) error {
 		_, err := f.cfg.EnqueueTx(ctx, tx, ids)
 		return err
 	})

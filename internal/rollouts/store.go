@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -416,13 +417,17 @@ func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wa
 				WHEN t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at THEN 'FAILED'
 				ELSE 'PENDING' END,
 			last_error = CASE WHEN t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at THEN t.last_error ELSE rt.last_error END,
-			finished_at = now(), claimed_at = NULL
+			finished_at = now(), claimed_at = NULL, claimed_by = NULL
 		FROM tenantmigrate.rollout_tenants q
 		LEFT JOIN tenantmigrate.tenants t ON t.id = q.tenant_id
 		WHERE q.rollout_id = $1 AND q.wave <= $2 AND q.state = 'QUEUED'
 			AND rt.rollout_id = q.rollout_id AND rt.tenant_id = q.tenant_id
 			AND (t.id IS NULL OR t.migrations_version >= $3 AND t.migrations_status = 'COMPLETED' OR t.migrations_version > $3
-				OR (t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at OR q.claimed_at < now() - $4::interval)
+				OR (t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at OR q.claimed_at < now() - $4::interval
+						OR q.claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_locks l
+							WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+								AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+								AND l.classid = (q.claimed_by >> 32)::oid AND l.objid = (q.claimed_by & 4294967295)::oid))
 					AND NOT EXISTS (SELECT 1 FROM tenantmigrate.river_job j
 						WHERE j.kind = 'migrate_tenant' AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
 							AND j.args->>'tenant_id' = q.tenant_id))`,
@@ -433,9 +438,10 @@ func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wa
 // Claim hands out up to n PENDING tenants of the open waves of the RUNNING
 // rollout to target, in wave order, marking them QUEUED, and calls enqueue
 // with them in the same transaction (nil: the caller runs them itself, as
-// migrate --all does). Concurrent claims get disjoint tenants. It returns
-// nothing when the rollout is not running.
-func (s *Store) Claim(ctx context.Context, target int64, n int, enqueue func(ctx context.Context, tx pgx.Tx, ids []string) error) ([]string, error) {
+// migrate --all does, and claimer is the key of its Claimer). Concurrent
+// claims get disjoint tenants. It returns nothing when the rollout is not
+// running.
+func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, enqueue func(ctx context.Context, tx pgx.Tx, ids []string) error) ([]string, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -461,9 +467,9 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, enqueue func(ctx
 				SELECT tenant_id FROM tenantmigrate.rollout_tenants
 				WHERE rollout_id = $1 AND state = 'PENDING' AND wave <= $2
 				ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
-			UPDATE tenantmigrate.rollout_tenants rt SET state = 'QUEUED', claimed_at = now()
+			UPDATE tenantmigrate.rollout_tenants rt SET state = 'QUEUED', claimed_at = now(), claimed_by = NULLIF($4, 0::bigint)
 			FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
-			RETURNING rt.tenant_id`, id, wave, n)
+			RETURNING rt.tenant_id`, id, wave, n, claimer)
 		if err != nil {
 			return err
 		}
@@ -487,7 +493,7 @@ func (s *Store) Release(ctx context.Context, target int64, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants rt SET state = 'PENDING', claimed_at = NULL
+	_, err := s.pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants rt SET state = 'PENDING', claimed_at = NULL, claimed_by = NULL
 		FROM tenantmigrate.rollouts r
 		WHERE r.id = rt.rollout_id AND r.target_version = $1 AND rt.tenant_id = ANY($2) AND rt.state = 'QUEUED'`, target, ids)
 	if err != nil {
@@ -588,4 +594,78 @@ func truncate(s string) string {
 func isUnique(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// claimerClass is the high half of the advisory lock keys of Claimers.
+const claimerClass int64 = 0x746d6364 // "tmcd"
+
+// Claimer is a process that runs the tenants it claims itself (migrate
+// --all): while it lives it holds a session advisory lock, which tells the
+// other processes that its QUEUED tenants are still being worked on. When it
+// dies its session, and the lock, go, and Step hands its tenants out again.
+type Claimer struct {
+	Key  int64
+	conn *pgxpool.Conn
+}
+
+// NewClaimer takes a new claimer lock on a connection of its own. Release
+// it when the run ends.
+func (s *Store) NewClaimer(ctx context.Context) (*Claimer, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("take rollout claimer lock: %w", err)
+	}
+	for range 10 {
+		key := claimerClass<<32 | int64(rand.Uint32())
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+			conn.Release()
+			return nil, fmt.Errorf("take rollout claimer lock: %w", err)
+		}
+		if ok {
+			return &Claimer{Key: key, conn: conn}, nil
+		}
+	}
+	conn.Release()
+	return nil, errors.New("take rollout claimer lock: no free key")
+}
+
+// Release drops the claimer lock.
+func (c *Claimer) Release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := c.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, c.Key); err != nil {
+		_ = c.conn.Conn().Close(ctx) // the lock goes with the session
+	}
+	c.conn.Release()
+}
+
+// AddLate adds to the active rollout to target the tenants behind it that
+// it does not hold (registered, or fallen behind, since it began), at the
+// end of its last wave, in the order of the rest (md5 of the id).
+// FAILED_STALE tenants come only with includeStale. It returns how many it
+// added; 0 when target has no active rollout.
+func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (int64, error) {
+	var added int64
+	err := s.pool.QueryRow(ctx, `WITH r AS (
+			SELECT id, total, cardinality(wave_ends) AS waves FROM tenantmigrate.rollouts
+			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED') FOR UPDATE),
+		n AS (SELECT t.id, row_number() OVER (ORDER BY md5(t.id), t.id) AS rn
+			FROM tenantmigrate.tenants t, r
+			WHERE `+behindWhere+` AND ($2 OR t.migrations_status IS DISTINCT FROM 'FAILED_STALE')
+				AND NOT EXISTS (SELECT 1 FROM tenantmigrate.rollout_tenants rt WHERE rt.rollout_id = r.id AND rt.tenant_id = t.id)),
+		ins AS (INSERT INTO tenantmigrate.rollout_tenants (rollout_id, tenant_id, wave, position)
+			SELECT r.id, n.id, r.waves - 1, r.total + n.rn - 1 FROM n, r RETURNING 1),
+		c AS (SELECT count(*) AS n FROM ins),
+		u AS (UPDATE tenantmigrate.rollouts SET total = total + c.n,
+				wave_ends[cardinality(wave_ends)] = wave_ends[cardinality(wave_ends)] + c.n, updated_at = now()
+			FROM c WHERE id = (SELECT id FROM r) AND c.n > 0 RETURNING 1)
+		SELECT n FROM c`, target, includeStale).Scan(&added)
+	if err != nil {
+		return 0, fmt.Errorf("add late tenants to rollout to %d: %w", target, err)
+	}
+	if added > 0 {
+		s.logger.InfoContext(ctx, "tenants behind added to the last wave of the rollout", "version", target, "tenants", added)
+	}
+	return added, nil
 }

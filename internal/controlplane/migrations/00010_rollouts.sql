@@ -57,6 +57,11 @@ CREATE TABLE tenantmigrate.rollout_tenants (
     -- When the row became QUEUED: a QUEUED row whose job was lost is
     -- handed out again only after a while (Store.Advance).
     claimed_at timestamptz NULL,
+    -- The advisory lock key a process running the tenant itself (migrate
+    -- --all) holds while it lives; NULL for a tenant handed to the queue.
+    -- A QUEUED row whose claimer's lock is gone (the process died) is
+    -- handed out again at once.
+    claimed_by bigint NULL,
     finished_at timestamptz NULL,
     PRIMARY KEY (rollout_id, tenant_id)
 );
