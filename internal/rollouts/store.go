@@ -26,6 +26,10 @@ const createLockKey int64 = 0x1c2f7a43b6d0e915
 const behindWhere = `(migrations_version < $1 OR migrations_version IS NULL
 	OR (migrations_status IN ('FAILED', 'FAILED_STALE') AND migrations_version = $1))`
 
+// TakeOverAfter is how long a tenant handed to the queue may wait for its
+// job before a migrate --all with nothing else to run takes it over.
+const TakeOverAfter = 10 * time.Second
+
 // DefaultStaleClaim is how long a QUEUED tenant whose job is gone (no live
 // migrate_tenant job names it) waits before Advance hands it out again.
 const DefaultStaleClaim = 10 * time.Minute
@@ -475,6 +479,30 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, e
 		}
 		if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return err
+		}
+		if len(ids) == 0 && claimer != 0 {
+			// Nothing left to hand out: a process that runs tenants itself
+			// takes over queued ones whose job waits (no instance of this
+			// release may be there to work it: a rolling deploy, servers
+			// stopped) rather than wait for them. A job running somewhere
+			// is left to it; a duplicate run waits on the tenant's lock and
+			// finds it done.
+			rows, err := tx.Query(ctx, `WITH c AS (
+					SELECT tenant_id FROM tenantmigrate.rollout_tenants rt
+					WHERE rollout_id = $1 AND state = 'QUEUED' AND wave <= $2 AND claimed_by IS NULL
+						AND claimed_at < now() - $5::interval
+						AND NOT EXISTS (SELECT 1 FROM tenantmigrate.river_job j
+							WHERE j.kind = 'migrate_tenant' AND j.state = 'running' AND j.args->>'tenant_id' = rt.tenant_id)
+					ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
+				UPDATE tenantmigrate.rollout_tenants rt SET claimed_at = now(), claimed_by = $4
+				FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
+				RETURNING rt.tenant_id`, id, wave, n, claimer, TakeOverAfter.String())
+			if err != nil {
+				return err
+			}
+			if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+				return err
+			}
 		}
 		if len(ids) == 0 || enqueue == nil {
 			return nil
