@@ -2,8 +2,10 @@ package tenantmigrate
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/labels"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 )
@@ -61,6 +63,57 @@ func (o *Orchestrator) ListTenants(ctx context.Context, afterCursor int64, limit
 	return o.store.List(ctx, afterCursor, limit)
 }
 
+// ListTenantsMatching is ListTenants of the tenants whose labels match
+// selector, kubectl's equality form: "k=v", "k!=v", "k" (has the label),
+// "!k", comma-separated, all of which must hold; "" matches every tenant. A
+// bad selector is an error wrapping ErrInvalid. It is answered through the
+// index of the labels (see BENCHMARKS.md for 1M tenants).
+func (o *Orchestrator) ListTenantsMatching(ctx context.Context, selector string, afterCursor int64, limit int) ([]Tenant, int64, error) {
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list tenants: %w", invalid(err))
+	}
+	return o.store.ListMatching(ctx, sel, afterCursor, limit)
+}
+
+// ValidateLabels reports whether m may be a tenant's labels: at most 32,
+// keys of 1-63 characters of [a-z0-9_.-/], values of at most 255 characters
+// (UTF-8, no NUL). The error wraps ErrInvalid and names the label.
+func ValidateLabels(m map[string]string) error { return controlplane.ValidateLabels(m) }
+
+// ParseLabelArgs parses kubectl-style label arguments into a
+// TenantPatch.Labels: "k=v" sets k, "k-" removes it. Keys and values are
+// validated; the error wraps ErrInvalid.
+func ParseLabelArgs(args []string) (map[string]*string, error) {
+	p, err := labels.ParseArgs(args)
+	return p, invalid(err)
+}
+
+// FormatLabels shows labels as "k=v,k2=v2", in key order.
+func FormatLabels(m map[string]string) string { return labels.Format(m) }
+
+// ValidateSelector reports whether s is a valid label selector (see
+// ListTenantsMatching). The error wraps ErrInvalid.
+func ValidateSelector(s string) error {
+	_, err := labels.Parse(s)
+	return invalid(err)
+}
+
+// invalid makes an error of package labels match ErrInvalid too, its
+// message unchanged.
+func invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return invalidError{err}
+}
+
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string        { return e.err.Error() }
+func (e invalidError) Unwrap() error        { return e.err }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
 // TenantState returns a tenant's migration state without reading its URL.
 func (o *Orchestrator) TenantState(ctx context.Context, id string) (TenantState, error) {
 	return o.store.GetState(ctx, id)
@@ -112,7 +165,7 @@ func (o *Orchestrator) EnqueueTenants(ctx context.Context, ids ...string) (int, 
 // the latest version (FAILED_STALE ones too with includeStale). It returns
 // how many jobs were queued.
 func (o *Orchestrator) ScheduleFleet(ctx context.Context, includeStale bool) (int, error) {
-	return o.fleet.ScanAt(ctx, o.Target(), includeStale)
+	return o.scanFleet(ctx, o.Target(), includeStale)
 }
 
 // Remaining is the number of live migrate_tenant jobs.

@@ -323,6 +323,9 @@ func (c *Config) validate() error {
 	if err := c.Provision.validate(); err != nil {
 		return err
 	}
+	if err := c.Rollout.validate(); err != nil {
+		return err
+	}
 	if c.Queue.JobTimeout > 0 && c.Queue.RescueAfter > 0 && c.Queue.RescueAfter < c.Queue.JobTimeout {
 		return fmt.Errorf("%w: Queue.RescueAfter (%s) is below Queue.JobTimeout (%s): a slow but healthy attempt would run twice",
 			ErrInvalidConfig, c.Queue.RescueAfter, c.Queue.JobTimeout)

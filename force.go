@@ -41,7 +41,7 @@ func (o *Orchestrator) Force(ctx context.Context, sel ForceSelection, version in
 			return MigrateResult{}, err
 		}
 	}
-	return o.runBatch(ctx, o.forceSelection(ctx, sel, version), opts)
+	return o.runBatch(ctx, o.forceSelection(ctx, sel, version), nil, opts)
 }
 
 func (o *Orchestrator) forceSelection(ctx context.Context, sel ForceSelection, version int64) iter.Seq2[selected, error] {

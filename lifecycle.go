@@ -65,6 +65,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	if !o.cfg.ReadOnly {
 		o.servers.Start(ctx) // probes DOWN servers
 	}
+	if o.worksQueue() {
+		_ = o.feeder.Start(ctx) // never fails
+	}
 	o.stopListener = stopListener
 	o.startPruner(ctx) // cannot fail
 	o.runs.acceptBackground(true)
@@ -154,6 +157,7 @@ func (o *Orchestrator) Stop(ctx context.Context) error {
 		})
 	}
 	if o.running && o.worksQueue() {
+		o.feeder.Stop() // no new batch while the queue drains
 		wg.Go(func() {
 			if err := o.queue.Stop(ctx); err != nil {
 				report(fmt.Errorf("stop queue: %w", err))

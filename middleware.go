@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
@@ -66,7 +68,9 @@ func TenantFromHost(re interface {
 // calls EnsureMigrated, and passes the request to next with the tenant id in
 // its context (TenantIDFromContext). It answers with a JSON error itself:
 // 400 when the request names no tenant, 404 for an unknown tenant, 500 when
-// the tenant's migration failed, 503 when the control plane cannot be read.
+// the tenant's migration failed, 503 when the control plane cannot be read,
+// and 503 {"error", "rollout": ID} with Retry-After when the tenant needs a
+// run that a halted rollout refuses (on_request).
 // The error behind a 5xx is logged, once, at error level, with the tenant id.
 func (o *Orchestrator) Middleware(next http.Handler) http.Handler {
 	return o.MiddlewareWithErrorHandler(next, func(r *http.Request, tenantID string, status int, err error) {
@@ -86,6 +90,12 @@ func (o *Orchestrator) MiddlewareWithErrorHandler(next http.Handler, onError fun
 			return
 		}
 		if err := o.EnsureMigrated(r.Context(), id); err != nil {
+			if h, ok := isHalted(err); ok {
+				// The halt was logged once, when it happened; each request
+				// it turns away is not an error of its own.
+				writeHalted(w, h)
+				return
+			}
 			status, msg := gateErrorStatus(err)
 			if status >= 500 && onError != nil {
 				onError(r, id, status, err)
@@ -111,6 +121,22 @@ func gateErrorStatus(err error) (int, string) {
 	default:
 		return http.StatusServiceUnavailable, "control plane unavailable"
 	}
+}
+
+// HaltedRetryAfter is the Retry-After (seconds) of the 503 a request gets
+// for a tenant behind a halted rollout.
+const HaltedRetryAfter = 60
+
+// writeHalted answers a request for a tenant the halted rollout h keeps
+// behind: 503 {"error", "rollout"} with Retry-After.
+func writeHalted(w http.ResponseWriter, h *RolloutHaltedError) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", strconv.Itoa(HaltedRetryAfter))
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"error":   fmt.Sprintf("tenant not migrated: rollout %d to version %d is halted", h.RolloutID, h.TargetVersion),
+		"rollout": h.RolloutID,
+	})
 }
 
 func writeJSONError(w http.ResponseWriter, status int, msg string) {

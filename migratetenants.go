@@ -56,6 +56,7 @@ type selected struct {
 	// value), down to to (rollback.go) or force to to (force.go).
 	direction run.Direction
 	to        int64
+	rollout   bool // claimed from the rollout: a final failure is FAILED_STALE
 }
 
 // selection walks sel a page of ids at a time (no URL is decrypted, and
@@ -178,11 +179,17 @@ type MigrateResult struct {
 	// started: the ones not started were left as they are.
 	Interrupted bool
 	Duration    time.Duration
+	// Rollout is the rollout AllBehind ran (see MigrateTenants), as it was
+	// at the end; nil when none did.
+	Rollout *Rollout
+	// Halted is set when that rollout was halted, by this run or another
+	// process: no tenant was started after it.
+	Halted *RolloutHaltedError
 }
 
 // OK reports whether every selected tenant ended COMPLETED (or was removed
-// meanwhile).
-func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted }
+// meanwhile) and no rollout halted.
+func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted && r.Halted == nil }
 
 // MigrateTenants migrates the tenants of sel now, in this process,
 // opts.Concurrency at a time, and records each result as a request or a
@@ -203,12 +210,36 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	if o.cfg.ReadOnly {
 		return MigrateResult{}, ErrReadOnly
 	}
-	return o.runBatch(ctx, o.selection(ctx, sel), opts)
+	// AllBehind runs the rollout to the latest version, created now if
+	// needed: its waves, in its order, halting with it.
+	source := o.selection(ctx, sel)
+	var rollout *Rollout
+	if sel.AllBehind && o.Target() >= o.latest { // a pinned fleet has no rollout
+		r, _, err := o.startRollout(ctx, "migrate --all", sel.IncludeStale)
+		if err != nil {
+			return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
+		}
+		if r != nil && r.State.Active() {
+			// While this run lives its claims are its own; if it dies, the
+			// lock goes with its session and other processes take them
+			// over at once.
+			claimer, err := o.rollouts.NewClaimer(ctx)
+			if err != nil {
+				return MigrateResult{}, err
+			}
+			defer claimer.Release(ctx)
+			rollout = r
+			source = o.rolloutSelection(ctx, sel.IDs, claimer.Key)
+		}
+	}
+
+	return o.runBatch(ctx, source, rollout, opts)
 }
 
-// runBatch runs the tenants of seq, each as its selected says (up, down or
-// force), as MigrateTenants describes.
-func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, error], opts MigrateOptions) (MigrateResult, error) {
+// runBatch runs the tenants of source, each as its selected says (up, down
+// or force), as MigrateTenants describes; rollout, when not nil, is the
+// rollout they were claimed from.
+func (o *Orchestrator) runBatch(ctx context.Context, source iter.Seq2[selected, error], rollout *Rollout, opts MigrateOptions) (MigrateResult, error) {
 	// This process heartbeats while it migrates (instances.go).
 	if err := o.holdHeartbeat(ctx); err != nil {
 		return MigrateResult{}, fmt.Errorf("start instance heartbeat: %w", err)
@@ -236,7 +267,7 @@ func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, err
 	var eg errgroup.Group
 	eg.Go(func() error {
 		defer close(work)
-		for s, err := range seq {
+		for s, err := range source {
 			if err != nil {
 				mu.Lock()
 				if ctx.Err() != nil {
@@ -290,6 +321,16 @@ func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, err
 	}
 	_ = eg.Wait() // the goroutines record their errors in res
 	res.Duration = time.Since(start)
+	if rollout != nil {
+		rctx, cancel := cleanupCtx(ctx)
+		defer cancel()
+		if r, err := o.rollouts.Get(rctx, rollout.ID); err == nil {
+			res.Rollout = r
+			if r.State == RolloutHalted {
+				res.Halted = &RolloutHaltedError{RolloutID: r.ID, TargetVersion: r.TargetVersion, Reason: r.HaltReason}
+			}
+		}
+	}
 	if scanErr != nil {
 		return res, fmt.Errorf("select tenants: %w", scanErr)
 	}
@@ -303,7 +344,7 @@ func (o *Orchestrator) runBatch(ctx context.Context, seq iter.Seq2[selected, err
 func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts MigrateOptions, report func(MigrateProgress)) {
 	wait := cmpOr(opts.RetryBackoff, DefaultMigrateRetryBackoff)
 	for attempt := 1; ; attempt++ {
-		v, err := o.batchAttemptHeld(ctx, s, attempt)
+		v, err := o.batchAttemptHeld(ctx, s, attempt, attempt > opts.Retries)
 		if err == nil || attempt > opts.Retries || !migrator.IsRetryable(err) || ctx.Err() != nil {
 			report(MigrateProgress{Kind: ProgressDone, TenantID: s.id, Attempt: attempt, Version: v, Err: err,
 				Removed: errors.Is(err, ErrTenantNotFound)})
@@ -330,10 +371,10 @@ func (o *Orchestrator) migrateWithRetry(ctx context.Context, s selected, opts Mi
 // and while the server is full until ctx ends. Waiting, this process
 // probes the DOWN server when its probe is due, so a batch needs no other
 // process to see it come UP.
-func (o *Orchestrator) batchAttemptHeld(ctx context.Context, s selected, attempt int) (int64, error) {
+func (o *Orchestrator) batchAttemptHeld(ctx context.Context, s selected, attempt int, last bool) (int64, error) {
 	var deadline time.Time
 	for {
-		v, held, err := o.batchAttempt(ctx, s, attempt)
+		v, held, err := o.batchAttempt(ctx, s, attempt, last)
 		if held == nil {
 			return v, err
 		}
@@ -398,8 +439,9 @@ func (o *Orchestrator) waitServer(ctx context.Context, server string, deadline t
 
 // batchAttempt is one attempt of MigrateTenants on one tenant: a run that
 // Stop waits for, under a context that ctx does not cancel. held is the
-// reason the tenant's server held the run back, nil when it ran.
-func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int) (v int64, held, err error) {
+// reason the tenant's server held the run back, nil when it ran; last says
+// it is the tenant's last attempt.
+func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int, last bool) (v int64, held, err error) {
 	runCtx, done := o.runs.add(context.WithoutCancel(ctx))
 	defer done()
 	runCtx, cancel := o.withInlineTimeout(runCtx)
@@ -411,8 +453,15 @@ func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int
 		Generation: o.cache.generation(),
 		// A scanned tenant that a server migrated since costs no tenant
 		// connection; a named one is checked in its database.
-		SkipAtLatest:    !s.explicit,
-		FailStatus:      func(error) controlplane.Status { return controlplane.StatusFailed },
+		SkipAtLatest: !s.explicit,
+		FailStatus: func(err error) controlplane.Status {
+			// A rollout's tenant fails in it for good (FAILED_STALE) after
+			// its last attempt, as a queued job's does.
+			if s.rollout && (last || !migrator.IsRetryable(err)) {
+				return controlplane.StatusFailedStale
+			}
+			return controlplane.StatusFailed
+		},
 		Direction:       s.direction,
 		To:              s.to,
 		WaitForServer:   true,

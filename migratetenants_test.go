@@ -101,7 +101,9 @@ func TestMigrateTenantsSelection(t *testing.T) {
 	var log progressLog
 	res, err := o.MigrateTenants(t.Context(), named, tenantmigrate.MigrateOptions{Concurrency: 2, OnProgress: log.add})
 	require.NoError(t, err)
-	require.Equal(t, tenantmigrate.MigrateResult{Selected: 4, Completed: 4, Duration: res.Duration}, res)
+	require.NotNil(t, res.Rollout, "AllBehind ran the rollout to the latest version")
+	require.Equal(t, tenantmigrate.RolloutCompleted, res.Rollout.State)
+	require.Equal(t, tenantmigrate.MigrateResult{Selected: 4, Completed: 4, Duration: res.Duration, Rollout: res.Rollout}, res)
 	require.True(t, res.OK())
 
 	// The selected tenants hold every version once; the others nothing.
@@ -183,9 +185,10 @@ func TestMigrateTenantsConcurrencyBound(t *testing.T) {
 		_, err := tx.ExecContext(ctx, "CREATE TABLE marker (id int)")
 		return err
 	}}, nil)
-	// All tenants share the test's one server: its cap must not be the bound.
+	// All tenants share the test's one server: its cap must not be the
+	// bound. One wave: the default first wave of one tenant would run alone.
 	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), GoMigrations: []*goose.Migration{wait},
-		Servers: tenantmigrate.ServersConfig{MaxPerServer: 2 * limit}})
+		Servers: tenantmigrate.ServersConfig{MaxPerServer: 2 * limit}, Rollout: oneWaveNoHalt})
 	tenants := addSchemaTenants(t, o, "conc", 2, 5)
 
 	res, err := o.MigrateTenants(t.Context(), tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{Concurrency: limit})
@@ -197,8 +200,9 @@ func TestMigrateTenantsConcurrencyBound(t *testing.T) {
 
 // TestMigrateTenantsRetriesTransientFailure: a tenant whose version 2 fails
 // with serialization_failure on its first run is retried and completes; a
-// tenant whose version 2 fails for good is not retried, ends FAILED, and its
-// MigrationError names the failed migration and what was applied before.
+// tenant whose version 2 fails for good is not retried, ends FAILED_STALE
+// (failed in the rollout), and its MigrationError names the failed
+// migration and what was applied before.
 func TestMigrateTenantsRetriesTransientFailure(t *testing.T) {
 	t.Parallel()
 	migrations := fleettest.Migrations(
@@ -208,7 +212,7 @@ DO $$ BEGIN IF current_schema() = 'flaky' AND currval('attempts') = 1 THEN RAISE
 DO $$ BEGIN IF current_schema() = 'broken' THEN PERFORM no_such_function(); END IF; END $$;
 CREATE TABLE invoices (id bigserial PRIMARY KEY);`,
 	)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), Migrations: migrations})
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: pgtest.NewDatabase(t), Migrations: migrations, Rollout: oneWaveNoHalt})
 	logStatuses(t, o.Pool())
 	good := addSchemaTenants(t, o, "ok", 1, 2)
 	flaky := addTenantAt(t, o, "flaky", good[0].URL, "flaky")
@@ -234,7 +238,7 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY);`,
 	require.Equal(t, []string{"FAILED", "COMPLETED"}, statusHistory(t, o.Pool(), "flaky"))
 	fleettest.RequireAppliedOnce(t, append(good, flaky), 1, 2)
 
-	// The permanent one: one attempt, FAILED, its error with fields.
+	// The permanent one: one attempt, FAILED_STALE, its error with fields.
 	var done tenantmigrate.MigrateProgress
 	for _, p := range log.of(tenantmigrate.ProgressDone) {
 		if p.TenantID == broken.ID {
@@ -251,7 +255,7 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY);`,
 	require.Equal(t, []int64{1}, merr.Applied)
 	require.Equal(t, int64(1), merr.Version)
 	require.ErrorContains(t, merr, "no_such_function")
-	require.Equal(t, []string{"FAILED"}, statusHistory(t, o.Pool(), "broken"))
+	require.Equal(t, []string{"FAILED_STALE"}, statusHistory(t, o.Pool(), "broken"))
 	fleettest.RequireAppliedOnce(t, []fleettest.SchemaTenant{broken}, 1)
 }
 
@@ -288,3 +292,7 @@ func TestMigrateTenantsReadOnly(t *testing.T) {
 	_, err := o.MigrateTenants(t.Context(), tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
 	require.ErrorIs(t, err, tenantmigrate.ErrReadOnly)
 }
+
+// oneWaveNoHalt makes the rollout of a test about something else one wave
+// that never halts, so a failing tenant neither halts nor waits for others.
+var oneWaveNoHalt = tenantmigrate.RolloutConfig{Waves: "100%", HaltFailureRate: 1}

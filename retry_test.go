@@ -94,6 +94,7 @@ CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint REFERENCES ac
 		Migrations:  migrations,
 		Strategy:    tenantmigrate.StrategyFullFleet,
 		RunWorkers:  true, Queue: tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
+		Rollout: oneWaveNoHalt,
 	})
 
 	waitAllLatest(t, admin, append(good, flaky), 30*time.Second)
@@ -151,6 +152,7 @@ func TestUnreachableTenantWaitsForItsServer(t *testing.T) {
 		RunWorkers:  true,
 		Queue:       tenantmigrate.QueueConfig{RetryBackoff: 50 * time.Millisecond},
 		Servers:     tenantmigrate.ServersConfig{ProbeInterval: 200 * time.Millisecond},
+		Rollout:     oneWaveNoHalt,
 	})
 
 	waitAllLatest(t, o, good, 30*time.Second)

@@ -227,7 +227,7 @@ func (o *Orchestrator) Rollback(ctx context.Context, sel RollbackSelection, opts
 			return MigrateResult{}, err
 		}
 	}
-	res, err := o.runBatch(ctx, o.rollbackSelection(ctx, sel), opts.MigrateOptions)
+	res, err := o.runBatch(ctx, o.rollbackSelection(ctx, sel), nil, opts.MigrateOptions)
 	o.forgetUndoneChecksums(ctx)
 	return res, err
 }

@@ -116,6 +116,9 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 		History:         o.history,
 		Logger:          o.logger,
 	}
+	if !o.cfg.ReadOnly {
+		cfg.Rollout = (*rolloutHook)(o)
+	}
 	if o.migrator != nil { // a nil *Migrator in the interface would not be nil
 		cfg.Migrator = o.migrator
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 	"github.com/tenantmigrate/tenantmigrate/internal/strategy"
@@ -238,6 +239,10 @@ type Config struct {
 	// for HistoryConfig.Retention (see TenantRuns).
 	History HistoryConfig
 
+	// Rollout configures the rollouts that move the fleet to a new release
+	// in waves and halt it on failures (see RolloutConfig).
+	Rollout RolloutConfig
+
 	// RunWorkers makes Start run queue workers (and, with full_fleet, the
 	// fleet scan). CLI commands that only enqueue leave it false; serve sets
 	// it. Ignored for on_request, which needs no workers.
@@ -371,6 +376,8 @@ type Orchestrator struct {
 	queue     *queue.Queue
 	instances *instances.Service // heartbeats and rescue; nil when ReadOnly (instances.go)
 	beats     heartbeatUsers
+	rollouts  *rollouts.Store  // see rollout.go
+	feeder    *rollouts.Feeder // feeds the queue from the active rollout
 	fleet     *strategy.Fleet
 	collector *strategy.Collector
 	stale     *strategy.StaleLimiter
@@ -511,6 +518,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 	}
 	o.initHistory()
+	o.rollouts = rollouts.NewStore(o.pool, logger)
 	o.exec = o.newExecutor()
 	if _, err := o.FleetTarget(ctx); err != nil {
 		o.Close()
@@ -538,7 +546,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		RunWorkers:   cfg.RunWorkers && cfg.Strategy != StrategyOnRequest,
 		// Every working instance can run a scan job; full_fleet ones schedule them.
 		FleetScan: func(ctx context.Context, latest int64, includeStale bool) (int, error) {
-			return o.fleet.ScanAt(ctx, min(cmpOr(latest, o.latest), o.Target()), includeStale)
+			return o.scanFleet(ctx, min(cmpOr(latest, o.latest), o.Target()), includeStale)
 		},
 		ScheduleFleetScan:   cfg.Strategy == StrategyFullFleet,
 		Latest:              o.latest,
@@ -558,6 +566,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		Enqueue: o.queue.Enqueue,
 		Latest:  o.latest,
 		Logger:  logger,
+	})
+	o.feeder = rollouts.NewFeeder(rollouts.FeederConfig{
+		Store:     o.rollouts,
+		Target:    o.latest,
+		EnqueueTx: o.queue.EnqueueTx,
+		BatchSize: cfg.Rollout.FeedBatchSize,
+		Logger:    logger,
 	})
 	o.collector = strategy.NewCollector(strategy.CollectorConfig{
 		Interval:  cfg.Progressive.Interval,

@@ -43,7 +43,7 @@ func startCommand(t *testing.T, name string, env []string, args ...string) *cmdP
 	t.Helper()
 	p := &cmdProc{name: name, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, env...)
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, append(preRolloutEnv, env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	p.cmd.SysProcAttr = dieWithParent()
 	require.NoError(t, p.cmd.Start())

@@ -82,7 +82,7 @@ func startServer(t *testing.T, name string, env []string) *server {
 	t.Helper()
 	s := &server{name: name, addr: make(chan string, 1), exited: make(chan struct{})}
 	s.cmd = exec.Command(binary, "serve", "--listen", "127.0.0.1:0")
-	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, env...)
+	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, append(preRolloutEnv, env...)...)
 	s.cmd.Stdout = &s.logs
 	s.cmd.SysProcAttr = dieWithParent()
 	stderr, err := s.cmd.StderrPipe()
@@ -197,6 +197,13 @@ func (s *server) ownsRiverID(id string) bool {
 	parts := strings.Split(id, "_")
 	return len(parts) >= 3 && parts[len(parts)-2] == strconv.Itoa(s.cmd.Process.Pid)
 }
+
+// preRolloutEnv makes the rollout of every process one wave that never
+// halts, as the fleet behaved before rollouts: the tests written before
+// them are about other things, and their failing tenants must neither halt
+// the fleet nor wait behind a first wave. A test about rollouts sets WAVES
+// and HALT_FAILURE_RATE in its env, which comes later and wins.
+var preRolloutEnv = []string{"WAVES=100%", "HALT_FAILURE_RATE=100%"}
 
 // serveEnv is the environment shared by the processes of one test.
 func serveEnv(controlPlane, migrationsDir, strategy string, extra ...string) []string {

@@ -489,7 +489,12 @@ func TestConcurrentOperators(t *testing.T) {
 		len(tenants), took.Round(100*time.Millisecond), sampler.maxHeld, sampler.maxListed, sampler.maxTotal, sampler.samples, written)
 	for app := range pids {
 		require.LessOrEqual(t, sampler.maxHeld[app], 2, "tenant sessions held by %s", app)
-		require.Positive(t, sampler.maxHeld[app], "%s migrated no tenant", app)
+		// The processes share one rollout: a migrate --all claims the
+		// tenants no server has queued yet, and the servers' feeders may
+		// have queued them all (a batch is 100) before it asks.
+		if strings.HasPrefix(app, "tm-serve") {
+			require.Positive(t, sampler.maxHeld[app], "%s migrated no tenant", app)
+		}
 	}
 }
 

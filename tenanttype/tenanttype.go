@@ -43,6 +43,10 @@ type Tenant struct {
 	MigrationsStatus Status
 	// LastError is the error of the last failed run, "" after a success.
 	LastError string
+	// Labels are the tenant's labels (see tenantmigrate.ValidateLabels),
+	// never nil on a tenant read from the Store. Selectors pick tenants by
+	// them (ListTenantsMatching, rollout canaries).
+	Labels map[string]string
 	// CursorID orders tenants for paging (the registry's list calls).
 	CursorID int64
 	// TargetSeq identifies the target (URL and schema) the migration state
@@ -76,6 +80,10 @@ type TenantPatch struct {
 	// Schema, when not nil, replaces the tenant's schema; "" makes the tenant
 	// database-per-tenant.
 	Schema *string
+	// Labels, when not nil, are merged into the tenant's labels: a key with
+	// a nil value is removed, any other is set. Labels never change the
+	// migration state.
+	Labels map[string]*string
 }
 
 // VersionCount is the number of tenants at one migration version.

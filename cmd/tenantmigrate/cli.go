@@ -65,10 +65,10 @@ var errNoKey = errors.New("no encryption key: set --encryption-key or ENCRYPTION
 const listPageSize = 500
 
 // eachTenant calls fn for every tenant, page by page, in cursor order.
-func eachTenant(ctx context.Context, orch *tenantmigrate.Orchestrator, fn func(tenantmigrate.Tenant) error) error {
+func eachTenant(ctx context.Context, orch *tenantmigrate.Orchestrator, selector string, fn func(tenantmigrate.Tenant) error) error {
 	var cursor int64
 	for {
-		tenants, next, err := orch.ListTenants(ctx, cursor, listPageSize)
+		tenants, next, err := orch.ListTenantsMatching(ctx, selector, cursor, listPageSize)
 		if err != nil {
 			return err
 		}

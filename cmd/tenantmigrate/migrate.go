@@ -69,6 +69,7 @@ func (o *runOpts) migrateOptions() tenantmigrate.MigrateOptions {
 
 type migrateOpts struct {
 	runOpts
+	rollout      rolloutOpts
 	all          bool
 	includeStale bool
 	tenants      []string
@@ -104,6 +105,16 @@ started and the running ones finish.
 
 It needs --migrations (MIGRATIONS_DIR): there is no default set.
 
+--all runs the rollout to the latest version, the one serve's full_fleet scan
+runs too (created now if there is none): its waves in its order, the canary
+selector's tenants first, halting as soon as a wave's FAILED_STALE tenants
+exceed --halt-failure-rate of it. A tenant fails in a rollout (FAILED_STALE)
+after its last attempt. A halt, by this run or any other process, stops it:
+no tenant is started after it, the running ones finish, and it exits 1 naming
+the rollout, the failing version and the first errors. --waves,
+--canary-selector, --halt-failure-rate and --wave-pause shape a rollout this
+run creates; an existing one keeps its own.
+
 --dry-run lists the selected tenants with the versions each one lacks, read
 from the tenant databases in read-only sessions, and writes nothing anywhere
 (no migration checksum either).
@@ -127,7 +138,10 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
   tenantmigrate migrate --all --instance-timeout 30s
 
   # Four at once per database server; wait up to 5m for a server that is down
-  tenantmigrate migrate --all --concurrency 16 --max-per-server 4 --server-down-timeout 5m`,
+  tenantmigrate migrate --all --concurrency 16 --max-per-server 4 --server-down-timeout 5m
+
+  # A release with canaries first, then 5%, then the rest; halt above 2%
+  tenantmigrate migrate --all --canary-selector canary=true --waves 5%,100% --halt-failure-rate 2%`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runMigrate(cmd, g, &o)
@@ -146,6 +160,7 @@ to do), 1 when any failed, 2 on a usage or configuration error.`,
 	bindEnv(f, "instance-timeout", "INSTANCE_TIMEOUT")
 	addRunFlags(f, &o.runOpts)
 	addServerFlags(f, &o.servers, true)
+	addRolloutFlags(f, &o.rollout)
 	return cmd
 }
 
@@ -186,7 +201,12 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 	if g.databaseURL != "" && g.encryptionKey == "" {
 		return usageErr("%v", errNoKey)
 	}
+	var rolloutCfg tenantmigrate.Config
+	if err := o.rollout.apply(&rolloutCfg); err != nil {
+		return err
+	}
 	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
+		cfg.Rollout = rolloutCfg.Rollout
 		cfg.Queue.Workers = o.concurrency            // sizes the control-plane pool
 		cfg.Limits.InlineConcurrency = o.concurrency // MigrateTenant runs inline
 		cfg.Queue.InstanceTimeout = o.instanceTimeout
@@ -243,6 +263,8 @@ func resultErr(res fleetResult) error {
 	switch {
 	case res.ok():
 		return nil
+	case res.Halted != nil && res.Rollout != nil:
+		return haltedErr(res)
 	case res.Failed > 0:
 		return failedErr(fmt.Errorf("%d of %d tenants failed", res.Failed, res.Completed+res.Failed))
 	case res.Interrupted:

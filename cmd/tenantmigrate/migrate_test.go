@@ -82,7 +82,9 @@ func TestMigrateFailing(t *testing.T) {
 	})
 	requireCode(t, 0, f.run("migrate", "--tenant", ids[0], "--migrations", good, "--progress", "none"))
 
-	r := f.run("migrate", "--all", "--migrations", bad, "--progress", "none")
+	// One wave that never halts: this test is about reporting failures
+	// (TestMigrateRolloutHaltsAndResumes is about halting).
+	r := f.run("migrate", "--all", "--migrations", bad, "--progress", "none", "--waves", "100%", "--halt-failure-rate", "100%")
 	requireCode(t, 1, r)
 	require.Contains(t, r.stdout, "0 completed, 2 failed")
 	for _, id := range ids {
@@ -91,7 +93,8 @@ func TestMigrateFailing(t *testing.T) {
 	require.Contains(t, r.stderr, "2 of 2 tenants failed")
 	// Not retried: a SQL error is permanent.
 	require.NotContains(t, r.stdout, "retry")
-	requireStates(t, f, ids, 1, tenantmigrate.StatusFailed)
+	// A tenant of a rollout that failed its last attempt is FAILED_STALE.
+	requireStates(t, f, ids, 1, tenantmigrate.StatusFailedStale)
 	require.Contains(t, f.tenants()[0].LastError, "no_such_table")
 
 	// FAILED tenants are selected by --all; FAILED_STALE ones only with

@@ -130,7 +130,7 @@ lists the tenants and records each one's migrations_version and status.`,
 	bindEnv(pf, "transaction-mode", "TRANSACTION_MODE")
 
 	root.AddCommand(newServeCmd(g), newVersionCmd(g))
-	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g))
+	root.AddCommand(newVerifyCmd(g), newRekeyCmd(g), newRolloutCmd(g))
 	root.AddCommand(newHistoryCmd(g))
 	root.AddCommand(newTenantsCmd(g), newMigrateCmd(g), newStatusCmd(g), newDemoCmd(g), newCompletionCmd(g))
 	root.AddCommand(newTargetCmd(g), newRollbackCmd(g), newForceCmd(g))

@@ -20,6 +20,7 @@ import (
 )
 
 type serveOpts struct {
+	rollout              rolloutOpts
 	listen               string
 	strategy             string
 	adminAPIKeys         string
@@ -72,6 +73,7 @@ share one control plane: they coordinate through it. It needs --migrations
 		},
 	}
 	f := cmd.Flags()
+	addRolloutFlags(f, &o.rollout)
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	bindEnv(f, "listen", "LISTEN_ADDR")
 	f.StringVar(&o.strategy, "strategy", "on_request", "migration strategy: on_request, full_fleet or progressive")
@@ -183,6 +185,9 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 		cfg.History.Retention = -1 // the flag's 0 keeps runs forever; the Config's zero means the default
 	}
 	cfg.RunWorkers = true
+	if err := o.rollout.apply(&cfg); err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {

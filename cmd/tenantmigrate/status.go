@@ -90,6 +90,9 @@ type statusReport struct {
 	// Servers are the database servers of the fleet, as GET /admin/servers
 	// lists them.
 	Servers []httpapi.ServerJSON `json:"servers"`
+	// Rollout is the active rollout, else the last one; null when there
+	// was none.
+	Rollout *httpapi.RolloutJSON `json:"rollout"`
 }
 
 type versionCountJSON struct {
@@ -173,6 +176,14 @@ func fleetStatus(ctx context.Context, orch *tenantmigrate.Orchestrator, latestKn
 	for i, sv := range list {
 		rep.Servers[i] = httpapi.ServerToJSON(sv)
 	}
+	r, err := orch.CurrentRollout(ctx)
+	if err != nil {
+		return statusReport{}, err
+	}
+	if r != nil {
+		rj := httpapi.RolloutToJSON(r)
+		rep.Rollout = &rj
+	}
 	return rep, nil
 }
 
@@ -195,6 +206,18 @@ func printStatus(w io.Writer, rep statusReport) {
 		fmt.Fprintf(tw, "queued jobs:\t%d\n", *rep.Remaining)
 	} else {
 		fmt.Fprintf(tw, "queued jobs:\tunknown (the job queue cannot be read)\n")
+	}
+	if r := rep.Rollout; r != nil {
+		fmt.Fprintf(tw, "rollout:\t%d to version %d, %s: %d of %d completed, %d failed, wave %d of %d", r.ID, r.TargetVersion, r.State,
+			r.Completed, r.Total, r.Failed, r.CurrentWave, len(r.Waves))
+		if r.ETA != nil {
+			fmt.Fprintf(tw, ", eta %s", timeText(*r.ETA))
+		}
+		fmt.Fprintln(tw)
+		if r.State == string(tenantmigrate.RolloutHalted) {
+			fmt.Fprintf(tw, "halted:\t%s\n", oneLine(r.HaltReason, 300))
+			fmt.Fprintf(tw, "\tafter a fix: tenantmigrate rollout resume %d (details: rollout show %d)\n", r.ID, r.ID)
+		}
 	}
 	_ = tw.Flush()
 	if rep.Total == 0 {

@@ -24,14 +24,16 @@ func newTenantsCmd(g *globalOpts) *cobra.Command {
 Tenant database URLs are stored encrypted with --encryption-key and only ever
 shown with their password masked.`,
 		Example: `  export DATABASE_URL=postgres://admin@cp-host/control ENCRYPTION_KEY=...
-  tenantmigrate tenants add acme postgres://app:secret@db1/acme
+  tenantmigrate tenants add acme postgres://app:secret@db1/acme --label tier=gold
   tenantmigrate tenants list
+  tenantmigrate tenants label acme canary=true tier-
+  tenantmigrate tenants list --selector 'tier=gold,!canary'
   tenantmigrate tenants get acme --json
   tenantmigrate tenants rm acme`,
 		Args: cobra.NoArgs, // "unknown command" for a wrong subcommand
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newTenantsAddCmd(g), newTenantsListCmd(g), newTenantsGetCmd(g), newTenantsRmCmd(g))
+	cmd.AddCommand(newTenantsAddCmd(g), newTenantsListCmd(g), newTenantsGetCmd(g), newTenantsRmCmd(g), newTenantsLabelCmd(g))
 	return cmd
 }
 
@@ -45,6 +47,7 @@ func newTenantsAddCmd(g *globalOpts) *cobra.Command {
 	var (
 		schema    string
 		provision bool
+		labelArgs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "add ID [TENANT_DATABASE_URL]",
@@ -61,8 +64,14 @@ it COMPLETED at the latest version. See the README, "Provisioning tenants".
 
 ID is 1-63 characters of a-z, 0-9, '_' and '-', starting with a letter or a
 digit. A URL of "-" is read from the first line of standard input, which keeps
-the password out of the shell history and the process list.`,
+the password out of the shell history and the process list.
+
+--label KEY=VALUE (repeatable) sets a label: keys are 1-63 characters of
+a-z, 0-9, '_', '.', '-' and '/', values at most 255 characters, at most 32
+labels. Selectors pick tenants by them (tenants list --selector, rollout
+canaries).`,
 		Example: `  tenantmigrate tenants add acme postgres://app:secret@db1:5432/acme
+  tenantmigrate tenants add acme postgres://app:secret@db1/acme --label tier=gold --label server=db1
   tenantmigrate tenants add globex postgres://app:secret@db1/shared --schema globex
   echo "$TENANT_URL" | tenantmigrate tenants add initech -
   PROVISION_URL=postgres://provisioner:secret@db1/postgres tenantmigrate tenants add hooli --provision --migrations ./migrations`,
@@ -77,13 +86,15 @@ the password out of the shell history and the process list.`,
 			if len(args) != 2 {
 				return usageErr("tenants add needs ID and TENANT_DATABASE_URL (or --provision to create the database)")
 			}
-			return runTenantsAdd(cmd, g, args[0], args[1], schema)
+			return runTenantsAdd(cmd, g, args[0], args[1], schema, labelArgs)
 		},
 	}
 	cmd.Flags().StringVar(&schema, "schema", "", "the tenant's schema in that database (schema-per-tenant); none: the whole database")
 	bindEnv(cmd.Flags(), "schema", "TENANT_SCHEMA")
 	cmd.Flags().BoolVar(&provision, "provision", false, "create the tenant's database from the template on the --provision-url server instead of registering one")
 	bindEnv(cmd.Flags(), "provision", "TENANT_PROVISION")
+	cmd.Flags().StringSliceVar(&labelArgs, "label", nil, "set label KEY=VALUE (repeatable, or comma-separated; quote a value holding a comma as CSV does)")
+	bindEnv(cmd.Flags(), "label", "TENANT_LABELS")
 	return cmd
 }
 
@@ -118,7 +129,30 @@ func runTenantsProvision(cmd *cobra.Command, g *globalOpts, id string) error {
 	return printTenant(g.stdout, t)
 }
 
-func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) error {
+// parseLabelFlags turns --label KEY=VALUE arguments into labels.
+func parseLabelFlags(args []string) (map[string]string, error) {
+	patch, err := tenantmigrate.ParseLabelArgs(args)
+	if err != nil {
+		return nil, usageErr("--label: %v", err)
+	}
+	out := make(map[string]string, len(patch))
+	for k, v := range patch {
+		if v == nil {
+			return nil, usageErr("--label %s-: a new tenant has no label to remove; use KEY=VALUE", k)
+		}
+		out[k] = *v
+	}
+	if err := tenantmigrate.ValidateLabels(out); err != nil {
+		return nil, usageErr("--label: %v", err)
+	}
+	return out, nil
+}
+
+func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string, labelArgs []string) error {
+	labels, err := parseLabelFlags(labelArgs)
+	if err != nil {
+		return err
+	}
 	if dbURL == "-" {
 		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -144,7 +178,7 @@ func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) 
 	}
 	defer orch.Close()
 
-	t, err := orch.CreateTenant(cmd.Context(), tenantmigrate.Tenant{ID: id, DatabaseURL: dbURL, Schema: schema})
+	t, err := orch.CreateTenant(cmd.Context(), tenantmigrate.Tenant{ID: id, DatabaseURL: dbURL, Schema: schema, Labels: labels})
 	switch {
 	case errors.Is(err, tenantmigrate.ErrTenantExists):
 		return failedErr(fmt.Errorf("tenant %s already exists (remove it first with: tenantmigrate tenants rm %s)", id, id))
@@ -158,7 +192,10 @@ func runTenantsAdd(cmd *cobra.Command, g *globalOpts, id, dbURL, schema string) 
 }
 
 func newTenantsListCmd(g *globalOpts) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON   bool
+		selector string
+	)
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -167,19 +204,29 @@ func newTenantsListCmd(g *globalOpts) *cobra.Command {
 ID, SCHEMA, VERSION, STATUS, URL (password masked) and UPDATED. A VERSION or
 STATUS of "-" means never migrated. With --json it prints a JSON array of
 objects shaped like the admin API's tenants. It reads the control plane page
-by page, so it works for fleets of any size.`,
+by page, so it works for fleets of any size.
+
+--selector lists only the tenants whose labels match, in kubectl's equality
+form: k=v, k!=v, k (has the label), !k (has not), comma-separated, all of
+which must hold.`,
 		Example: `  tenantmigrate tenants list
+  tenantmigrate tenants list --selector 'tier=gold,server!=db3,!canary'
   tenantmigrate tenants list --json | jq -r '.[] | select(.migrationsStatus != "COMPLETED") | .id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runTenantsList(cmd, g, asJSON)
+			return runTenantsList(cmd, g, asJSON, selector)
 		},
 	}
 	addJSONFlag(cmd, &asJSON)
+	cmd.Flags().StringVar(&selector, "selector", "", "only tenants whose labels match, e.g. tier=gold,!canary")
+	bindEnv(cmd.Flags(), "selector", "TENANT_SELECTOR")
 	return cmd
 }
 
-func runTenantsList(cmd *cobra.Command, g *globalOpts, asJSON bool) error {
+func runTenantsList(cmd *cobra.Command, g *globalOpts, asJSON bool, selector string) error {
+	if err := tenantmigrate.ValidateSelector(selector); err != nil {
+		return usageErr("--selector: %v", err)
+	}
 	orch, err := openKeyedOrchestrator(cmd, g)
 	if err != nil {
 		return err
@@ -187,9 +234,9 @@ func runTenantsList(cmd *cobra.Command, g *globalOpts, asJSON bool) error {
 	defer orch.Close()
 	ctx := cmd.Context()
 	if asJSON {
-		return listTenantsJSON(ctx, orch, g.stdout)
+		return listTenantsJSON(ctx, orch, selector, g.stdout)
 	}
-	return listTenantsTable(ctx, orch, g.stdout)
+	return listTenantsTable(ctx, orch, selector, g.stdout)
 }
 
 // openKeyedOrchestrator opens the Orchestrator of a command that reads
@@ -229,11 +276,11 @@ func openInspectOrchestrator(cmd *cobra.Command, g *globalOpts, withMigrations b
 }
 
 // listTenantsJSON streams a JSON array, one tenant per line.
-func listTenantsJSON(ctx context.Context, orch *tenantmigrate.Orchestrator, w io.Writer) error {
+func listTenantsJSON(ctx context.Context, orch *tenantmigrate.Orchestrator, selector string, w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	n := 0
 	bw.WriteString("[")
-	err := eachTenant(ctx, orch, func(t tenantmigrate.Tenant) error {
+	err := eachTenant(ctx, orch, selector, func(t tenantmigrate.Tenant) error {
 		b, err := json.Marshal(httpapi.TenantToJSON(t))
 		if err != nil {
 			return err
@@ -258,17 +305,17 @@ func listTenantsJSON(ctx context.Context, orch *tenantmigrate.Orchestrator, w io
 
 // listTenantsTable prints a table, flushed every page so memory stays flat
 // (columns may widen from one page to the next).
-func listTenantsTable(ctx context.Context, orch *tenantmigrate.Orchestrator, w io.Writer) error {
+func listTenantsTable(ctx context.Context, orch *tenantmigrate.Orchestrator, selector string, w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSCHEMA\tVERSION\tSTATUS\tURL\tUPDATED")
+	fmt.Fprintln(tw, "ID\tSCHEMA\tVERSION\tSTATUS\tURL\tUPDATED\tLABELS")
 	n := 0
-	err := eachTenant(ctx, orch, func(t tenantmigrate.Tenant) error {
+	err := eachTenant(ctx, orch, selector, func(t tenantmigrate.Tenant) error {
 		schema := t.Schema
 		if schema == "" {
 			schema = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, schema, versionText(t.MigrationsVersion),
-			statusText(t.MigrationsStatus), t.RedactedURL(), timeText(t.UpdatedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, schema, versionText(t.MigrationsVersion),
+			statusText(t.MigrationsStatus), t.RedactedURL(), timeText(t.UpdatedAt), labelsText(t.Labels))
 		n++
 		if n%listPageSize == 0 {
 			return tw.Flush()
@@ -282,7 +329,10 @@ func listTenantsTable(ctx context.Context, orch *tenantmigrate.Orchestrator, w i
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if n == 0 {
+	switch {
+	case n == 0 && selector != "":
+		fmt.Fprintf(w, "(no tenant matches the selector %s)\n", selector)
+	case n == 0:
 		fmt.Fprintln(w, "(no tenants: add one with tenantmigrate tenants add ID URL)")
 	}
 	return nil
@@ -395,10 +445,59 @@ func printTenant(w io.Writer, t tenantmigrate.Tenant) error {
 	fmt.Fprintf(tw, "schema:\t%s\n", schema)
 	fmt.Fprintf(tw, "version:\t%s\n", versionText(t.MigrationsVersion))
 	fmt.Fprintf(tw, "status:\t%s\n", statusText(t.MigrationsStatus))
+	fmt.Fprintf(tw, "labels:\t%s\n", labelsText(t.Labels))
 	if t.LastError != "" {
 		fmt.Fprintf(tw, "last error:\t%s\n", oneLine(tenantmigrate.RedactString(t.LastError, t.DatabaseURL), 2000))
 	}
 	fmt.Fprintf(tw, "created:\t%s\n", timeText(t.CreatedAt))
 	fmt.Fprintf(tw, "updated:\t%s\n", timeText(t.UpdatedAt))
 	return tw.Flush()
+}
+
+// labelsText shows labels as "k=v,k2=v2" in key order, "-" for none.
+func labelsText(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	return tenantmigrate.FormatLabels(m)
+}
+
+func newTenantsLabelCmd(g *globalOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "label ID KEY=VALUE... | KEY-...",
+		Short: "Set or remove labels of a tenant",
+		Long: `label changes the labels of tenant ID, as kubectl label does: KEY=VALUE sets
+a label, KEY- removes it; other labels are kept. Keys are 1-63 characters of
+a-z, 0-9, '_', '.', '-' and '/', values at most 255 characters, at most 32
+labels per tenant. Labels never change the tenant's migration state. Like
+tenants get, it needs the encryption key.`,
+		Example: `  tenantmigrate tenants label acme tier=gold server=db1
+  tenantmigrate tenants label acme canary=true
+  tenantmigrate tenants label acme canary-`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := tenantmigrate.ValidateTenantID(id); err != nil {
+				return usageErr("%v", err)
+			}
+			patch, err := tenantmigrate.ParseLabelArgs(args[1:])
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			orch, err := openKeyedOrchestrator(cmd, g)
+			if err != nil {
+				return err
+			}
+			defer orch.Close()
+			t, err := orch.PatchTenant(cmd.Context(), id, tenantmigrate.TenantPatch{Labels: patch})
+			if errors.Is(err, tenantmigrate.ErrInvalid) {
+				return failedErr(err)
+			}
+			if err != nil {
+				return tenantErr(id, err)
+			}
+			fmt.Fprintf(g.stdout, "labelled tenant %s: %s\n", t.ID, labelsText(t.Labels))
+			return nil
+		},
+	}
 }

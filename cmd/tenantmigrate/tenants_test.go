@@ -39,7 +39,7 @@ func TestTenantsRoundTrip(t *testing.T) {
 	requireCode(t, 0, r)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 4, r.stdout)
-	require.Regexp(t, `^ID\s+SCHEMA\s+VERSION\s+STATUS\s+URL\s+UPDATED$`, lines[0])
+	require.Regexp(t, `^ID\s+SCHEMA\s+VERSION\s+STATUS\s+URL\s+UPDATED\s+LABELS$`, lines[0])
 	require.Regexp(t, `^acme\s+-\s+-\s+-\s+postgres://app:xxxxx@db.example.com:5432/acme\?sslmode=disable\s+\d{4}-`, lines[1])
 	require.Regexp(t, `^globex\s+globex\s+`, lines[2])
 	require.Regexp(t, `^initech\s+`, lines[3])
@@ -187,4 +187,57 @@ func TestTenantsDatabase(t *testing.T) {
 	requireCode(t, 0, r)
 	require.Regexp(t, `(?m)^version:\s+4$`, r.stdout)
 	require.Regexp(t, `(?m)^status:\s+COMPLETED$`, r.stdout)
+}
+
+func TestTenantsLabels(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	const u = "postgres://app@db.example.com/x"
+
+	r := f.run("tenants", "add", "acme", u, "--label", "tier=gold", "--label", "server=db1")
+	requireCode(t, 0, r)
+	require.Contains(t, r.stdout, "labels:  server=db1,tier=gold")
+	requireCode(t, 0, f.run("tenants", "add", "globex", u, "--label", "tier=silver,canary=yes"))
+	requireCode(t, 0, f.run("tenants", "add", "initech", u))
+
+	// Bad labels are usage errors naming the label; nothing is added.
+	r = f.run("tenants", "add", "bad", u, "--label", "Tier=x")
+	requireCode(t, 2, r)
+	require.Contains(t, r.stderr, `"Tier"`)
+	r = f.run("tenants", "add", "bad", u, "--label", "tier")
+	requireCode(t, 2, r)
+	require.Contains(t, r.stderr, "KEY=VALUE")
+
+	// label sets and removes, keeping the others.
+	r = f.run("tenants", "label", "acme", "canary=yes", "tier-")
+	requireCode(t, 0, r)
+	require.Contains(t, r.stdout, "labelled tenant acme: canary=yes,server=db1")
+	requireCode(t, 2, f.run("tenants", "label", "acme", "a b=c"))
+	r = f.run("tenants", "label", "nosuch", "a=b")
+	requireCode(t, 1, r)
+	require.Contains(t, r.stderr, "no tenant nosuch")
+
+	ids := func(sel string) []string {
+		r := f.run("tenants", "list", "--json", "--selector", sel)
+		requireCode(t, 0, r)
+		var list []httpapi.TenantJSON
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &list), r.stdout)
+		var out []string
+		for _, tn := range list {
+			out = append(out, tn.ID)
+		}
+		return out
+	}
+	require.Equal(t, []string{"acme", "globex"}, ids("canary=yes"))
+	require.Equal(t, []string{"globex"}, ids("canary,tier"))
+	require.Equal(t, []string{"initech"}, ids("!canary"))
+	require.Equal(t, []string{"acme", "initech"}, ids("tier!=silver"))
+
+	r = f.run("tenants", "list", "--selector", "server=db1")
+	requireCode(t, 0, r)
+	require.Regexp(t, `(?m)^acme\s.*canary=yes,server=db1$`, r.stdout)
+	require.NotContains(t, r.stdout, "globex")
+	r = f.run("tenants", "list", "--selector", "a=b=c")
+	requireCode(t, 2, r)
+	require.Contains(t, r.stderr, "--selector")
 }

@@ -2,6 +2,8 @@ package controlplane
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -96,4 +98,20 @@ func TestMigrateCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.ErrorIs(t, Migrate(ctx, pool), context.Canceled)
+}
+
+// latestEmbeddedVersion is the highest version of the embedded control-plane
+// migrations (NNNNN_name.sql), so the checks above need no edit per migration.
+func latestEmbeddedVersion(t *testing.T) int64 {
+	t.Helper()
+	entries, err := migrationsFS.ReadDir("migrations")
+	require.NoError(t, err)
+	var latest int64
+	for _, e := range entries {
+		prefix, _, _ := strings.Cut(e.Name(), "_")
+		v, err := strconv.ParseInt(prefix, 10, 64)
+		require.NoError(t, err, e.Name())
+		latest = max(latest, v)
+	}
+	return latest
 }

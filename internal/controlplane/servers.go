@@ -42,7 +42,7 @@ func (s *Store) FillServers(ctx context.Context) (int, error) {
 				// it fails only itself, when it is run.
 				continue
 			}
-			ids, names = append(ids, t.ID), append(names, servers.Of(url, nil))
+			ids, names = append(ids, t.ID), append(names, servers.Of(url, t.Labels))
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {

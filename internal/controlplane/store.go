@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/labels"
 	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
@@ -22,7 +24,7 @@ const (
 
 // tenantColumns are the columns scanTenant reads, in its order.
 const tenantColumns = `id, database_url, coalesce(key_id, ''), coalesce(schema_name, ''), migrations_version,
-	coalesce(migrations_status, ''), coalesce(last_error, ''), cursor_id, target_seq, created_at, updated_at`
+	coalesce(migrations_status, ''), coalesce(last_error, ''), cursor_id, target_seq, created_at, updated_at, labels`
 
 // Store reads and writes the tenants table. It is safe for concurrent use.
 type Store struct {
@@ -43,9 +45,9 @@ func NewStore(pool *pgxpool.Pool, cipher *Cipher) *Store {
 // Pool returns the control-plane pool the Store uses.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Create inserts a tenant from t.ID, t.DatabaseURL and t.Schema (the other
-// fields are ignored) and returns the stored row. It returns an error wrapping
-// ErrInvalid for a bad id, URL or schema, ErrTenantExists when the id is
+// Create inserts a tenant from t.ID, t.DatabaseURL, t.Schema and t.Labels
+// (the other fields are ignored) and returns the stored row. It returns an
+// error wrapping ErrInvalid for a bad id, URL, schema or labels, ErrTenantExists when the id is
 // taken, and ErrNoEncryptionKey without a cipher.
 func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
 	if err := validateTenant(t); err != nil {
@@ -56,10 +58,10 @@ func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
 	out, _, err := scanTenant(s.pool.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name, server)
-		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''))
+		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name, server, labels)
+		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), $6)
 		RETURNING `+tenantColumns,
-		t.ID, enc.b, enc.keyID, t.Schema, servers.Of(t.DatabaseURL, nil)))
+		t.ID, enc.b, enc.keyID, t.Schema, servers.Of(t.DatabaseURL, t.Labels), labelsArg(t.Labels)))
 	if err != nil {
 		if isUniqueViolation(err, "tenants_pkey") {
 			return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, ErrTenantExists)
@@ -71,10 +73,11 @@ func (s *Store) Create(ctx context.Context, t Tenant) (Tenant, error) {
 }
 
 // Upsert creates the tenant t (as Create) or, when it exists, sets its
-// database URL and schema to t's. It reports whether the tenant was created.
+// database URL and schema to t's, and its labels to t.Labels unless they
+// are nil (nil keeps them). It reports whether the tenant was created.
 // Setting the values the tenant already has writes nothing (and so notifies
-// no listener) and keeps the migration state; changing either clears it, as
-// Patch does.
+// no listener) and keeps the migration state; changing the URL or schema
+// clears it, as Patch does; labels never do.
 func (s *Store) Upsert(ctx context.Context, t Tenant) (Tenant, bool, error) {
 	if err := validateTenant(t); err != nil {
 		return Tenant{}, false, fmt.Errorf("upsert tenant: %w", err)
@@ -99,7 +102,7 @@ func (s *Store) Upsert(ctx context.Context, t Tenant) (Tenant, bool, error) {
 			if err != nil {
 				return err
 			}
-			out, err = s.updateLocked(ctx, tx, cur, enc, &t.DatabaseURL, &t.Schema)
+			out, err = s.updateLocked(ctx, tx, cur, enc, &t.DatabaseURL, &t.Schema, t.Labels)
 			return err
 		})
 		if errors.Is(err, errConcurrentInsert) && attempt < maxAttempts {
@@ -122,11 +125,11 @@ func (s *Store) insertIfAbsent(ctx context.Context, tx pgx.Tx, t Tenant) (Tenant
 		return Tenant{}, false, err
 	}
 	out, _, err := scanTenant(tx.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name, server)
-		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''))
+		INSERT INTO tenantmigrate.tenants (id, database_url, key_id, schema_name, server, labels)
+		VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), $6)
 		ON CONFLICT (id) DO NOTHING
 		RETURNING `+tenantColumns,
-		t.ID, enc.b, enc.keyID, t.Schema, servers.Of(t.DatabaseURL, nil)))
+		t.ID, enc.b, enc.keyID, t.Schema, servers.Of(t.DatabaseURL, t.Labels), labelsArg(t.Labels)))
 	if errors.Is(err, ErrTenantNotFound) {
 		return Tenant{}, false, errConcurrentInsert
 	}
@@ -137,8 +140,9 @@ func (s *Store) insertIfAbsent(ctx context.Context, tx pgx.Tx, t Tenant) (Tenant
 	return out, true, nil
 }
 
-// Patch changes the database URL and/or the schema of tenant id and returns
-// the tenant. A change of either makes its migration state unknown: version,
+// Patch changes the database URL, the schema and/or the labels (merged, see
+// TenantPatch.Labels) of tenant id and returns the tenant. Labels never
+// change the migration state. A change of either makes its migration state unknown: version,
 // status and last error are cleared (the tenant reads as never migrated, so
 // the next gate check or scan runs the migrator on the new target, a no-op
 // when it is migrated already) and TargetSeq changes. A patch that changes
@@ -155,6 +159,16 @@ func (s *Store) Patch(ctx context.Context, id string, p TenantPatch) (Tenant, er
 			return Tenant{}, fmt.Errorf("patch tenant %s: %w", id, err)
 		}
 	}
+	for k, v := range p.Labels {
+		if err := labels.ValidateKey(k); err != nil {
+			return Tenant{}, fmt.Errorf("patch tenant %s: %w", quoteShort(id), invalidError{err})
+		}
+		if v != nil {
+			if err := labels.ValidateValue(k, *v); err != nil {
+				return Tenant{}, fmt.Errorf("patch tenant %s: %w", quoteShort(id), invalidError{err})
+			}
+		}
+	}
 	if s.cipher == nil {
 		return Tenant{}, fmt.Errorf("patch tenant %s: %w", id, ErrNoEncryptionKey)
 	}
@@ -167,7 +181,14 @@ func (s *Store) Patch(ctx context.Context, id string, p TenantPatch) (Tenant, er
 		if err != nil {
 			return err
 		}
-		out, err = s.updateLocked(ctx, tx, cur, enc, p.DatabaseURL, p.Schema)
+		var newLabels map[string]string
+		if p.Labels != nil {
+			newLabels = labels.Merge(cur.Labels, p.Labels)
+			if err := labels.Validate(newLabels); err != nil {
+				return invalidError{err}
+			}
+		}
+		out, err = s.updateLocked(ctx, tx, cur, enc, p.DatabaseURL, p.Schema, newLabels)
 		return err
 	})
 	if err != nil {
@@ -182,17 +203,33 @@ func selectForUpdate(ctx context.Context, tx pgx.Tx, id string) (Tenant, sealedU
 		`SELECT `+tenantColumns+` FROM tenantmigrate.tenants WHERE id = $1 FOR UPDATE`, id))
 }
 
-// updateLocked sets the database URL and schema of the locked row cur (enc
-// is its encrypted URL) to the non-nil newURL and newSchema, writing only if
-// something changes. A write encrypts the URL under the current key, also
-// when only the schema changes.
-func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sealedURL, newURL, newSchema *string) (Tenant, error) {
+// updateLocked sets the database URL, schema and labels of the locked row
+// cur (enc is its encrypted URL) to the non-nil newURL, newSchema and
+// newLabels (validated), writing only if something changes. A write of the
+// URL or schema encrypts the URL under the current key, also when only the
+// schema changes; a change of labels alone writes only them.
+func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sealedURL, newURL, newSchema *string, newLabels map[string]string) (Tenant, error) {
 	curURL, decryptErr := s.cipher.Decrypt(enc.keyID, enc.b)
 	urlChanged := newURL != nil && (decryptErr != nil || curURL != *newURL)
 	schemaChanged := newSchema != nil && *newSchema != cur.Schema
 	if !urlChanged && decryptErr != nil {
 		// The stored URL is needed in the result and cannot be read.
 		return Tenant{}, decryptErr
+	}
+	if newLabels != nil && !maps.Equal(newLabels, cur.Labels) {
+		// The "server" label overrides the server of the URL: the server
+		// follows the labels (kept as it is when the URL cannot be read).
+		server := ""
+		if decryptErr == nil {
+			server = servers.Of(curURL, newLabels)
+		}
+		if err := tx.QueryRow(ctx, `
+			UPDATE tenantmigrate.tenants SET labels = $2, updated_at = now(),
+				server = coalesce(NULLIF($3, ''), server)
+			WHERE id = $1
+			RETURNING labels, updated_at`, cur.ID, labelsArg(newLabels), server).Scan(&cur.Labels, &cur.UpdatedAt); err != nil {
+			return Tenant{}, err
+		}
 	}
 	if !urlChanged && !schemaChanged {
 		cur.DatabaseURL = curURL
@@ -222,7 +259,7 @@ func (s *Store) updateLocked(ctx context.Context, tx pgx.Tx, cur Tenant, enc sea
 			provisioned_database = NULL, provision_token = NULL
 		WHERE id = $1
 		RETURNING `+tenantColumns,
-		cur.ID, enc.b, schema, enc.keyID, servers.Of(url, nil)))
+		cur.ID, enc.b, schema, enc.keyID, servers.Of(url, cur.Labels)))
 	if err != nil {
 		return Tenant{}, err
 	}
@@ -279,14 +316,21 @@ func (s *Store) Get(ctx context.Context, id string) (Tenant, error) {
 // nextCursor is the afterCursor of the next page, 0 when there is none: start
 // with 0 and stop at 0.
 func (s *Store) List(ctx context.Context, afterCursor int64, limit int) (tenants []Tenant, nextCursor int64, err error) {
+	return s.ListMatching(ctx, labels.Selector{}, afterCursor, limit)
+}
+
+// ListMatching is List of the tenants whose labels match sel, answered
+// through the labels GIN index (see labels.Selector.SQL).
+func (s *Store) ListMatching(ctx context.Context, sel labels.Selector, afterCursor int64, limit int) (tenants []Tenant, nextCursor int64, err error) {
 	if s.cipher == nil {
 		return nil, 0, fmt.Errorf("list tenants: %w", ErrNoEncryptionKey)
 	}
 	limit = pageSize(limit)
+	cond, args := sel.SQL("labels", 3)
 	rows, err := s.pool.Query(ctx, `
 		SELECT `+tenantColumns+` FROM tenantmigrate.tenants
-		WHERE cursor_id > $1 ORDER BY cursor_id LIMIT $2`,
-		afterCursor, limit+1)
+		WHERE cursor_id > $1 AND `+cond+` ORDER BY cursor_id LIMIT $2`,
+		append([]any{afterCursor, limit + 1}, args...)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list tenants: %w", err)
 	}
@@ -338,9 +382,28 @@ func validateTenant(t Tenant) error {
 		return err
 	}
 	if t.Schema != "" {
-		return ValidateSchemaName(t.Schema)
+		if err := ValidateSchemaName(t.Schema); err != nil {
+			return err
+		}
+	}
+	return ValidateLabels(t.Labels)
+}
+
+// ValidateLabels checks a tenant's labels (labels.Validate); the error
+// wraps ErrInvalid and names the label.
+func ValidateLabels(m map[string]string) error {
+	if err := labels.Validate(m); err != nil {
+		return invalidError{err}
 	}
 	return nil
+}
+
+// labelsArg is the labels column value of m: {} for nil.
+func labelsArg(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // scanTenant scans tenantColumns; the URL is returned encrypted. No row is
@@ -352,7 +415,7 @@ func scanTenant(row pgx.Row) (Tenant, sealedURL, error) {
 		status string
 	)
 	err := row.Scan(&t.ID, &enc.b, &enc.keyID, &t.Schema, &t.MigrationsVersion, &status, &t.LastError,
-		&t.CursorID, &t.TargetSeq, &t.CreatedAt, &t.UpdatedAt)
+		&t.CursorID, &t.TargetSeq, &t.CreatedAt, &t.UpdatedAt, &t.Labels)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Tenant{}, sealedURL{}, ErrTenantNotFound
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // admin serves the admin API. Its routes, all JSON:
@@ -19,10 +20,12 @@ import (
 //	POST   /admin/tenants/{id}             create: 201 tenant, 409 when it exists;
 //	                                       {"provision": true}: its database too (provision.go)
 //	PUT    /admin/tenants/{id}             upsert: 201 created, 200 updated
-//	PATCH  /admin/tenants/{id}             change databaseUrl and/or schema: 200
+//	PATCH  /admin/tenants/{id}             change databaseUrl, schema and/or labels (merged,
+//	                                       null removes a label): 200
 //	DELETE /admin/tenants/{id}             204; ?dropDatabase=true: a provisioned tenant's database too
 //	GET    /admin/tenants/{id}             tenant
-//	GET    /admin/tenants?cursor=&limit=   {"tenants": [...], "nextCursor": N|null}
+//	GET    /admin/tenants?cursor=&limit=&selector=
+//	                                       {"tenants": [...], "nextCursor": N|null}
 //	GET    /admin/tenants/{id}/migrations  migration state of one tenant
 //	POST   /admin/tenants/{id}/migrations  migrate now: 200, or 500 on failure;
 //	                                       ?async=true: 202 {"enqueued": bool}
@@ -33,6 +36,7 @@ import (
 //	GET    /admin/stats                    fleet summary
 //	GET    /admin/servers                  database servers (see servers.go)
 //	PUT    /admin/servers/{server}         {"maxConcurrent": N|null}: 200 server
+//	...    /admin/rollouts...              see rollouts.go
 //
 // Tenant database URLs are only ever shown redacted.
 type admin struct {
@@ -60,6 +64,11 @@ func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	rt.handle("GET /admin/stats", http.HandlerFunc(a.stats))
 	a.addWaybackRoutes(rt) // wayback.go
 	a.mountServers(rt)
+	rt.handle("GET /admin/rollouts", http.HandlerFunc(a.listRollouts))
+	rt.handle("POST /admin/rollouts", http.HandlerFunc(a.startRollout))
+	rt.handle("GET /admin/rollouts/{id}", a.withRolloutID(a.getRollout))
+	rt.handle("POST /admin/rollouts/{id}/resume", a.withRolloutID(a.resumeRollout))
+	rt.handle("POST /admin/rollouts/{id}/abort", a.withRolloutID(a.abortRollout))
 	rt.finish()
 
 	for pattern, h := range cfg.AdminExtra {
@@ -195,7 +204,12 @@ func (a *admin) listTenants(w http.ResponseWriter, r *http.Request) {
 		writeServiceError(w, r, err)
 		return
 	}
-	tenants, next, err := a.svc.ListTenants(r.Context(), cursor, limit)
+	selector, err := parseSelector(r.URL.RawQuery)
+	if err != nil {
+		writeServiceError(w, r, err)
+		return
+	}
+	tenants, next, err := a.svc.ListTenantsMatching(r.Context(), selector, cursor, limit)
 	if err != nil {
 		writeServiceError(w, r, err)
 		return
@@ -254,6 +268,12 @@ func (a *admin) migrateTenant(w http.ResponseWriter, r *http.Request, id string)
 		return
 	}
 	version, err := a.svc.MigrateTenant(r.Context(), id)
+	var halted *rollouts.HaltedError
+	if errors.As(err, &halted) {
+		w.Header().Set("Retry-After", "60")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"migrated": false, "error": halted.Error(), "rollout": halted.RolloutID})
+		return
+	}
 	if err != nil {
 		err = redact.Error(err, t.DatabaseURL)
 		status, msg := serviceErrorStatus(err)
@@ -347,6 +367,9 @@ func writeServiceError(w http.ResponseWriter, r *http.Request, err error) {
 // naming the tenant; other errors are 500 without details, which go to the
 // log instead.
 func serviceErrorStatus(err error) (int, string) {
+	if status, msg, ok := rolloutErrorStatus(err); ok {
+		return status, msg
+	}
 	var reqErr *requestError
 	switch {
 	case errors.As(err, &reqErr):
@@ -386,14 +409,15 @@ func serviceErrorStatus(err error) (int, string) {
 type (
 	// TenantJSON is a tenant as the admin API and the CLI's --json show it.
 	TenantJSON struct {
-		ID                string    `json:"id"`
-		DatabaseURL       string    `json:"databaseUrl"`
-		Schema            string    `json:"schema"`
-		MigrationsVersion *int64    `json:"migrationsVersion"`
-		MigrationsStatus  *string   `json:"migrationsStatus"`
-		LastError         string    `json:"lastError"`
-		CreatedAt         time.Time `json:"createdAt"`
-		UpdatedAt         time.Time `json:"updatedAt"`
+		ID                string            `json:"id"`
+		DatabaseURL       string            `json:"databaseUrl"`
+		Schema            string            `json:"schema"`
+		Labels            map[string]string `json:"labels"`
+		MigrationsVersion *int64            `json:"migrationsVersion"`
+		MigrationsStatus  *string           `json:"migrationsStatus"`
+		LastError         string            `json:"lastError"`
+		CreatedAt         time.Time         `json:"createdAt"`
+		UpdatedAt         time.Time         `json:"updatedAt"`
 		// DecryptError says why databaseUrl is "<cannot decrypt>".
 		DecryptError string `json:"decryptError,omitempty"`
 	}
@@ -445,6 +469,7 @@ func TenantToJSON(t controlplane.Tenant) TenantJSON {
 		ID:                t.ID,
 		DatabaseURL:       t.RedactedURL(),
 		Schema:            t.Schema,
+		Labels:            labelsJSON(t.Labels),
 		MigrationsVersion: t.MigrationsVersion,
 		MigrationsStatus:  statusJSON(t.MigrationsStatus),
 		LastError:         redact.String(t.LastError, t.DatabaseURL),
@@ -452,6 +477,14 @@ func TenantToJSON(t controlplane.Tenant) TenantJSON {
 		UpdatedAt:         t.UpdatedAt,
 		DecryptError:      t.DecryptError,
 	}
+}
+
+// labelsJSON is a tenant's labels for JSON: {} rather than null.
+func labelsJSON(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // statusJSON is a status for JSON: null for a tenant never migrated.

@@ -332,7 +332,11 @@ func TestAdminMigrations(t *testing.T) {
 	require.Equal(t, http.StatusOK, res.status)
 	require.Equal(t, map[string]any{"remaining": 1.0, "latestVersion": 2.0, "targetVersion": 2.0, "targetPinned": false}, res.json(t))
 
-	// The fleet scan finds beta behind, but it has a live job already.
+	// The fleet scan finds beta behind and starts the rollout that holds it
+	// (its live job will count toward it); a second scan adds nothing.
+	res = e.admin(http.MethodPost, "/admin/migrations/fleet", "")
+	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
+	require.Equal(t, map[string]any{"scheduled": 1.0}, res.json(t))
 	res = e.admin(http.MethodPost, "/admin/migrations/fleet", "")
 	require.Equal(t, http.StatusAccepted, res.status, "body: %s", res.body)
 	require.Equal(t, map[string]any{"scheduled": 0.0}, res.json(t))

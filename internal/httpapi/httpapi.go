@@ -37,6 +37,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/history"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // Service is what the HTTP layer needs from tenantmigrate;
@@ -59,6 +60,9 @@ type Service interface {
 	DeprovisionTenant(ctx context.Context, id string) error
 	GetTenant(ctx context.Context, id string) (controlplane.Tenant, error)
 	ListTenants(ctx context.Context, afterCursor int64, limit int) ([]controlplane.Tenant, int64, error)
+	// ListTenantsMatching lists the tenants whose labels match a selector;
+	// a bad selector is an error wrapping controlplane.ErrInvalid.
+	ListTenantsMatching(ctx context.Context, selector string, afterCursor int64, limit int) ([]controlplane.Tenant, int64, error)
 
 	TenantState(ctx context.Context, id string) (controlplane.TenantState, error)
 	IsLatest(st controlplane.TenantState) bool
@@ -74,6 +78,13 @@ type Service interface {
 	TenantRuns(ctx context.Context, id, cursor string, limit int) ([]history.Run, string, error)
 	// RunDurations measures the recent per-tenant migration durations.
 	RunDurations(ctx context.Context, since time.Time) (history.Durations, error)
+	// The rollouts (internal/rollouts); see rollouts.go.
+	StartRollout(ctx context.Context, createdBy string) (*rollouts.Rollout, bool, error)
+	GetRollout(ctx context.Context, id int64) (*rollouts.Rollout, error)
+	ListRollouts(ctx context.Context, limit int) ([]*rollouts.Rollout, error)
+	CurrentRollout(ctx context.Context) (*rollouts.Rollout, error)
+	ResumeRollout(ctx context.Context, id int64) (*rollouts.Rollout, error)
+	AbortRollout(ctx context.Context, id int64) (*rollouts.Rollout, error)
 
 	// Ping checks that the control plane answers.
 	Ping(ctx context.Context) error

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -122,8 +124,9 @@ func jsonTypeName(goType string) string {
 
 // tenantBody is the body of POST and PUT /admin/tenants/{id}.
 type tenantBody struct {
-	DatabaseURL string `json:"databaseUrl"`
-	Schema      string `json:"schema"`
+	DatabaseURL string            `json:"databaseUrl"`
+	Schema      string            `json:"schema"`
+	Labels      map[string]string `json:"labels"`
 	// Provision (POST only) creates the tenant's database from the template
 	// instead of registering one: no databaseUrl, no schema.
 	Provision bool `json:"provision"`
@@ -161,7 +164,14 @@ func decodeCreate(body io.Reader, id string) (controlplane.Tenant, bool, error) 
 	if err := validateSchema(b.Schema); err != nil {
 		return controlplane.Tenant{}, false, err
 	}
-	return controlplane.Tenant{ID: id, DatabaseURL: b.DatabaseURL, Schema: b.Schema}, false, nil
+	if err := controlplane.ValidateLabels(b.Labels); err != nil {
+		return controlplane.Tenant{}, false, badRequest("%v", err)
+	}
+	if b.Labels == nil {
+		// PUT replaces the tenant: no labels in the body, none kept.
+		b.Labels = map[string]string{}
+	}
+	return controlplane.Tenant{ID: id, DatabaseURL: b.DatabaseURL, Schema: b.Schema, Labels: b.Labels}, false, nil
 }
 
 // parseDropDatabase reads ?dropDatabase= of DELETE /admin/tenants/{id}.
@@ -184,8 +194,9 @@ func parseDropDatabase(rawQuery string) (bool, error) {
 // patchBody is the body of PATCH /admin/tenants/{id}; absent (or null)
 // fields are left as they are.
 type patchBody struct {
-	DatabaseURL *string `json:"databaseUrl"`
-	Schema      *string `json:"schema"`
+	DatabaseURL *string            `json:"databaseUrl"`
+	Schema      *string            `json:"schema"`
+	Labels      map[string]*string `json:"labels"`
 }
 
 // decodePatch decodes and validates a patchBody.
@@ -194,8 +205,17 @@ func decodePatch(body io.Reader) (controlplane.TenantPatch, error) {
 	if err := decodeJSON(body, &b); err != nil {
 		return controlplane.TenantPatch{}, err
 	}
-	if b.DatabaseURL == nil && b.Schema == nil {
-		return controlplane.TenantPatch{}, badRequest("nothing to change: set databaseUrl and/or schema")
+	if b.DatabaseURL == nil && b.Schema == nil && b.Labels == nil {
+		return controlplane.TenantPatch{}, badRequest("nothing to change: set databaseUrl, schema and/or labels")
+	}
+	for _, k := range slices.Sorted(maps.Keys(b.Labels)) {
+		m := map[string]string{k: ""}
+		if v := b.Labels[k]; v != nil {
+			m[k] = *v
+		}
+		if err := controlplane.ValidateLabels(m); err != nil {
+			return controlplane.TenantPatch{}, badRequest("%v", err)
+		}
 	}
 	if b.DatabaseURL != nil {
 		if err := validateURL(*b.DatabaseURL); err != nil {
@@ -207,7 +227,7 @@ func decodePatch(body io.Reader) (controlplane.TenantPatch, error) {
 			return controlplane.TenantPatch{}, err
 		}
 	}
-	return controlplane.TenantPatch{DatabaseURL: b.DatabaseURL, Schema: b.Schema}, nil
+	return controlplane.TenantPatch{DatabaseURL: b.DatabaseURL, Schema: b.Schema, Labels: b.Labels}, nil
 }
 
 // validateURL checks a tenant database URL; the error never contains its
@@ -276,6 +296,17 @@ func parsePage(rawQuery string) (cursor int64, limit int, err error) {
 		limit = n
 	}
 	return cursor, limit, nil
+}
+
+// parseSelector returns the selector query parameter of a raw query string
+// ("" when absent); the Service validates it.
+func parseSelector(rawQuery string) (string, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", badRequest("malformed query string")
+	}
+	s, _, err := singleParam(q, "selector")
+	return s, err
 }
 
 // parseAsync parses the async query parameter of POST

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // Source is where fleet gauges come from.
@@ -23,6 +24,14 @@ type Source interface {
 	Stats(ctx context.Context) (controlplane.Stats, error)
 	Remaining(ctx context.Context) (int64, error)
 	Latest() int64
+}
+
+// RolloutSource is a Source that also has rollouts; the rollout gauges
+// (tenantmigrate_rollout_tenants{state}, tenantmigrate_rollout_halted) are
+// read from the current rollout (the active one, else the last) when the
+// Source implements it.
+type RolloutSource interface {
+	CurrentRollout(ctx context.Context) (*rollouts.Rollout, error)
 }
 
 // Config configures Metrics.
@@ -110,6 +119,8 @@ var (
 	pinnedDesc    = prometheus.NewDesc("tenantmigrate_target_pinned", "1 while the fleet target is pinned below the latest version.", nil, nil)
 	remainingDesc = prometheus.NewDesc("tenantmigrate_queue_remaining", "Live migrate_tenant jobs (available, scheduled, retryable, running, pending).", nil, nil)
 	upDesc        = prometheus.NewDesc("tenantmigrate_control_plane_up", "1 when the last read of the fleet gauges succeeded.", nil, nil)
+	rolloutDesc   = prometheus.NewDesc("tenantmigrate_rollout_tenants", "Tenants of the current rollout (the active one, else the last) by state in it: pending (not finished), completed, failed, removed.", []string{"state"}, nil)
+	haltedDesc    = prometheus.NewDesc("tenantmigrate_rollout_halted", "1 while the current rollout is halted.", nil, nil)
 )
 
 // fleetCollector reads the fleet gauges from the control plane on scrape,
@@ -123,11 +134,12 @@ type fleetCollector struct {
 	readAt    time.Time
 	stats     controlplane.Stats
 	remaining int64
+	rollout   *rollouts.Rollout
 	ok        bool
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tenantsDesc, behindDesc, versionDesc, latestDesc, targetDesc, pinnedDesc, remainingDesc, upDesc} {
+	for _, d := range []*prometheus.Desc{tenantsDesc, behindDesc, versionDesc, latestDesc, targetDesc, pinnedDesc, remainingDesc, upDesc, rolloutDesc, haltedDesc} {
 		ch <- d
 	}
 }
@@ -137,8 +149,20 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	if time.Since(c.readAt) >= c.interval {
 		c.refresh()
 	}
-	stats, remaining, ok := c.stats, c.remaining, c.ok
+	stats, remaining, ok, ro := c.stats, c.remaining, c.ok, c.rollout
 	c.mu.Unlock()
+	if _, has := c.src.(RolloutSource); has && ok {
+		halted := 0.0
+		if ro != nil {
+			if ro.State == rollouts.StateHalted {
+				halted = 1
+			}
+			for state, n := range map[string]int64{"pending": ro.Pending, "completed": ro.Completed, "failed": ro.Failed, "removed": ro.Removed} {
+				ch <- prometheus.MustNewConstMetric(rolloutDesc, prometheus.GaugeValue, float64(n), state)
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(haltedDesc, prometheus.GaugeValue, halted)
+	}
 
 	ch <- prometheus.MustNewConstMetric(latestDesc, prometheus.GaugeValue, float64(c.src.Latest()))
 	target, pinned := float64(c.src.Latest()), 0.0
@@ -197,4 +221,13 @@ func (c *fleetCollector) refresh() {
 		return
 	}
 	c.stats, c.remaining, c.ok = stats, remaining, true
+	if rs, has := c.src.(RolloutSource); has {
+		ro, err := rs.CurrentRollout(ctx)
+		if err != nil {
+			c.ok = false
+			c.logger.Warn("read current rollout for metrics", "err", err)
+			return
+		}
+		c.rollout = ro
+	}
 }

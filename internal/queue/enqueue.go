@@ -76,3 +76,34 @@ func (q *Queue) EnqueueFleetScan(ctx context.Context, gen int64) error {
 	}
 	return nil
 }
+
+// EnqueueTx inserts a migrate_tenant job for each tenant id in tx, as
+// Enqueue does, in one InsertManyTx: the jobs exist exactly when tx
+// commits. A rollout's feeder marks a batch QUEUED and queues it in one
+// transaction this way. Tenants that already have a live job are skipped;
+// it returns how many jobs were inserted.
+func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, ids []string) (inserted int, err error) {
+	batch := slices.Clone(ids)
+	slices.Sort(batch)
+	batch = slices.Compact(batch)
+	params := make([]river.InsertManyParams, 0, len(batch))
+	for _, id := range batch {
+		params = append(params, river.InsertManyParams{
+			Args:       MigrateTenantArgs{TenantID: id, Target: q.cfg.Latest},
+			InsertOpts: q.insertOpts,
+		})
+	}
+	if len(params) == 0 {
+		return 0, nil
+	}
+	results, err := q.client.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return 0, fmt.Errorf("enqueue %d tenants: %w", len(ids), err)
+	}
+	for _, res := range results {
+		if !res.UniqueSkippedAsDuplicate {
+			inserted++
+		}
+	}
+	return inserted, nil
+}

@@ -118,11 +118,40 @@ type Config struct {
 	// tenant's recorded state always has its run in the history. Defaults to
 	// none.
 	History History
+
+	// Rollout accounts every run to the active rollout of Latest and
+	// refuses runs while it is halted (internal/rollouts). Defaults to
+	// none.
+	Rollout RolloutHook
 	// Logger receives an info record per tenant migrated, per stale rerun
 	// and per run interrupted by a shutdown, and a warning when a run's
 	// history row could not be written; never a failure of a run, which is
 	// returned. Defaults to discarding.
 	Logger *slog.Logger
+}
+
+// RolloutHook is the rollout accounting of every run, whatever triggered
+// it.
+type RolloutHook interface {
+	// Admit is asked before a tenant is migrated. An error (the rollout to
+	// Latest is halted) refuses the run: Run returns it, nothing is run or
+	// recorded.
+	Admit(ctx context.Context, tenantID string) error
+	// Done is told the recorded result of each run: COMPLETED (also for a
+	// tenant found at or above Latest without a run), FAILED (to be
+	// retried) or FAILED_STALE. It handles its own errors.
+	Done(ctx context.Context, r RolloutResult)
+}
+
+// RolloutResult is one run's result for RolloutHook.Done.
+type RolloutResult struct {
+	TenantID string
+	Status   controlplane.Status
+	Duration time.Duration
+	// Err is the migration's error; FailedVersion the version that failed
+	// (0 when none did: the run failed before applying one).
+	Err           error
+	FailedVersion int64
 }
 
 // Executor runs one tenant at a time per call; it is safe for concurrent
@@ -281,17 +310,28 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			return Outcome{}, fmt.Errorf("read tenant %s: %w", req.TenantID, err)
 		}
 		target := min(e.cfg.Target(), e.cfg.Latest)
+		// The rollout to Latest counts up runs while no lower target is
+		// pinned (a pinned fleet is reached by plain scans, no rollout).
+		inRollout := e.cfg.Rollout != nil && cmpOr(req.Direction, DirectionUp) == DirectionUp && target == e.cfg.Latest
 		if done, out := e.nothingToDo(req, t, target, rerun); done {
 			if out.Err == nil && out.Version >= target && t.MigrationsVersion != nil {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
+				if inRollout {
+					e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted})
+				}
 			}
 			return out, nil
 		}
 
-		// 2. Limits: a slot of the tenant's server, after the tenant is
-		// known and before its connection opens, released when the
-		// migration ends.
-		server := servers.Of(t.DatabaseURL, nil)
+		// 2. Limits. A halted rollout to Latest refuses the run. Then a
+		// slot of the tenant's server, after the tenant is known and before
+		// its connection opens, released when the migration ends.
+		if inRollout && rerun == 0 {
+			if err := e.cfg.Rollout.Admit(ctx, req.TenantID); err != nil {
+				return Outcome{From: t.MigrationsVersion}, err
+			}
+		}
+		server := servers.Of(t.DatabaseURL, t.Labels)
 		slot, held, err := e.takeSlot(ctx, req, server)
 		if err != nil {
 			return Outcome{}, fmt.Errorf("tenant %s: %w", req.TenantID, err)
@@ -333,6 +373,9 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			if res.Version >= target {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
 			}
+			if inRollout {
+				e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted, Duration: res.Duration})
+			}
 			return out, nil
 		}
 
@@ -358,6 +401,9 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			rerr = nil
 		} else if rerr == nil {
 			out.Status = status
+			if inRollout {
+				e.rolloutDone(ctx, failedResult(req.TenantID, status, res.Duration, err))
+			}
 		}
 		out.RecordErr = rerr
 		return out, nil
@@ -387,6 +433,27 @@ func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplan
 		out.RecordErr = rerr
 	}
 	return out
+}
+
+// rolloutDone tells the rollout hook of a recorded result, even when ctx
+// has ended (the result is recorded).
+func (e *Executor) rolloutDone(ctx context.Context, r RolloutResult) {
+	if e.cfg.Rollout == nil {
+		return
+	}
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	e.cfg.Rollout.Done(ctx, r)
+}
+
+// failedResult is the RolloutResult of a failed run.
+func failedResult(tenantID string, status controlplane.Status, d time.Duration, err error) RolloutResult {
+	r := RolloutResult{TenantID: tenantID, Status: status, Duration: d, Err: err}
+	var applyErr *migrator.ApplyError
+	if errors.As(err, &applyErr) {
+		r.FailedVersion = applyErr.Version
+	}
+	return r
 }
 
 // takeSlot takes a slot of server for req. It returns the reason the server
