@@ -123,6 +123,7 @@ func TestHistoryQueueFullFleet(t *testing.T) {
 		Strategy:    tenantmigrate.StrategyFullFleet,
 		RunWorkers:  true,
 		Queue:       tenantmigrate.QueueConfig{MaxAttempts: 2, RetryBackoff: 10 * time.Millisecond},
+		Rollout:     oneWaveNoHalt, // failures by design: no halt, no canary first
 	})
 	waitAllLatest(t, o, good, time.Minute)
 	for _, id := range []string{broken.ID, flaky.ID} {
@@ -173,6 +174,7 @@ func TestHistoryBatch(t *testing.T) {
 	o := newOrchestrator(t, tenantmigrate.Config{
 		DatabaseURL: pgtest.NewDatabase(t),
 		Migrations:  fleettest.Migrations(historyMigrations()...),
+		Rollout:     oneWaveNoHalt, // failures by design: no halt, no canary first
 	})
 	ctx := t.Context()
 	good := addSchemaTenants(t, o, "hb", 1, 2)
@@ -197,8 +199,9 @@ func TestHistoryBatch(t *testing.T) {
 	require.NotContains(t, runs[0].Error, historyPassword)
 	require.Equal(t, int64(2), *runs[0].ToVersion)
 
-	// A second pass runs only the failed tenant again.
-	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
+	// A second pass (the failure was not retryable: FAILED_STALE in the
+	// rollout, so it is asked for) runs only the failed tenant again.
+	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{AllBehind: true, IncludeStale: true}, tenantmigrate.MigrateOptions{})
 	require.NoError(t, err)
 	require.Len(t, tenantRuns(t, o, good[0].ID), 1)
 	runs = tenantRuns(t, o, leaky.ID)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -229,11 +230,44 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 			}
 			defer claimer.Release(ctx)
 			rollout = r
-			source = o.rolloutSelection(ctx, sel.IDs, claimer.Key)
+			// The selection stops waiting for the wave when this batch has
+			// nothing running and gave up a tenant of a server that is down
+			// (nothing recorded: the wave cannot end until it is back).
+			var inflight, gaveUp atomic.Int64
+			stuck := func() bool { return inflight.Load() == 0 && gaveUp.Load() > 0 }
+			source = countYields(o.rolloutSelection(ctx, sel.IDs, claimer.Key, stuck), &inflight)
+			onProgress := opts.OnProgress
+			opts.OnProgress = func(ctx context.Context, p MigrateProgress) {
+				if p.Kind == ProgressDone {
+					var gu *serverGaveUpError
+					if errors.As(p.Err, &gu) {
+						gaveUp.Add(1)
+					}
+					inflight.Add(-1)
+				}
+				if onProgress != nil {
+					onProgress(ctx, p)
+				}
+			}
 		}
 	}
 
 	return o.runBatch(ctx, source, rollout, opts)
+}
+
+// countYields counts the tenants seq yields in n (a tenant's ProgressDone
+// takes it off again).
+func countYields(seq iter.Seq2[selected, error], n *atomic.Int64) iter.Seq2[selected, error] {
+	return func(yield func(selected, error) bool) {
+		for s, err := range seq {
+			if err == nil {
+				n.Add(1)
+			}
+			if !yield(s, err) {
+				return
+			}
+		}
+	}
 }
 
 // runBatch runs the tenants of source, each as its selected says (up, down
@@ -390,10 +424,18 @@ func (o *Orchestrator) batchAttemptHeld(ctx context.Context, s selected, attempt
 			if ctx.Err() != nil {
 				return v, fmt.Errorf("tenant %s: %w", s.id, held)
 			}
-			return v, fmt.Errorf("tenant %s: %w", s.id, werr)
+			return v, &serverGaveUpError{fmt.Errorf("tenant %s: %w", s.id, werr)}
 		}
 	}
 }
+
+// serverGaveUpError is the error of a tenant given up because its server
+// stayed DOWN or unreachable for Config.Servers.DownTimeout: nothing was
+// recorded for it, so a rollout's wave that holds it does not end.
+type serverGaveUpError struct{ err error }
+
+func (e *serverGaveUpError) Error() string { return e.err.Error() }
+func (e *serverGaveUpError) Unwrap() error { return e.err }
 
 // heldError carries the server of a held run.
 type heldError struct {

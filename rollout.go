@@ -269,7 +269,7 @@ const rolloutPoll = 50 * time.Millisecond
 // latest version as its waves open, claiming each just before it is
 // handed to a worker, until the rollout ends or halts. A tenant claimed but
 // not handed out (ctx ended) is put back.
-func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claimer int64) iter.Seq2[selected, error] {
+func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claimer int64, stuck func() bool) iter.Seq2[selected, error] {
 	return func(yield func(selected, error) bool) {
 		for s, err := range o.selection(ctx, Selection{IDs: ids}) {
 			if !yield(s, err) || err != nil {
@@ -304,6 +304,9 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 					return
 				}
 				continue
+			}
+			if stuck != nil && stuck() {
+				return // the wave waits for a server this batch gave up on
 			}
 			select {
 			case <-ctx.Done():
