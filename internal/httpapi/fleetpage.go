@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // The fleet page, GET /admin/: one screen for an operator, behind the admin
-// key or a browser session. It shows what GET /admin/stats and GET
-// /admin/migrations/failed answer, and reloads itself every
-// fleetPageRefresh.
+// key or a browser session. It shows what GET /admin/stats, GET
+// /admin/migrations/failed and the current rollout (GET /admin/rollouts)
+// answer, and reloads itself every fleetPageRefresh.
 
 const (
 	// fleetPageRefresh is the page's reload interval, in seconds.
@@ -55,8 +56,43 @@ type fleetData struct {
 	// migrations ("1.2s / 3.4s"), "–" without any; DurationRuns counts them.
 	Durations    string
 	DurationRuns int
-	RiverUI      bool
-	Generated    string
+	// Rollout is the active rollout, else the last; nil when there was
+	// none.
+	Rollout   *rolloutView
+	RiverUI   bool
+	Generated string
+}
+
+// rolloutView is the rollout section of the fleet page.
+type rolloutView struct {
+	ID                                int64
+	TargetVersion                     int64
+	State                             string
+	HaltReason                        string
+	Total, Completed, Failed, Pending int64
+	// CurrentWave is 1-based.
+	CurrentWave int
+	Waves       []waveRow
+	StartedAt   string
+	// Ended is the finish time, "" while active.
+	Ended string
+	// ETA is when it should finish at the pace so far ("2026-01-02 15:04:05
+	// UTC, in 3m20s"), "–" when there is none (not running, or nothing
+	// finished yet).
+	ETA string
+	// AvgDuration is the mean duration of its completed tenant runs, "–"
+	// without any.
+	AvgDuration string
+	FirstErrors []failedRow
+}
+
+// waveRow is one wave of a rolloutView.
+type waveRow struct {
+	Number                           int
+	Size, Completed, Failed, Pending int64
+	State                            string
+	// Width is the CSS width of the finished part, in percent of the size.
+	Width string
 }
 
 // versionBar is one bar of the version histogram.
@@ -122,6 +158,10 @@ func (f *fleetPage) load(ctx context.Context) (fleetData, error) {
 	if err != nil {
 		return fleetData{}, fmt.Errorf("fleet page: run durations: %w", err)
 	}
+	ro, err := f.svc.CurrentRollout(ctx)
+	if err != nil {
+		return fleetData{}, fmt.Errorf("fleet page: rollout: %w", err)
+	}
 
 	latest := f.svc.Latest()
 	target, pinned := targetOf(f.svc)
@@ -140,6 +180,7 @@ func (f *fleetPage) load(ctx context.Context) (fleetData, error) {
 
 		Durations:    "–",
 		DurationRuns: durations.Runs,
+		Rollout:      newRolloutView(ro, time.Now()),
 	}
 	if durations.Runs > 0 {
 		d.Durations = roundDuration(durations.P50).String() + " / " + roundDuration(durations.P95).String()
@@ -158,6 +199,46 @@ func (f *fleetPage) load(ctx context.Context) (fleetData, error) {
 	d.FailedTotal = max(d.FailedTotal, int64(len(d.Failed)))
 	d.FailedMore = d.FailedTotal > int64(len(d.Failed))
 	return d, nil
+}
+
+// newRolloutView is the page's form of r (nil: nil).
+func newRolloutView(r *rollouts.Rollout, now time.Time) *rolloutView {
+	if r == nil {
+		return nil
+	}
+	const layout = "2006-01-02 15:04:05 UTC"
+	v := &rolloutView{
+		ID: r.ID, TargetVersion: r.TargetVersion, State: string(r.State), HaltReason: r.HaltReason,
+		Total: r.Total, Completed: r.Completed, Failed: r.Failed, Pending: r.Pending,
+		CurrentWave: r.CurrentWave + 1,
+		StartedAt:   r.StartedAt.UTC().Format(layout),
+		ETA:         "–",
+		AvgDuration: "–",
+	}
+	if r.FinishedAt != nil {
+		v.Ended = r.FinishedAt.UTC().Format(layout)
+	}
+	if r.ETA != nil {
+		v.ETA = r.ETA.UTC().Format(layout) + ", in " + roundDuration(max(r.ETA.Sub(now), 0)).String()
+	}
+	if r.AvgDuration > 0 {
+		v.AvgDuration = roundDuration(r.AvgDuration).String()
+	}
+	for i, w := range r.Waves {
+		row := waveRow{Number: i + 1, Size: w.Size, Completed: w.Completed, Failed: w.Failed, Pending: w.Pending, State: w.State, Width: "0"}
+		if w.Size > 0 {
+			row.Width = strconv.FormatFloat(float64(min(w.Completed+w.Failed+w.Removed, w.Size))*100/float64(w.Size), 'f', 1, 64)
+		}
+		v.Waves = append(v.Waves, row)
+	}
+	for _, e := range r.FirstErrors {
+		version := "–"
+		if e.FailedVersion > 0 {
+			version = strconv.FormatInt(e.FailedVersion, 10)
+		}
+		v.FirstErrors = append(v.FirstErrors, failedRow{ID: e.TenantID, Version: version, Error: truncateRunes(e.Error, fleetPageErrorRunes)})
+	}
+	return v
 }
 
 // versionBars turns the per-version counts into bars whose widths are

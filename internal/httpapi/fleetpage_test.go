@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate"
 	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
+	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
 // pageEnv is env with River UI mounted, as serve mounts it: the setup of
@@ -221,4 +222,114 @@ func TestFleetPageManyFailed(t *testing.T) {
 	require.NotContains(t, page, `<td class="tenant-id">t21</td>`)
 	require.Equal(t, "25", rowCount(t, page, "data-version", "1"))
 	require.Equal(t, "0", rowCount(t, page, "data-status", "COMPLETED"))
+}
+
+// waveCell returns the text of the cell with class of wave n's row.
+func waveCell(t *testing.T, page string, n int, class string) string {
+	t.Helper()
+	m := regexp.MustCompile(`class="num ` + class + `">(\d+)<`).FindStringSubmatch(rowOf(t, page, "data-wave", fmt.Sprint(n)))
+	require.NotNil(t, m, "wave %d has no %s cell", n, class)
+	return m[1]
+}
+
+// TestFleetPageRollout: the page shows the current rollout, its waves'
+// size, completed, failed and state, the halt reason and first errors of a
+// halted one, and the ETA of a running one.
+func TestFleetPageRollout(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDatabase(t)
+	// newRollout adds three tenants behind on e and starts the rollout (a
+	// default first wave of 1 tenant, then 2); t0 is in the first wave.
+	newRollout := func(t *testing.T, e *env, prefix string) string {
+		t.Helper()
+		for i := range 3 {
+			res := e.admin(http.MethodPost, fmt.Sprintf("/admin/tenants/%s%d", prefix, i), `{"databaseUrl": "`+dbURL+`", "schema": "`+fmt.Sprintf("%s%d", prefix, i)+`"}`)
+			require.Equal(t, http.StatusCreated, res.status, "body: %s", res.body)
+		}
+		res := e.admin(http.MethodPost, "/admin/rollouts", "")
+		require.Equal(t, http.StatusCreated, res.status, "body: %s", res.body)
+		ro := res.json(t)
+		first := ro["waves"].([]any)[0].(map[string]any)
+		require.EqualValues(t, 1, first["size"])
+		return fmt.Sprint(ro["id"])
+	}
+	// firstWaveTenant is the tenant of wave 1 (the order is a hash).
+	firstWaveTenant := func(t *testing.T, e *env, id string) string {
+		t.Helper()
+		var tenant string
+		require.NoError(t, e.orch.Pool().QueryRow(t.Context(),
+			`SELECT tenant_id FROM tenantmigrate.rollout_tenants WHERE rollout_id = $1 AND wave = 0`, id).Scan(&tenant))
+		return tenant
+	}
+
+	t.Run("none", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		page := string(e.admin(http.MethodGet, "/admin/", "").body)
+		require.Equal(t, "No rollout yet.", byID(t, page, "rollout-summary"))
+		require.NotContains(t, page, `id="rollout-waves"`)
+	})
+
+	t.Run("halted", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{migrations: badMigrations})
+		id := newRollout(t, e, "h")
+		tenant := firstWaveTenant(t, e, id)
+		res := e.admin(http.MethodPost, "/admin/tenants/"+tenant+"/migrations", "")
+		require.Equal(t, http.StatusInternalServerError, res.status, "body: %s", res.body)
+
+		res = e.admin(http.MethodGet, "/admin/", "")
+		require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+		page := string(res.body)
+		require.Equal(t, id, byID(t, page, "rollout-id"))
+		require.Equal(t, "2", byID(t, page, "rollout-target"))
+		require.Equal(t, "HALTED", byID(t, page, "rollout-state"))
+		require.Equal(t, "3", byID(t, page, "rollout-total"))
+		require.Equal(t, "1", byID(t, page, "rollout-failed"))
+		require.Equal(t, "2", byID(t, page, "rollout-pending"))
+		require.Contains(t, byID(t, page, "rollout-halt-reason"), "1 failed")
+		require.Equal(t, "–", byID(t, page, "rollout-eta"), "a halted rollout has no ETA")
+
+		require.Equal(t, "1", waveCell(t, page, 1, "size"))
+		require.Equal(t, "0", waveCell(t, page, 1, "completed"))
+		require.Equal(t, "1", waveCell(t, page, 1, "failed"))
+		require.Contains(t, rowOf(t, page, "data-wave", "1"), ">FAILED<")
+		require.Contains(t, rowOf(t, page, "data-wave", "1"), `style="width: 100.0%"`)
+		require.Equal(t, "2", waveCell(t, page, 2, "size"))
+		require.Equal(t, "2", waveCell(t, page, 2, "pending"))
+		require.Contains(t, rowOf(t, page, "data-wave", "2"), ">PENDING<")
+		require.Contains(t, rowOf(t, page, "data-wave", "2"), `style="width: 0.0%"`)
+
+		// The failed tenant with its error, escaped.
+		errRow := rowOf(t, page, "data-tenant", tenant)
+		require.Contains(t, errRow, `no_such_table`)
+		require.Contains(t, errRow, `<td class="num">2</td>`)
+	})
+
+	t.Run("running", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		id := newRollout(t, e, "r")
+		tenant := firstWaveTenant(t, e, id)
+		res := e.admin(http.MethodPost, "/admin/tenants/"+tenant+"/migrations", "")
+		require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+
+		page := string(e.admin(http.MethodGet, "/admin/", "").body)
+		require.Equal(t, "RUNNING", byID(t, page, "rollout-state"))
+		require.Equal(t, "1", byID(t, page, "rollout-completed"))
+		require.Equal(t, "0", byID(t, page, "rollout-failed"))
+		require.Equal(t, "2", byID(t, page, "rollout-pending"))
+		require.Equal(t, "1", waveCell(t, page, 1, "completed"))
+		require.Equal(t, "0", waveCell(t, page, 1, "pending"))
+		require.Contains(t, rowOf(t, page, "data-wave", "1"), `style="width: 100.0%"`)
+		// No feeder runs here to pass wave 1 (Store.Step): it is still the
+		// current one, and wave 2 waits.
+		require.Contains(t, rowOf(t, page, "data-wave", "1"), ">RUNNING<")
+		require.Contains(t, rowOf(t, page, "data-wave", "2"), ">PENDING<")
+		require.Equal(t, "1", byID(t, page, "rollout-wave"))
+		// One tenant of three finished: an ETA at that pace.
+		require.Regexp(t, `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, in \S+$`, byID(t, page, "rollout-eta"))
+		require.NotEqual(t, "–", byID(t, page, "rollout-avg"))
+		require.NotContains(t, page, `id="rollout-halt-reason"`)
+	})
 }

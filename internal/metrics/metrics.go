@@ -119,7 +119,7 @@ var (
 	pinnedDesc    = prometheus.NewDesc("tenantmigrate_target_pinned", "1 while the fleet target is pinned below the latest version.", nil, nil)
 	remainingDesc = prometheus.NewDesc("tenantmigrate_queue_remaining", "Live migrate_tenant jobs (available, scheduled, retryable, running, pending).", nil, nil)
 	upDesc        = prometheus.NewDesc("tenantmigrate_control_plane_up", "1 when the last read of the fleet gauges succeeded.", nil, nil)
-	rolloutDesc   = prometheus.NewDesc("tenantmigrate_rollout_tenants", "Tenants of the current rollout (the active one, else the last) by state in it: pending (not finished), completed, failed, removed.", []string{"state"}, nil)
+	rolloutDesc   = prometheus.NewDesc("tenantmigrate_rollout_tenants", "Tenants of the current rollout (the active one, else the last) by state in it: pending (not finished), completed, failed, removed; 0 before any rollout.", []string{"state"}, nil)
 	haltedDesc    = prometheus.NewDesc("tenantmigrate_rollout_halted", "1 while the current rollout is halted.", nil, nil)
 )
 
@@ -152,14 +152,17 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	stats, remaining, ok, ro := c.stats, c.remaining, c.ok, c.rollout
 	c.mu.Unlock()
 	if _, has := c.src.(RolloutSource); has && ok {
-		halted := 0.0
+		// Without any rollout yet every series is 0, so that dashboards and
+		// alert rules find them from the first scrape.
+		halted, counts := 0.0, map[string]int64{"pending": 0, "completed": 0, "failed": 0, "removed": 0}
 		if ro != nil {
 			if ro.State == rollouts.StateHalted {
 				halted = 1
 			}
-			for state, n := range map[string]int64{"pending": ro.Pending, "completed": ro.Completed, "failed": ro.Failed, "removed": ro.Removed} {
-				ch <- prometheus.MustNewConstMetric(rolloutDesc, prometheus.GaugeValue, float64(n), state)
-			}
+			counts = map[string]int64{"pending": ro.Pending, "completed": ro.Completed, "failed": ro.Failed, "removed": ro.Removed}
+		}
+		for state, n := range counts {
+			ch <- prometheus.MustNewConstMetric(rolloutDesc, prometheus.GaugeValue, float64(n), state)
 		}
 		ch <- prometheus.MustNewConstMetric(haltedDesc, prometheus.GaugeValue, halted)
 	}
