@@ -9,10 +9,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -422,15 +424,73 @@ func (q *Queue) Stop(ctx context.Context) error {
 
 // Wake makes the given jobs, waiting for a time to come (snoozed or
 // scheduled), available now (River's JobRetry), e.g. because the server
-// they waited for has room again; a job that is running or finished
-// meanwhile is left as it is.
+// they waited for has room again, and tells every producer on the control
+// plane to fetch at once. A job that is running, being fetched, finished or
+// already available meanwhile is left as it is.
+//
+// River's JobRetry sends no notification: without one, a woken job waits
+// for the next poll of some producer (PollInterval), and a freed slot of its
+// server stays idle that long. River has no public API for an insert
+// notification, so Wake sends in the same transaction the one River's
+// Client.maybeNotifyInsertForQueues sends after an insert (River v0.51.2,
+// client.go, through riverpgxv5's NotifyMany): pg_notify on channel
+// "<schema>.river_insert" (notifier.NotificationTopicInsert) with payload
+// {"queue": "<queue>"}, which each producer of that queue
+// (producer.go, handleInsertNotification) answers with a fetch, debounced by
+// FetchCooldown. It is delivered on commit, when the jobs are visible. A
+// notification lost or sent to no listener costs what it did before: the
+// next poll.
 func (q *Queue) Wake(ctx context.Context, ids []int64) error {
-	for _, id := range ids {
-		if _, err := q.client.JobRetry(ctx, id); err != nil && !errors.Is(err, river.ErrNotFound) {
-			return fmt.Errorf("queue: wake job %d: %w", id, err)
-		}
+	if len(ids) == 0 {
+		return nil
 	}
-	return nil
+	return pgx.BeginFunc(ctx, q.cfg.Pool, func(tx pgx.Tx) error {
+		// Lock the jobs that still wait, so that none is fetched, run and
+		// finished between this check and JobRetry, which would make a
+		// finished job available again. A job a producer is fetching is
+		// locked already: skip it, it runs anyway.
+		rows, err := tx.Query(ctx, `SELECT id FROM `+Schema+`.river_job
+			WHERE id = ANY($1) AND state IN ('available', 'scheduled') AND scheduled_at > now()
+			ORDER BY id FOR UPDATE SKIP LOCKED`, ids)
+		if err != nil {
+			return fmt.Errorf("queue: wake jobs: %w", err)
+		}
+		waiting, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return fmt.Errorf("queue: wake jobs: %w", err)
+		}
+		var queues []string
+		for _, id := range waiting {
+			job, err := q.client.JobRetryTx(ctx, tx, id)
+			if err != nil {
+				return fmt.Errorf("queue: wake job %d: %w", id, err)
+			}
+			if !slices.Contains(queues, job.Queue) {
+				queues = append(queues, job.Queue)
+			}
+		}
+		for _, queue := range queues {
+			payload, err := json.Marshal(insertNotification{Queue: queue})
+			if err != nil {
+				return fmt.Errorf("queue: wake jobs: %w", err)
+			}
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Schema+"."+riverInsertTopic, string(payload)); err != nil {
+				return fmt.Errorf("queue: notify woken jobs: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// riverInsertTopic is River's notifier.NotificationTopicInsert (internal to
+// River): producers LISTEN on "<schema>.river_insert" and fetch when told of
+// jobs in their queue.
+const riverInsertTopic = "river_insert"
+
+// insertNotification is the payload of River's insert notification
+// (River's insertPayload, producer.go).
+type insertNotification struct {
+	Queue string `json:"queue"`
 }
 
 // Client returns the River client, e.g. for River UI or tests.

@@ -1,0 +1,38 @@
+package queue_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/queue"
+)
+
+// TestWakeNotifiesProducers: a job that waits an hour and is woken runs at
+// once, though the workers poll only every 10 minutes: Wake makes it
+// available and notifies the producers, as an insert does. Waking a job that
+// has finished meanwhile leaves it finished (no second run).
+func TestWakeNotifiesProducers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, newControlPlane(t), nil)
+	q := startWorkers(t, queue.Config{Pool: pool, Runner: &recordingRunner{pool: pool}, PollInterval: 10 * time.Minute})
+
+	res, err := q.Client().Insert(ctx, queue.MigrateTenantArgs{TenantID: "t1"},
+		&river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	require.Equal(t, []jobRow{{State: "scheduled"}}, tenantJobs(t, pool, "t1"))
+
+	require.NoError(t, q.Wake(ctx, []int64{res.Job.ID}))
+	// Far below the poll interval: only a notification can have fetched it.
+	eventually(t, 30*time.Second, "woken job completed", func() bool { return lastJobState(t, pool, "t1") == "completed" })
+	require.Equal(t, []int{1}, runAttempts(t, pool, "t1"))
+
+	// River's JobRetry alone would make a finished job available again.
+	require.NoError(t, q.Wake(ctx, []int64{res.Job.ID, 1 << 40}))
+	require.Equal(t, []jobRow{{State: "completed", Attempt: 1}}, tenantJobs(t, pool, "t1"))
+	require.Equal(t, []int{1}, runAttempts(t, pool, "t1"))
+}
