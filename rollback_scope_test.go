@@ -135,7 +135,7 @@ func TestRollbackScopeBadInput(t *testing.T) {
 	for name, sel := range map[string]tenantmigrate.RollbackSelection{
 		"selector and all":    {To: 1, All: true, Selector: "a=b"},
 		"rollout and tenants": {To: 1, Rollout: 1, IDs: []string{tenants[0].ID}},
-		"bad selector":        {To: 1, Selector: "a==b,"},
+		"bad selector":        {To: 1, Selector: "a=b,"},
 		"rollout without to":  {To: -1, Rollout: 0, All: true},
 		"negative rollout id": {To: 1, Rollout: -3},
 	} {
