@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
@@ -39,13 +40,26 @@ var ErrNoDown = migrator.ErrNoDown
 // version.
 type RollbackSelection struct {
 	// To is the version the tenants go back to: the versions above it are
-	// undone. From 0 to Latest.
+	// undone. From 0 to Latest. With Rollout, below 0 means the lowest
+	// version a tenant of the rollout had before it (see ResolveRollback).
 	To int64
 	// IDs are rolled back when they are above To (a tenant recorded
 	// COMPLETED at or below To has nothing to undo).
 	IDs []string
 	// All adds every tenant recorded above To, in cursor order.
 	All bool
+	// Selector selects, instead, the tenants recorded above To whose
+	// labels match it (see ListTenantsMatching), in cursor order.
+	Selector string
+	// Rollout selects, instead, exactly the tenants that rollout moved
+	// (from the run history): each goes back to the version it had before
+	// the rollout, or to To when that is higher. Tenants the rollout never
+	// moved are left alone.
+	Rollout int64
+
+	// moved are Rollout's tenants, read once by ResolveRollback.
+	moved    []history.Moved
+	resolved bool
 }
 
 // RollbackOptions tune Rollback.
@@ -58,10 +72,13 @@ type RollbackOptions struct {
 
 // validate checks the selection itself.
 func (o *Orchestrator) checkRollbackSelection(sel RollbackSelection) error {
+	if err := checkRollbackScope(sel); err != nil {
+		return err
+	}
 	if err := o.checkTarget(sel.To); err != nil {
 		return fmt.Errorf("roll back: %w", err)
 	}
-	if !sel.All && len(sel.IDs) == 0 {
+	if !sel.All && len(sel.IDs) == 0 && sel.Selector == "" && sel.Rollout == 0 {
 		return fmt.Errorf("roll back: %w: no tenants selected", ErrInvalidTarget)
 	}
 	for _, id := range sel.IDs {
@@ -78,11 +95,15 @@ func (o *Orchestrator) checkRollbackSelection(sel RollbackSelection) error {
 // file). The versions to undo are the source's above sel.To and up to the
 // highest version a selected tenant is recorded at.
 func (o *Orchestrator) CheckRollback(ctx context.Context, sel RollbackSelection) error {
+	sel, err := o.ResolveRollback(ctx, sel)
+	if err != nil {
+		return err
+	}
 	if err := o.checkRollbackSelection(sel); err != nil {
 		return err
 	}
 	var top int64
-	if sel.All {
+	if sel.All || sel.Selector != "" || sel.Rollout != 0 {
 		v, err := o.store.MaxMigrationsVersion(ctx)
 		if err != nil {
 			return err
@@ -120,6 +141,12 @@ type RollbackTenant struct {
 // rollbackSelection walks sel: the IDs first, then (All) the tenants
 // recorded above To, a page at a time. A tenant is selected once.
 func (o *Orchestrator) rollbackSelection(ctx context.Context, sel RollbackSelection) iter.Seq2[selected, error] {
+	if sel.Rollout != 0 {
+		return rolloutSelection(sel)
+	}
+	if sel.Selector != "" {
+		return o.selectorSelection(ctx, sel)
+	}
 	return func(yield func(selected, error) bool) {
 		seen := make(map[string]bool, len(sel.IDs))
 		for _, id := range sel.IDs {
@@ -160,6 +187,11 @@ func (o *Orchestrator) rollbackSelection(ctx context.Context, sel RollbackSelect
 // their recorded version, leaving out named tenants with nothing to undo.
 func (o *Orchestrator) RollbackTenants(ctx context.Context, sel RollbackSelection) iter.Seq2[RollbackTenant, error] {
 	return func(yield func(RollbackTenant, error) bool) {
+		sel, err := o.ResolveRollback(ctx, sel)
+		if err != nil {
+			yield(RollbackTenant{}, err)
+			return
+		}
 		for s, err := range o.rollbackSelection(ctx, sel) {
 			if err != nil {
 				yield(RollbackTenant{}, err)
@@ -218,6 +250,10 @@ func (o *Orchestrator) UndoVersions(ctx context.Context, id string, to int64) ([
 func (o *Orchestrator) Rollback(ctx context.Context, sel RollbackSelection, opts RollbackOptions) (MigrateResult, error) {
 	if o.cfg.ReadOnly {
 		return MigrateResult{}, ErrReadOnly
+	}
+	sel, err := o.ResolveRollback(ctx, sel)
+	if err != nil {
+		return MigrateResult{}, err
 	}
 	if err := o.CheckRollback(ctx, sel); err != nil {
 		return MigrateResult{}, err

@@ -32,6 +32,10 @@ const rollbackEnqueuePage = 1000
 // job count; RollbackProgress follows it. Only instances that work the
 // queue run the jobs.
 func (o *Orchestrator) QueueRollback(ctx context.Context, sel RollbackSelection, keepTarget bool) (RollbackStatus, error) {
+	sel, err := o.ResolveRollback(ctx, sel)
+	if err != nil {
+		return RollbackStatus{}, err
+	}
 	if err := o.CheckRollback(ctx, sel); err != nil {
 		return RollbackStatus{}, err
 	}
@@ -43,9 +47,11 @@ func (o *Orchestrator) QueueRollback(ctx context.Context, sel RollbackSelection,
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	st := RollbackStatus{ID: hex.EncodeToString(b[:]), To: sel.To}
-	page := make([]string, 0, rollbackEnqueuePage)
+	// A page of tenants going back to one version (a rollout's tenants go
+	// back to different ones).
+	page, pageTo := make([]string, 0, rollbackEnqueuePage), sel.To
 	flush := func() error {
-		n, err := o.queue.EnqueueRollback(ctx, st.ID, sel.To, page)
+		n, err := o.queue.EnqueueRollback(ctx, st.ID, pageTo, page)
 		st.Total += int64(n)
 		page = page[:0]
 		return err
@@ -54,6 +60,12 @@ func (o *Orchestrator) QueueRollback(ctx context.Context, sel RollbackSelection,
 		if err != nil {
 			return st, fmt.Errorf("select tenants (%d queued): %w", st.Total, err)
 		}
+		if t.To != pageTo && len(page) > 0 {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
+		pageTo = t.To
 		if page = append(page, t.ID); len(page) == rollbackEnqueuePage {
 			if err := flush(); err != nil {
 				return st, err
@@ -126,8 +138,7 @@ func (r *jobRunner) RollbackTenant(ctx context.Context, tenantID string, to int6
 	return nil
 }
 
-// QueueRollbackRequest is QueueRollback for the admin API: to and the
-// tenants (or all).
-func (o *Orchestrator) QueueRollbackRequest(ctx context.Context, to int64, tenants []string, all, keepTarget bool) (RollbackStatus, error) {
-	return o.QueueRollback(ctx, RollbackSelection{To: to, IDs: tenants, All: all}, keepTarget)
+// QueueRollbackRequest is QueueRollback for the admin API.
+func (o *Orchestrator) QueueRollbackRequest(ctx context.Context, req tenanttype.RollbackRequest) (RollbackStatus, error) {
+	return o.QueueRollback(ctx, RollbackSelection{To: req.To, IDs: req.Tenants, All: req.All, Selector: req.Selector, Rollout: req.Rollout}, req.KeepTarget)
 }

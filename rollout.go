@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
@@ -228,9 +229,13 @@ func (o *Orchestrator) scanFleet(ctx context.Context, latest int64, includeStale
 // rolloutHook is the executor's rollout accounting (run.RolloutHook).
 type rolloutHook Orchestrator
 
-func (h *rolloutHook) Admit(ctx context.Context, _ string) error {
+func (h *rolloutHook) Admit(ctx context.Context, tenantID string) (string, error) {
 	o := (*Orchestrator)(h)
-	return o.rollouts.Admit(ctx, o.latest)
+	id, err := o.rollouts.AdmitMember(ctx, o.latest, tenantID)
+	if err != nil || id == 0 {
+		return "", err
+	}
+	return strconv.FormatInt(id, 10), nil
 }
 
 func (h *rolloutHook) Done(ctx context.Context, r run.RolloutResult) {

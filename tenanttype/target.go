@@ -20,7 +20,8 @@ type FleetTarget struct {
 type RollbackStatus struct {
 	// ID names the rollback.
 	ID string `json:"id"`
-	// To is the version its tenants go back to.
+	// To is the version its tenants go back to (the highest of them for a
+	// rollout's tenants, which go back to the versions each had before it).
 	To int64 `json:"to"`
 	// Total is how many tenant jobs it queued.
 	Total int64 `json:"total"`
@@ -32,4 +33,17 @@ type RollbackStatus struct {
 	Pending   int64 `json:"pending"`
 	// Done reports that no job is pending or running.
 	Done bool `json:"done"`
+}
+
+// RollbackRequest is a rollback asked through the admin API: To and one of
+// Tenants (with All: every tenant), Selector or Rollout.
+type RollbackRequest struct {
+	// To is the version to go back to; with Rollout, below 0 means the
+	// lowest version its tenants had before it.
+	To         int64
+	Tenants    []string
+	All        bool
+	Selector   string
+	Rollout    int64
+	KeepTarget bool
 }

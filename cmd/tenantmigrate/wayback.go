@@ -105,6 +105,8 @@ type rollbackOpts struct {
 	to         int64
 	all        bool
 	tenants    []string
+	selector   string
+	rollout    int64
 	dryRun     bool
 	keepTarget bool
 }
@@ -112,7 +114,7 @@ type rollbackOpts struct {
 func newRollbackCmd(g *globalOpts) *cobra.Command {
 	var o rollbackOpts
 	cmd := &cobra.Command{
-		Use:   "rollback --to V (--all | --tenant ID...)",
+		Use:   "rollback --to V (--all | --tenant ID... | --selector SEL) | rollback --rollout ID [--to V]",
 		Short: "Undo the versions above V on tenants, running their Down sections",
 		Long: `rollback runs the Down sections of the versions above --to, newest first, on
 each selected tenant above that version, from this process, as migrate does
@@ -124,6 +126,13 @@ holds its lock.
 Which tenants:
   --all             every tenant recorded above --to
   --tenant ID       this tenant, when above --to (repeatable)
+  --selector SEL    the tenants above --to whose labels match SEL (as in
+                    "tenants list --selector")
+  --rollout ID      exactly the tenants rollout ID moved, from the run
+                    history: each goes back to the version it had before
+                    that rollout (or --to when higher); tenants it never
+                    moved are left alone. --to is optional and defaults to
+                    the lowest of those versions, the pinned fleet target
 
 Before it touches any tenant it refuses when a version to undo has no Down
 section (empty or missing), naming every such file. Then, unless
@@ -140,7 +149,13 @@ or the rollback was refused, 2 on a usage error.`,
   tenantmigrate rollback --to 4 --all --migrations ./migrations
 
   # What would it undo on two tenants?
-  tenantmigrate rollback --to 4 --tenant acme --tenant globex --dry-run`,
+  tenantmigrate rollback --to 4 --tenant acme --tenant globex --dry-run
+
+  # Undo rollout 7: its tenants go back to where each was before it
+  tenantmigrate rollback --rollout 7
+
+  # Undo versions above 4 on the EU tenants
+  tenantmigrate rollback --to 4 --selector region=eu`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRollback(cmd, g, &o)
@@ -153,6 +168,10 @@ or the rollback was refused, 2 on a usage error.`,
 	bindEnv(f, "all", "ROLLBACK_ALL")
 	f.StringSliceVar(&o.tenants, "tenant", nil, "roll back this tenant (repeatable; comma-separated in the environment)")
 	bindEnv(f, "tenant", "ROLLBACK_TENANTS")
+	f.StringVar(&o.selector, "selector", "", `roll back the tenants above --to whose labels match this selector ("k=v,k2!=v2,k3,!k4")`)
+	bindEnv(f, "selector", "ROLLBACK_SELECTOR")
+	f.Int64Var(&o.rollout, "rollout", 0, "roll back exactly the tenants this rollout moved, each to its version before it (--to optional)")
+	bindEnv(f, "rollout", "ROLLBACK_ROLLOUT")
 	f.BoolVar(&o.dryRun, "dry-run", false, "list the tenants and the versions each would undo; change nothing")
 	bindEnv(f, "dry-run", "ROLLBACK_DRY_RUN")
 	f.BoolVar(&o.keepTarget, "keep-target", false, "leave the fleet target as it is (servers may re-apply what is undone)")
@@ -162,11 +181,24 @@ or the rollback was refused, 2 on a usage error.`,
 }
 
 func (o *rollbackOpts) validate() error {
-	if o.to < 0 {
-		return usageErr("say which version to go back to: --to V (0 or more)")
+	ways := 0
+	for _, given := range []bool{o.all, len(o.tenants) > 0, o.selector != "", o.rollout != 0} {
+		if given {
+			ways++
+		}
 	}
-	if !o.all && len(o.tenants) == 0 {
-		return usageErr("say which tenants: --all, or --tenant ID (repeatable)")
+	switch {
+	case o.rollout < 0:
+		return usageErr("--rollout: want a rollout id (1 or more; see tenantmigrate rollout list)")
+	case o.to < 0 && o.rollout == 0:
+		return usageErr("say which version to go back to: --to V (0 or more)")
+	case ways == 0:
+		return usageErr("say which tenants: --all, --tenant ID (repeatable), --selector SEL or --rollout ID")
+	case ways > 1:
+		return usageErr("choose the tenants one way: --all, --tenant, --selector or --rollout")
+	}
+	if err := tenantmigrate.ValidateSelector(o.selector); err != nil {
+		return usageErr("--selector: %v", err)
 	}
 	for _, id := range o.tenants {
 		if err := tenantmigrate.ValidateTenantID(id); err != nil {
@@ -202,7 +234,17 @@ func runRollback(cmd *cobra.Command, g *globalOpts, o *rollbackOpts) error {
 	}
 	defer orch.Close()
 
-	sel := tenantmigrate.RollbackSelection{To: o.to, IDs: dedupe(o.tenants), All: o.all}
+	sel := tenantmigrate.RollbackSelection{To: o.to, IDs: dedupe(o.tenants), All: o.all, Selector: o.selector, Rollout: o.rollout}
+	sel, err = orch.ResolveRollback(ctx, sel)
+	switch {
+	case errors.Is(err, tenantmigrate.ErrRolloutNotFound):
+		return usageErr("--rollout: %v", err)
+	case errors.Is(err, tenantmigrate.ErrInvalid):
+		return usageErr("%v", err)
+	case err != nil:
+		return failedErr(err)
+	}
+	o.to = sel.To
 	if err := orch.CheckRollback(ctx, sel); err != nil {
 		switch {
 		case errors.Is(err, tenantmigrate.ErrInvalidTarget):
@@ -232,7 +274,11 @@ func runRollback(cmd *cobra.Command, g *globalOpts, o *rollbackOpts) error {
 		fmt.Fprintf(g.stdout, "nothing to do: no selected tenant is above version %d\n", o.to)
 		return nil
 	}
-	fmt.Fprintf(g.stdout, "rolling back %s to version %d, %d at a time\n", pluralize(total, "tenant"), o.to, o.concurrency)
+	if o.rollout != 0 {
+		fmt.Fprintf(g.stdout, "rolling back the %s rollout %d moved to their versions before it (at least %d), %d at a time\n", pluralize(total, "tenant"), o.rollout, o.to, o.concurrency)
+	} else {
+		fmt.Fprintf(g.stdout, "rolling back %s to version %d, %d at a time\n", pluralize(total, "tenant"), o.to, o.concurrency)
+	}
 	prog.Start(total)
 	res := runFleetWith(o.migrateOptions(), prog, func(opts tenantmigrate.MigrateOptions) (tenantmigrate.MigrateResult, error) {
 		return orch.Rollback(ctx, sel, tenantmigrate.RollbackOptions{MigrateOptions: opts, KeepTarget: true})

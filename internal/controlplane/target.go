@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/labels"
 )
 
 // TargetPayload is the payload of the notification (on NotifyChannel) sent
@@ -73,11 +75,17 @@ type TenantVersion struct {
 // page (0 when there is none): the tenants a rollback to version undoes. The
 // migrations_version index answers the filter.
 func (s *Store) ScanAbove(ctx context.Context, version int64, afterCursor int64, limit int) (found []TenantVersion, nextCursor int64, err error) {
+	return s.ScanAboveMatching(ctx, version, labels.Selector{}, afterCursor, limit)
+}
+
+// ScanAboveMatching is ScanAbove of the tenants whose labels match sel.
+func (s *Store) ScanAboveMatching(ctx context.Context, version int64, sel labels.Selector, afterCursor int64, limit int) (found []TenantVersion, nextCursor int64, err error) {
 	limit = pageSize(limit)
+	cond, args := sel.SQL("labels", 4)
 	rows, err := s.pool.Query(ctx, `
 		SELECT id, migrations_version, coalesce(migrations_status, ''), cursor_id FROM tenantmigrate.tenants
-		WHERE migrations_version > $1 AND cursor_id > $2
-		ORDER BY cursor_id LIMIT $3`, version, afterCursor, limit+1)
+		WHERE migrations_version > $1 AND cursor_id > $2 AND `+cond+`
+		ORDER BY cursor_id LIMIT $3`, append([]any{version, afterCursor, limit + 1}, args...)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("scan tenants above %d: %w", version, err)
 	}

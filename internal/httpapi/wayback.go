@@ -17,14 +17,15 @@ import (
 //	GET    /admin/target             {"version", "pinned", "latestVersion", "updatedAt"}
 //	PUT    /admin/target             {"version": V}: pin it; 400 below 0 or above latest
 //	DELETE /admin/target             clear the pin
-//	POST   /admin/rollbacks          {"to": V, "tenants": [...] | "all": true, "keepTarget": bool}:
+//	POST   /admin/rollbacks          {"to": V, "tenants": [...] | "all": true | "selector": "..." | "rollout": ID, "keepTarget": bool}
+//	                                 ("to" optional with "rollout"):
 //	                                 202 {"id", "to", "total", ...}; 409 when a version has no Down
 //	GET    /admin/rollbacks/{id}     its progress; 404 unknown
 type WaybackService interface {
 	FleetTarget(ctx context.Context) (tenanttype.FleetTarget, error)
 	SetTarget(ctx context.Context, version int64) (tenanttype.FleetTarget, error)
 	ClearTarget(ctx context.Context) (tenanttype.FleetTarget, error)
-	QueueRollbackRequest(ctx context.Context, to int64, tenants []string, all, keepTarget bool) (tenanttype.RollbackStatus, error)
+	QueueRollbackRequest(ctx context.Context, req tenanttype.RollbackRequest) (tenanttype.RollbackStatus, error)
 	RollbackProgress(ctx context.Context, id string) (tenanttype.RollbackStatus, bool, error)
 }
 
@@ -105,21 +106,35 @@ func (w *wayback) postRollback(rw http.ResponseWriter, r *http.Request) {
 		To         *int64   `json:"to"`
 		Tenants    []string `json:"tenants"`
 		All        bool     `json:"all"`
+		Selector   string   `json:"selector"`
+		Rollout    *int64   `json:"rollout"`
 		KeepTarget bool     `json:"keepTarget"`
 	}
 	if err := decodeJSON(http.MaxBytesReader(rw, r.Body, w.maxBody), &b); err != nil {
 		if errors.Is(err, errEmptyBody) {
-			err = badRequest(`want a body {"to": V, "tenants": [...]} or {"to": V, "all": true}`)
+			err = badRequest(`want a body {"to": V, "tenants": [...]}, {"to": V, "all": true}, {"to": V, "selector": "..."} or {"rollout": ID}`)
 		}
 		writeServiceError(rw, r, err)
 		return
 	}
+	ways := 0
+	for _, given := range []bool{len(b.Tenants) > 0, b.All, b.Selector != "", b.Rollout != nil} {
+		if given {
+			ways++
+		}
+	}
 	switch {
-	case b.To == nil:
+	case b.Rollout != nil && *b.Rollout < 1:
+		writeError(rw, http.StatusBadRequest, `"rollout" must be a rollout id (1 or more)`)
+		return
+	case b.To == nil && b.Rollout == nil:
 		writeError(rw, http.StatusBadRequest, `"to" is required: the version to go back to`)
 		return
-	case b.All == (len(b.Tenants) > 0):
-		writeError(rw, http.StatusBadRequest, `give one of "tenants": [...] and "all": true`)
+	case b.To != nil && *b.To < 0:
+		writeError(rw, http.StatusBadRequest, `"to" must be a version, 0 or more`)
+		return
+	case ways != 1:
+		writeError(rw, http.StatusBadRequest, `give one of "tenants": [...], "all": true, "selector": "..." and "rollout": ID`)
 		return
 	}
 	for _, id := range b.Tenants {
@@ -128,7 +143,14 @@ func (w *wayback) postRollback(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := w.svc.QueueRollbackRequest(r.Context(), *b.To, b.Tenants, b.All, b.KeepTarget)
+	req := tenanttype.RollbackRequest{To: -1, Tenants: b.Tenants, All: b.All, Selector: b.Selector, KeepTarget: b.KeepTarget}
+	if b.To != nil {
+		req.To = *b.To
+	}
+	if b.Rollout != nil {
+		req.Rollout = *b.Rollout
+	}
+	st, err := w.svc.QueueRollbackRequest(r.Context(), req)
 	switch {
 	case errors.Is(err, migrator.ErrNoDown):
 		writeError(rw, http.StatusConflict, err.Error()) // names files, nothing secret

@@ -61,6 +61,12 @@ func TestAdminTargetAndRollbacks(t *testing.T) {
 		{`{"to": 1, "tenants": ["Bad!"]}`, http.StatusBadRequest},
 		{`{"to": 1, "tenants": ["nobody"]}`, http.StatusNotFound},
 		{``, http.StatusBadRequest},
+		{`{"to": 1, "all": true, "selector": "a=b"}`, http.StatusBadRequest},
+		{`{"to": 1, "selector": "a=b,"}`, http.StatusBadRequest},
+		{`{"rollout": 999}`, http.StatusNotFound},
+		{`{"rollout": 0}`, http.StatusBadRequest},
+		{`{"rollout": 1, "all": true}`, http.StatusBadRequest},
+		{`{"to": 1, "selector": "plan=none", "keepTarget": true}`, http.StatusAccepted},
 	} {
 		res := e.admin(http.MethodPost, "/admin/rollbacks", tc.body)
 		require.Equal(t, tc.status, res.status, "%s: %s", tc.body, res.body)

@@ -135,8 +135,9 @@ type Config struct {
 type RolloutHook interface {
 	// Admit is asked before a tenant is migrated. An error (the rollout to
 	// Latest is halted) refuses the run: Run returns it, nothing is run or
-	// recorded.
-	Admit(ctx context.Context, tenantID string) error
+	// recorded. rolloutID is the active rollout the tenant is in, "" for
+	// none: the run's Request.RolloutID when it has none.
+	Admit(ctx context.Context, tenantID string) (rolloutID string, err error)
 	// Done is told the recorded result of each run: COMPLETED (also for a
 	// tenant found at or above Latest without a run), FAILED (to be
 	// retried) or FAILED_STALE. It handles its own errors.
@@ -217,7 +218,8 @@ type Request struct {
 	// recorded like any other.
 	HoldUnreachable bool
 	// RolloutID is the rollout the run counts toward, for the Event and the
-	// history; "" for none.
+	// history; "" for none. Defaults to the one Config.Rollout admits the
+	// tenant's run in.
 	RolloutID string
 }
 
@@ -327,9 +329,11 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// slot of the tenant's server, after the tenant is known and before
 		// its connection opens, released when the migration ends.
 		if inRollout && rerun == 0 {
-			if err := e.cfg.Rollout.Admit(ctx, req.TenantID); err != nil {
+			id, err := e.cfg.Rollout.Admit(ctx, req.TenantID)
+			if err != nil {
 				return Outcome{From: t.MigrationsVersion}, err
 			}
+			req.RolloutID = cmpOr(req.RolloutID, id)
 		}
 		server := servers.Of(t.DatabaseURL, t.Labels)
 		slot, held, err := e.takeSlot(ctx, req, server)
