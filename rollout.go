@@ -320,3 +320,14 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 		}
 	}
 }
+
+// ValidateWaves reports whether s is a valid RolloutConfig.Waves: cumulative
+// wave sizes, counts or percentages, e.g. "5,10%,100%".
+func ValidateWaves(s string) error {
+	_, err := rollouts.ParseWaves(s)
+	return err
+}
+
+// ParseFailureRate parses a RolloutConfig.HaltFailureRate given as "5%" or
+// as a fraction "0.05", from 0 to 100%.
+func ParseFailureRate(s string) (float64, error) { return rollouts.ParseRate(s) }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate"
 	"github.com/tenantmigrate/tenantmigrate/internal/httpapi"
-	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
 // rolloutOpts are the flags that shape a rollout serve or migrate --all
@@ -41,13 +40,13 @@ func addRolloutFlags(f *pflag.FlagSet, o *rolloutOpts) {
 
 // apply validates the flags and sets cfg.Rollout.
 func (o *rolloutOpts) apply(cfg *tenantmigrate.Config) error {
-	if _, err := rollouts.ParseWaves(o.waves); err != nil {
+	if err := tenantmigrate.ValidateWaves(o.waves); err != nil {
 		return usageErr("--waves (WAVES): %v", err)
 	}
 	if err := tenantmigrate.ValidateSelector(o.canarySelector); err != nil {
 		return usageErr("--canary-selector (CANARY_SELECTOR): %v", err)
 	}
-	rate, err := rollouts.ParseRate(o.haltFailureRate)
+	rate, err := tenantmigrate.ParseFailureRate(o.haltFailureRate)
 	if err != nil {
 		return usageErr("--halt-failure-rate (HALT_FAILURE_RATE): %v", err)
 	}
