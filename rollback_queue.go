@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
@@ -117,13 +118,19 @@ func (r *jobRunner) RollbackTenant(ctx context.Context, tenantID string, to int6
 		Generation: o.cache.generation(),
 		Direction:  run.DirectionDown,
 		To:         to,
-		FailStatus: func(error) controlplane.Status { return controlplane.StatusFailed },
+		// A server that is full or down holds the job back (a snooze, no
+		// attempt), as for migrate_tenant jobs.
+		HoldUnreachable: true,
+		FailStatus:      func(error) controlplane.Status { return controlplane.StatusFailed },
 	})
 	if errors.Is(err, controlplane.ErrTenantNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if out.Held != nil {
+		return &queue.WaitError{Delay: o.heldDelay(out.Held), Err: out.Held}
 	}
 	if err := outcomeErr(tenantID, out); err != nil {
 		if !out.Interrupted {

@@ -281,3 +281,42 @@ func TestTargetPinSeenThroughNotify(t *testing.T) {
 	}
 	require.False(t, a.TargetPinned())
 }
+
+// TestQueuedRollbackWorkedByTheQueue: POST /admin/rollbacks's call,
+// QueueRollback, pins the target and queues a job per tenant; a full_fleet
+// instance's workers run them, and RollbackProgress follows them to done,
+// with every tenant at the version asked for in its database and in the
+// control plane.
+func TestQueuedRollbackWorkedByTheQueue(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	migs := downMigrations(5, nil, nil)
+	cli := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: migs})
+	tenants := addSchemaTenants(t, cli, "qrb", 2, 3)
+	server := startOrchestrator(t, tenantmigrate.Config{
+		DatabaseURL: cp, Migrations: migs, Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
+		Rollout: oneWaveNoHalt,
+	})
+	waitAllLatest(t, server, tenants, 2*time.Minute)
+
+	st, err := cli.QueueRollback(ctx, tenantmigrate.RollbackSelection{To: 3, All: true}, false)
+	require.NoError(t, err)
+	require.Equal(t, int64(6), st.Total)
+	require.Equal(t, int64(3), cli.Target())
+	waitFor(t, time.Minute, "the queued rollback done", func() bool {
+		p, found, err := cli.RollbackProgress(ctx, st.ID)
+		require.NoError(t, err)
+		require.True(t, found)
+		return p.Done
+	})
+	p, _, err := cli.RollbackProgress(ctx, st.ID)
+	require.NoError(t, err)
+	require.Equal(t, int64(6), p.Completed, "%+v", p)
+	require.Zero(t, p.Failed)
+	require.Equal(t, 6, fleettest.CountCompleted(t, cli.Pool(), fleettest.IDs(tenants), 3))
+	fleettest.RequireAppliedOnce(t, tenants, versions(3)...)
+	for id, tables := range tablesOf(t, tenants) {
+		require.Equal(t, []string{"t1", "t2", "t3"}, tables, id)
+	}
+}

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -46,6 +47,9 @@ func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenant
 	err := w.runner.RollbackTenant(ctx, job.Args.TenantID, job.Args.To, job.Attempt, job.MaxAttempts)
 	if err == nil {
 		return nil
+	}
+	if we := (*WaitError)(nil); errors.As(err, &we) {
+		return river.JobSnooze(we.Delay) // its server is full or DOWN: no attempt
 	}
 	if Interrupted(ctx) {
 		return river.JobSnooze(0)
