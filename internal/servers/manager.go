@@ -269,14 +269,23 @@ func (m *Manager) tryLock(ctx context.Context, key int64) (bool, error) {
 	}
 	qctx, cancel := cleanupCtx(ctx)
 	defer cancel()
-	conn, err := m.slotConn(qctx)
-	if err != nil {
-		return false, err
-	}
 	var ok bool
-	if err := conn.QueryRow(qctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
+	for try := 0; ; try++ {
+		conn, err := m.slotConn(qctx)
+		if err != nil {
+			return false, err
+		}
+		err = conn.QueryRow(qctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok)
+		if err == nil {
+			break
+		}
+		// A session the control plane lost (a restart, a failover) only
+		// shows when it is used: once, on a new connection, it is tried
+		// again.
 		m.dropConn(qctx)
-		return false, err
+		if try > 0 || qctx.Err() != nil {
+			return false, err
+		}
 	}
 	if ok {
 		m.held[key] = true
