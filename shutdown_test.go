@@ -45,7 +45,8 @@ func newShutdownFixture(t *testing.T, startCtx context.Context) *shutdownFixture
 }
 
 // migrateInBackground starts MigrateTenant, as a request would, and waits
-// until the run waits at the gate.
+// until the run waits at the gate (in this test's database: other tests'
+// runs wait on the same key in theirs).
 func (f *shutdownFixture) migrateInBackground(t *testing.T) <-chan error {
 	t.Helper()
 	done := make(chan error, 1)
@@ -56,7 +57,7 @@ func (f *shutdownFixture) migrateInBackground(t *testing.T) <-chan error {
 	waitFor(t, 10*time.Second, "the migration waiting at the gate", func() bool {
 		var waiting bool
 		require.NoError(t, f.gate.QueryRow(t.Context(), `
-			SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted)`,
+			SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`,
 			gateLockKey).Scan(&waiting))
 		return waiting
 	})
