@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,24 @@ type runOpts struct {
 	retryBackoff     time.Duration
 	progress         string
 	progressInterval time.Duration
+}
+
+// start begins a batch command (migrate, rollback, force): its progress
+// display (none for a dry run), the logger that writes around it, and the
+// encryption key every batch needs.
+func (o *runOpts) start(cmd *cobra.Command, g *globalOpts, dryRun bool) (*progress, *slog.Logger, error) {
+	prog := newProgress(g.stderr, o.progress, o.progressInterval)
+	if dryRun {
+		prog.mode = progressNone
+	}
+	logger, err := cliLogger(cmd, g, prog)
+	if err != nil {
+		return nil, nil, err
+	}
+	if g.databaseURL != "" && g.encryptionKey == "" {
+		return nil, nil, usageErr("%v", errNoKey)
+	}
+	return prog, logger, nil
 }
 
 // addRunFlags adds the flags of runOpts to f.
@@ -190,16 +209,9 @@ func runMigrate(cmd *cobra.Command, g *globalOpts, o *migrateOpts) error {
 		return err
 	}
 	ctx := cmd.Context()
-	prog := newProgress(g.stderr, o.progress, o.progressInterval)
-	if o.dryRun {
-		prog.mode = progressNone
-	}
-	logger, err := cliLogger(cmd, g, prog)
+	prog, logger, err := o.runOpts.start(cmd, g, o.dryRun)
 	if err != nil {
 		return err
-	}
-	if g.databaseURL != "" && g.encryptionKey == "" {
-		return usageErr("%v", errNoKey)
 	}
 	var rolloutCfg tenantmigrate.Config
 	if err := o.rollout.apply(&rolloutCfg); err != nil {

@@ -213,16 +213,9 @@ func runRollback(cmd *cobra.Command, g *globalOpts, o *rollbackOpts) error {
 		return err
 	}
 	ctx := cmd.Context()
-	prog := newProgress(g.stderr, o.progress, o.progressInterval)
-	if o.dryRun {
-		prog.mode = progressNone
-	}
-	logger, err := cliLogger(cmd, g, prog)
+	prog, logger, err := o.runOpts.start(cmd, g, o.dryRun)
 	if err != nil {
 		return err
-	}
-	if g.databaseURL != "" && g.encryptionKey == "" {
-		return usageErr("%v", errNoKey)
 	}
 	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
 		cfg.Queue.Workers = o.concurrency
@@ -427,13 +420,9 @@ func runForce(cmd *cobra.Command, g *globalOpts, o *forceOpts) error {
 		version = o.allAbove
 	}
 	ctx := cmd.Context()
-	prog := newProgress(g.stderr, o.progress, o.progressInterval)
-	logger, err := cliLogger(cmd, g, prog)
+	prog, logger, err := o.runOpts.start(cmd, g, false)
 	if err != nil {
 		return err
-	}
-	if g.databaseURL != "" && g.encryptionKey == "" {
-		return usageErr("%v", errNoKey)
 	}
 	orch, err := openOrchestrator(ctx, g, logger, true, func(cfg *tenantmigrate.Config) {
 		cfg.Queue.Workers = o.concurrency

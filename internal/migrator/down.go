@@ -170,10 +170,7 @@ func (m *Migrator) downGoose(ctx context.Context, t Target, to int64) (res Resul
 		return res, err
 	}
 	results, downErr := p.DownTo(ctx, to)
-	var (
-		partial  *goose.PartialError
-		checkErr *lockedCheckError
-	)
+	var partial *goose.PartialError
 	if errors.As(downErr, &partial) {
 		results = partial.Applied
 	}
@@ -194,23 +191,10 @@ func (m *Migrator) downGoose(ctx context.Context, t Target, to int64) (res Resul
 			return res, fmt.Errorf("read version: %w", verr)
 		}
 	}
-	switch {
-	case downErr == nil:
+	if downErr == nil {
 		return res, nil
-	case errors.Is(downErr, ErrLockTimeout):
-		return res, fmt.Errorf("%w (waited %s)", ErrLockTimeout, m.lockWait)
-	case errors.As(downErr, &checkErr):
-		return res, checkErr.err
-	case partial != nil:
-		f := partial.Failed.Source
-		name := "go migration"
-		if f.Path != "" {
-			name = path.Base(f.Path)
-		}
-		return res, &ApplyError{Version: f.Version, Name: name, Err: partial.Err}
-	default:
-		return res, fmt.Errorf("goose down: %w", downErr)
 	}
+	return res, m.runError("down", downErr, partial)
 }
 
 // checkDown refuses, with a *NoDownError, to undo versions of table above to that have no Down.

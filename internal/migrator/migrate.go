@@ -110,10 +110,7 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	}
 	results, upErr := m.up(ctx, upFn, target)
 
-	var (
-		partial  *goose.PartialError
-		checkErr *lockedCheckError
-	)
+	var partial *goose.PartialError
 	errors.As(upErr, &partial)
 	for _, r := range results {
 		res.Applied = append(res.Applied, r.Source.Version)
@@ -156,11 +153,24 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 			)
 		}
 		return res, nil
-	case errors.Is(upErr, ErrLockTimeout):
-		return res, fmt.Errorf("%w (waited %s)", ErrLockTimeout, m.lockWait)
-	case errors.As(upErr, &checkErr):
-		// The invalid-index check under the lock: nothing was applied.
-		return res, checkErr.err
+	default:
+		return res, m.runError("up", upErr, partial)
+	}
+}
+
+// runError is the error of a goose run (up or down) that failed with err:
+// the tenant lock's timeout, the error of a check under the lock (nothing
+// was run), an *ApplyError naming the migration that failed (partial), or
+// err.
+func (m *Migrator) runError(direction string, err error, partial *goose.PartialError) error {
+	var checkErr *lockedCheckError
+	switch {
+	case errors.Is(err, ErrLockTimeout):
+		return fmt.Errorf("%w (waited %s)", ErrLockTimeout, m.lockWait)
+	case errors.As(err, &checkErr):
+		// A check under the lock (invalid indexes, a missing Down): nothing
+		// was run.
+		return checkErr.err
 	case partial != nil:
 		f := partial.Failed.Source
 		name := "go migration"
@@ -168,9 +178,9 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 			name = path.Base(f.Path)
 		}
 		// partial.Err, not partial: its message would repeat the version.
-		return res, &ApplyError{Version: f.Version, Name: name, Err: partial.Err}
+		return &ApplyError{Version: f.Version, Name: name, Err: partial.Err}
 	default:
-		return res, fmt.Errorf("goose up: %w", upErr)
+		return fmt.Errorf("goose %s: %w", direction, err)
 	}
 }
 
