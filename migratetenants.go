@@ -234,8 +234,9 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 			// nothing running and gave up a tenant of a server that is down
 			// (nothing recorded: the wave cannot end until it is back).
 			var inflight, gaveUp atomic.Int64
-			stuck := func() bool { return inflight.Load() == 0 && gaveUp.Load() > 0 }
-			source = countYields(o.rolloutSelection(ctx, sel.IDs, claimer.Key, stuck), &inflight)
+			idle := func() bool { return inflight.Load() == 0 }
+			stuck := func() bool { return idle() && gaveUp.Load() > 0 }
+			source = countYields(o.rolloutSelection(ctx, sel.IDs, claimer.Key, idle, stuck), &inflight)
 			onProgress := opts.OnProgress
 			opts.OnProgress = func(ctx context.Context, p MigrateProgress) {
 				if p.Kind == ProgressDone {

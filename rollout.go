@@ -274,11 +274,22 @@ const rolloutPoll = 50 * time.Millisecond
 // latest version as its waves open, claiming each just before it is
 // handed to a worker, until the rollout ends or halts. A tenant claimed but
 // not handed out (ctx ended) is put back.
-func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claimer int64, stuck func() bool) iter.Seq2[selected, error] {
+func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claimer int64, idle, stuck func() bool) iter.Seq2[selected, error] {
 	return func(yield func(selected, error) bool) {
 		for s, err := range o.selection(ctx, Selection{IDs: ids}) {
 			if !yield(s, err) || err != nil {
 				return
+			}
+		}
+		// The tenants named end before the rollout's are claimed: a named
+		// tenant that is also behind is then done in the rollout, not
+		// claimed and run a second time.
+		for len(ids) > 0 && !idle() {
+			select {
+			case <-ctx.Done():
+				yield(selected{}, ctx.Err())
+				return
+			case <-time.After(20 * time.Millisecond):
 			}
 		}
 		for {
