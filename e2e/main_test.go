@@ -74,14 +74,14 @@ type server struct {
 	waitErr error         // set before exited is closed
 }
 
-// startServer starts `tenantmigrate serve --listen 127.0.0.1:0` with only
-// the given environment (and PATH), without waiting for it to listen: call
-// waitListening. The process is stopped (SIGTERM, then SIGKILL) at cleanup,
+// startServer starts `tenantmigrate serve --listen 127.0.0.1:0 ARGS...`
+// with only the given environment (and PATH), without waiting for it to
+// listen: call waitListening. The process is stopped (SIGTERM, then SIGKILL) at cleanup,
 // and its logs are shown if the test failed.
-func startServer(t *testing.T, name string, env []string) *server {
+func startServer(t *testing.T, name string, env []string, args ...string) *server {
 	t.Helper()
 	s := &server{name: name, addr: make(chan string, 1), exited: make(chan struct{})}
-	s.cmd = exec.Command(binary, "serve", "--listen", "127.0.0.1:0")
+	s.cmd = exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
 	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir()}, append(preRolloutEnv, env...)...)
 	s.cmd.Stdout = &s.logs
 	s.cmd.SysProcAttr = dieWithParent()
