@@ -281,6 +281,18 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 				return
 			}
 		}
+		// The rollout's later waves are inserted beside the claims, which
+		// meanwhile take its head (serve's feeders do the same).
+		fillCtx, stopFill := context.WithCancel(ctx)
+		fillDone := make(chan struct{})
+		go func() {
+			defer close(fillDone)
+			o.fillRollout(fillCtx)
+		}()
+		defer func() {
+			stopFill()
+			<-fillDone
+		}()
 		// The tenants named end before the rollout's are claimed: a named
 		// tenant that is also behind is then done in the rollout, not
 		// claimed and run a second time.
@@ -328,6 +340,28 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 			case <-ctx.Done():
 			case <-time.After(rolloutPoll):
 			}
+		}
+	}
+}
+
+// fillRollout inserts the later waves of the rollout to the latest version
+// (rollouts.Store.Fill), or waits while another process inserts them and
+// takes over if it dies, until none remains or ctx ends.
+func (o *Orchestrator) fillRollout(ctx context.Context) {
+	for {
+		waiting, err := o.rollouts.Fill(ctx, o.latest)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			o.logger.WarnContext(ctx, "rollout backlog insert failed", "version", o.latest, "err", err)
+		case !waiting:
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(rollouts.DefaultFeedInterval):
 		}
 	}
 }

@@ -41,8 +41,9 @@ type FeederConfig struct {
 // batches and steps the rollout's waves. Every instance that works the
 // queue runs one; they share the work through the control plane.
 type Feeder struct {
-	cfg  FeederConfig
-	wake chan struct{}
+	cfg      FeederConfig
+	wake     chan struct{}
+	fillWake chan struct{}
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -60,7 +61,7 @@ func NewFeeder(cfg FeederConfig) *Feeder {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Feeder{cfg: cfg, wake: make(chan struct{}, 1)}
+	return &Feeder{cfg: cfg, wake: make(chan struct{}, 1), fillWake: make(chan struct{}, 1)}
 }
 
 // Start starts feeding, under a context detached from ctx's cancellation.
@@ -73,12 +74,18 @@ func (f *Feeder) Start(ctx context.Context) error {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel, f.done = cancel, make(chan struct{})
-	go f.loop(runCtx, f.done)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); f.loop(runCtx) }()
+	go func() { defer wg.Done(); f.fillLoop(runCtx) }()
+	go func() { wg.Wait(); close(f.done) }()
 	return nil
 }
 
-// Stop stops feeding and waits for the step in progress. It is safe to call
-// twice and on a Feeder never started.
+// Stop stops feeding and waits for the step in progress. An insert of a
+// rollout's later waves in progress (Store.Fill) is rolled back, and another
+// instance, or this one when started again, takes it over. It is safe to
+// call twice and on a Feeder never started.
 func (f *Feeder) Stop() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -92,14 +99,15 @@ func (f *Feeder) Stop() {
 
 // Wake makes the feeder step now (a tenant of the rollout finished).
 func (f *Feeder) Wake() {
-	select {
-	case f.wake <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{f.wake, f.fillWake} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
 
-func (f *Feeder) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (f *Feeder) loop(ctx context.Context) {
 	t := time.NewTicker(f.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -131,4 +139,23 @@ func (f *Feeder) Feed(ctx context.Context) error {
 		return err
 	})
 	return err
+}
+
+// fillLoop inserts the later waves of the rollout to the feeder's target
+// (Store.Fill) beside the feeding loop, which meanwhile hands out the
+// rollout's head: an insert of 1M tenants takes seconds.
+func (f *Feeder) fillLoop(ctx context.Context) {
+	t := time.NewTicker(f.cfg.Interval)
+	defer t.Stop()
+	for {
+		if _, err := f.cfg.Store.Fill(ctx, f.cfg.Target); err != nil && ctx.Err() == nil {
+			f.cfg.Logger.WarnContext(ctx, "rollout backlog insert failed", "version", f.cfg.Target, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-f.fillWake:
+		}
+	}
 }

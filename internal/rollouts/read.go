@@ -124,6 +124,8 @@ func (s *Store) fillProgress(ctx context.Context, r *Rollout) error {
 	}
 	for i := range r.Waves {
 		w := &r.Waves[i]
+		// Tenants not yet inserted (Store.Fill) are pending.
+		w.Pending += max(0, w.Size-w.Completed-w.Failed-w.Pending-w.Removed)
 		r.Completed += w.Completed
 		r.Failed += w.Failed
 		r.Pending += w.Pending

@@ -42,6 +42,8 @@ type Store struct {
 	logger *slog.Logger
 	// StaleClaim is DefaultStaleClaim unless a test shortens it.
 	StaleClaim time.Duration
+	// StartHead is DefaultStartHead unless a test shortens it.
+	StartHead int64
 }
 
 // NewStore returns a Store on the control-plane pool. logger receives the
@@ -51,7 +53,7 @@ func NewStore(pool *pgxpool.Pool, logger *slog.Logger) *Store {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{pool: pool, logger: logger, StaleClaim: DefaultStaleClaim}
+	return &Store{pool: pool, logger: logger, StaleClaim: DefaultStaleClaim, StartHead: DefaultStartHead}
 }
 
 // Options are what a new rollout is made with.
@@ -114,7 +116,10 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 		}
 	}()
 
-	var id int64
+	var (
+		id        int64
+		head, tot int64
+	)
 	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		var n int
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM tenantmigrate.rollouts
@@ -134,45 +139,93 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 		if err != nil {
 			return err
 		}
-		cond, args := canary.SQL("labels", 4)
-		members := behindWhere + ` AND ($2 OR migrations_status IS DISTINCT FROM 'FAILED_STALE'
-			OR id IN (SELECT tenant_id FROM tenantmigrate.rollout_tenants WHERE rollout_id = ANY($3) AND state = 'FAILED'))`
-		base := []any{target, opts.IncludeStale, superseded}
-		var total, canaries int64
-		if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE `+cond+`)
-			FROM tenantmigrate.tenants WHERE `+members, append(base, args...)...).Scan(&total, &canaries); err != nil {
-			return err
-		}
-		if total == 0 {
-			return errNothingBehind
-		}
-		if canary.Empty() {
-			canaries = 0
-		}
-		ends := WaveEnds(total, canaries, opts.Waves)
 		if _, err := tx.Exec(ctx, `UPDATE tenantmigrate.rollouts
 			SET state = 'SUPERSEDED', finished_at = now(), updated_at = now(),
 				halt_reason = coalesce(halt_reason || '; ', '') || 'superseded by the rollout to version ' || $1
 			WHERE state IN ('RUNNING', 'HALTED') AND target_version < $1`, target); err != nil {
 			return err
 		}
+		// The row first (one active rollout: after the supersession), so
+		// that the backlog can reference it; its total and waves follow
+		// from the members, counted by the backlog's insert below. Nothing
+		// behind rolls all of it back.
 		if err := tx.QueryRow(ctx, `INSERT INTO tenantmigrate.rollouts
 			(target_version, state, canary_selector, wave_ends, halt_failure_rate, wave_pause_ms, total, created_by)
-			VALUES ($1, 'RUNNING', $2, $3, $4, $5, $6, $7) RETURNING id`,
-			target, canary.String(), ends, rate, opts.WavePause.Milliseconds(), total, opts.CreatedBy).Scan(&id); err != nil {
+			VALUES ($1, 'RUNNING', $2, '{0}', $3, $4, 0, $5) RETURNING id`,
+			target, canary.String(), rate, opts.WavePause.Milliseconds(), opts.CreatedBy).Scan(&id); err != nil {
 			return err
 		}
-		// The order: canaries first, then a hash of the id that does not
-		// depend on when a tenant was added, so a rerun gets the same waves.
+
+		// The members, in one scan of the transaction's snapshot: the
+		// canaries are counted, every other member's id goes into the
+		// backlog. This fixes the membership once: whatever happens to the
+		// tenants afterwards (migrated by a request, added, relabelled,
+		// deleted), the rows inserted later are those of this snapshot.
+		// (An exported snapshot, pg_export_snapshot, would die with the
+		// process holding it, and a take-over would have to recompute the
+		// members from tenants that have changed since; the ids, stored,
+		// outlive every process. Recording an order key and selecting the
+		// tenants behind above it later would drop the members migrated in
+		// between and take in tenants added since, shifting the positions.)
 		canaryExpr := "false"
+		cond, args := canary.SQL("labels", 4)
 		if !canary.Empty() {
 			canaryExpr = cond
 		}
+		members := behindWhere + ` AND ($2 OR migrations_status IS DISTINCT FROM 'FAILED_STALE'
+			OR id IN (SELECT tenant_id FROM tenantmigrate.rollout_tenants WHERE rollout_id = ANY($3) AND state = 'FAILED'))`
+		base := append([]any{target, opts.IncludeStale, superseded}, args...)
+		next := "$" + fmt.Sprint(len(base)+1) // the parameter after base
+		var canaries, rest int64
+		if err := tx.QueryRow(ctx, `INSERT INTO tenantmigrate.rollout_backlog (rollout_id, head, canaries, tenant_ids)
+			SELECT `+next+`::bigint, 0, count(*) FILTER (WHERE c), coalesce(array_agg(id) FILTER (WHERE NOT c), '{}')
+			FROM (SELECT id, (`+canaryExpr+`) AS c FROM tenantmigrate.tenants WHERE `+members+`) m
+			RETURNING canaries, cardinality(tenant_ids)`, append(base, id)...).Scan(&canaries, &rest); err != nil {
+			return err
+		}
+		tot = canaries + rest
+		if tot == 0 {
+			return errNothingBehind
+		}
+		ends := WaveEnds(tot, canaries, opts.Waves)
+		head = headEnd(ends, canaries, s.StartHead)
+		if _, err := tx.Exec(ctx, `UPDATE tenantmigrate.rollouts SET total = $2, wave_ends = $3 WHERE id = $1`, id, tot, ends); err != nil {
+			return err
+		}
+
+		// The head, in the order of the whole: canaries first, then a hash
+		// of the id that does not depend on when a tenant was added, so a
+		// rerun gets the same waves. Its non-canaries are the first of the
+		// backlog in that order: a top-N (no full sort) read from the
+		// table in this same snapshot, which, unlike an INSERT ... SELECT,
+		// may use parallel workers.
+		rows, err = tx.Query(ctx, `SELECT id FROM (
+				SELECT id, true AS c FROM tenantmigrate.tenants WHERE `+members+` AND (`+canaryExpr+`)
+				UNION ALL
+				(SELECT id, false FROM tenantmigrate.tenants WHERE `+members+` AND NOT (`+canaryExpr+`)
+					ORDER BY md5(id), id LIMIT `+next+`)) u
+			ORDER BY c DESC, md5(id), id`, append(base, head-canaries)...)
+		if err != nil {
+			return err
+		}
+		headIDs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if int64(len(headIDs)) != head {
+			return fmt.Errorf("rollout head: %d tenants, want %d", len(headIDs), head)
+		}
 		_, err = tx.Exec(ctx, `INSERT INTO tenantmigrate.rollout_tenants (rollout_id, tenant_id, wave, position)
-			SELECT $`+fmt.Sprint(len(args)+4)+`, id, width_bucket(pos, $`+fmt.Sprint(len(args)+5)+`::bigint[]), pos
-			FROM (SELECT id, row_number() OVER (ORDER BY (`+canaryExpr+`) DESC, md5(id), id) - 1 AS pos
-				FROM tenantmigrate.tenants WHERE `+members+`) t`,
-			append(append(base, args...), id, ends)...)
+			SELECT $1, id, width_bucket(pos - 1, $3::bigint[]), pos - 1 FROM unnest($2::text[]) WITH ORDINALITY AS h (id, pos)`,
+			id, headIDs, ends)
+		if err != nil {
+			return err
+		}
+		if head == tot {
+			_, err = tx.Exec(ctx, `DELETE FROM tenantmigrate.rollout_backlog WHERE rollout_id = $1`, id)
+		} else {
+			_, err = tx.Exec(ctx, `UPDATE tenantmigrate.rollout_backlog SET head = $2 WHERE rollout_id = $1`, id, head)
+		}
 		return err
 	})
 	switch {
@@ -184,17 +237,19 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 	case err != nil:
 		return nil, false, fmt.Errorf("create rollout to %d: %w", target, err)
 	}
-	// Statistics for the new rows, so the first claims use the partial
-	// indexes rather than a plan made for an empty table.
-	if _, err := s.pool.Exec(ctx, `ANALYZE tenantmigrate.rollout_tenants`); err != nil {
-		s.logger.WarnContext(ctx, "analyze rollout tenants", "rollout_id", id, "err", err)
+	if head == tot {
+		// Statistics for the new rows, so the first claims use the partial
+		// indexes rather than a plan made for an empty table. (With a
+		// backlog, Fill does it once the rest is in.)
+		s.analyze(ctx, id)
 	}
 	r, err = s.Get(ctx, id)
 	if err != nil {
 		return nil, false, err
 	}
 	s.logger.InfoContext(ctx, "rollout started", "rollout_id", id, "version", target, "tenants", r.Total,
-		"waves", len(r.WaveEnds), "canary_selector", r.CanarySelector, "halt_failure_rate", r.HaltFailureRate, "created_by", opts.CreatedBy)
+		"waves", len(r.WaveEnds), "canary_selector", r.CanarySelector, "halt_failure_rate", r.HaltFailureRate, "created_by", opts.CreatedBy,
+		"tenants_inserted_later", tot-head)
 	return r, true, nil
 }
 
@@ -338,6 +393,9 @@ func (s *Store) haltIfFailed(ctx context.Context, q querier, id int64, wave int)
 func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 	var state State
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// FOR NO KEY UPDATE (Step changes no key): it excludes the other
+		// steppers and the claims (FOR SHARE), but not the foreign-key
+		// checks of a Fill inserting the rollout's rest for seconds.
 		var (
 			id          int64
 			wave, waves int
@@ -345,7 +403,7 @@ func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 			doneAt      *time.Time
 		)
 		err := tx.QueryRow(ctx, `SELECT id, state, current_wave, cardinality(wave_ends), wave_pause_ms, wave_done_at
-			FROM tenantmigrate.rollouts WHERE target_version = $1 FOR UPDATE SKIP LOCKED`, target).
+			FROM tenantmigrate.rollouts WHERE target_version = $1 FOR NO KEY UPDATE SKIP LOCKED`, target).
 			Scan(&id, &state, &wave, &waves, &pauseMS, &doneAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// None, or another instance is stepping it.
@@ -362,9 +420,17 @@ func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 			state = StateHalted
 			return err
 		}
+		// The wave is open while a tenant of it is to run or running, or
+		// while it ends beyond the rollout's head and the rest is still
+		// being inserted (Fill): a first wave that finished before then must
+		// not find the next one empty and complete the rollout. One
+		// statement, one snapshot: Fill's commit inserts the rows and
+		// deletes the backlog at once, so it sees one or the other.
 		var open bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenantmigrate.rollout_tenants
-			WHERE rollout_id = $1 AND wave = $2 AND state IN ('PENDING', 'QUEUED'))`, id, wave).Scan(&open); err != nil || open {
+				WHERE rollout_id = $1 AND wave = $2 AND state IN ('PENDING', 'QUEUED'))
+			OR EXISTS (SELECT 1 FROM tenantmigrate.rollout_backlog b, tenantmigrate.rollouts r
+				WHERE b.rollout_id = $1 AND r.id = $1 AND r.wave_ends[$2 + 1] > b.head)`, id, wave).Scan(&open); err != nil || open {
 			return err
 		}
 		// The wave finished and passed.
@@ -672,12 +738,16 @@ func (c *Claimer) Release(ctx context.Context) {
 // it does not hold (registered, or fallen behind, since it began), at the
 // end of its last wave, in the order of the rest (md5 of the id).
 // FAILED_STALE tenants come only with includeStale. It returns how many it
-// added; 0 when target has no active rollout.
+// added; 0 when target has no active rollout, or when the rollout's later
+// waves are still being inserted (Fill): the members not yet inserted
+// would look late, so tenants added meanwhile wait for the next call.
 func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (int64, error) {
 	var added int64
 	err := s.pool.QueryRow(ctx, `WITH r AS (
 			SELECT id, total, cardinality(wave_ends) AS waves FROM tenantmigrate.rollouts
-			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED') FOR UPDATE),
+			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED')
+				AND NOT EXISTS (SELECT 1 FROM tenantmigrate.rollout_backlog b WHERE b.rollout_id = rollouts.id)
+			FOR UPDATE),
 		n AS (SELECT t.id, row_number() OVER (ORDER BY md5(t.id), t.id) AS rn
 			FROM tenantmigrate.tenants t, r
 			WHERE `+behindWhere+` AND ($2 OR t.migrations_status IS DISTINCT FROM 'FAILED_STALE')
