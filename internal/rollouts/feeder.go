@@ -3,10 +3,10 @@ package rollouts
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivershared/startstop"
 )
 
 // Defaults of FeederConfig.
@@ -44,9 +44,7 @@ type Feeder struct {
 	cfg  FeederConfig
 	wake chan struct{}
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	life startstop.BaseStartStop
 }
 
 // NewFeeder returns a Feeder.
@@ -66,29 +64,21 @@ func NewFeeder(cfg FeederConfig) *Feeder {
 // Start starts feeding, under a context detached from ctx's cancellation.
 // Starting a running Feeder does nothing.
 func (f *Feeder) Start(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.cancel != nil {
+	ctx, shouldStart, started, stopped := f.life.StartInit(context.WithoutCancel(ctx))
+	if !shouldStart {
 		return nil
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f.cancel, f.done = cancel, make(chan struct{})
-	go f.loop(runCtx, f.done)
+	go func() {
+		started()
+		defer stopped()
+		f.loop(ctx)
+	}()
 	return nil
 }
 
 // Stop stops feeding and waits for the step in progress. It is safe to call
 // twice and on a Feeder never started.
-func (f *Feeder) Stop() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.cancel == nil {
-		return
-	}
-	f.cancel()
-	<-f.done
-	f.cancel, f.done = nil, nil
-}
+func (f *Feeder) Stop() { f.life.Stop() }
 
 // Wake makes the feeder step now (a tenant of the rollout finished).
 func (f *Feeder) Wake() {
@@ -98,8 +88,7 @@ func (f *Feeder) Wake() {
 	}
 }
 
-func (f *Feeder) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (f *Feeder) loop(ctx context.Context) {
 	t := time.NewTicker(f.cfg.Interval)
 	defer t.Stop()
 	for {
