@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
 
@@ -45,38 +46,11 @@ func (o *Orchestrator) Force(ctx context.Context, sel ForceSelection, version in
 }
 
 func (o *Orchestrator) forceSelection(ctx context.Context, sel ForceSelection, version int64) iter.Seq2[selected, error] {
-	return func(yield func(selected, error) bool) {
-		seen := make(map[string]bool, len(sel.IDs))
-		for _, id := range sel.IDs {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
-			if !yield(selected{id: id, explicit: true, direction: run.DirectionForce, to: version}, nil) {
-				return
-			}
-		}
-		if !sel.AllAbove {
-			return
-		}
-		for cursor := int64(0); ; {
-			page, next, err := o.store.ScanAbove(ctx, version, cursor, scanPageSize)
-			if err != nil {
-				yield(selected{}, err)
-				return
-			}
-			for _, t := range page {
-				if seen[t.ID] {
-					continue
-				}
-				if !yield(selected{id: t.ID, direction: run.DirectionForce, to: version}, nil) {
-					return
-				}
-			}
-			if next == 0 {
-				return
-			}
-			cursor = next
+	var scan func(cursor int64) ([]controlplane.TenantVersion, int64, error)
+	if sel.AllAbove {
+		scan = func(cursor int64) ([]controlplane.TenantVersion, int64, error) {
+			return o.store.ScanAbove(ctx, version, cursor, scanPageSize)
 		}
 	}
+	return namedThenScanned(sel.IDs, selected{direction: run.DirectionForce, to: version}, scan, tenantVersionID)
 }

@@ -63,31 +63,51 @@ type selected struct {
 // selection walks sel a page of ids at a time (no URL is decrypted, and
 // memory does not grow with the fleet).
 func (o *Orchestrator) selection(ctx context.Context, sel Selection) iter.Seq2[selected, error] {
+	var scan func(cursor int64) ([]string, int64, error)
+	if sel.AllBehind {
+		scan = func(cursor int64) ([]string, int64, error) {
+			return o.store.ScanBehind(ctx, o.Target(), sel.IncludeStale, cursor, scanPageSize)
+		}
+	}
+	return namedThenScanned(sel.IDs, selected{}, scan, func(id string) string { return id })
+}
+
+// namedThenScanned is the walk of a batch selection (migrate, force,
+// rollback): the named ids first, each once, marked explicit, then, unless
+// scan is nil, the ids of the pages scan reads (from cursor 0 until its
+// next cursor is 0) that were not named. Each is base with its id. A scan
+// that fails yields its error and ends the walk.
+func namedThenScanned[T any](named []string, base selected, scan func(cursor int64) ([]T, int64, error), idOf func(T) string) iter.Seq2[selected, error] {
 	return func(yield func(selected, error) bool) {
-		seen := make(map[string]bool, len(sel.IDs))
-		for _, id := range sel.IDs {
+		seen := make(map[string]bool, len(named))
+		for _, id := range named {
 			if seen[id] {
 				continue
 			}
 			seen[id] = true
-			if !yield(selected{id: id, explicit: true}, nil) {
+			s := base
+			s.id, s.explicit = id, true
+			if !yield(s, nil) {
 				return
 			}
 		}
-		if !sel.AllBehind {
+		if scan == nil {
 			return
 		}
 		for cursor := int64(0); ; {
-			ids, next, err := o.store.ScanBehind(ctx, o.Target(), sel.IncludeStale, cursor, scanPageSize)
+			page, next, err := scan(cursor)
 			if err != nil {
 				yield(selected{}, err)
 				return
 			}
-			for _, id := range ids {
+			for _, t := range page {
+				id := idOf(t)
 				if seen[id] {
 					continue
 				}
-				if !yield(selected{id: id}, nil) {
+				s := base
+				s.id = id
+				if !yield(s, nil) {
 					return
 				}
 			}

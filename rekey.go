@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
 
 // ErrDecrypt is wrapped by the error of a tenant whose stored database URL
@@ -13,44 +14,18 @@ import (
 // is under, never the ciphertext or a key.
 var ErrDecrypt = controlplane.ErrDecrypt
 
-// DefaultRekeyPageSize is the default of RekeyOptions.PageSize.
-const DefaultRekeyPageSize = controlplane.DefaultRekeyPageSize
+// DefaultRekeyPageSize is the default of RekeyOptions.PageSize (500).
+const DefaultRekeyPageSize = tenanttype.DefaultRekeyPageSize
 
-// RekeyOptions configures Orchestrator.Rekey.
-type RekeyOptions struct {
-	// DryRun counts what a run would do, decrypting every row not under the
-	// current key, and writes nothing.
-	DryRun bool
-	// PageSize is the number of tenants read and rewritten per statement.
-	// Defaults to DefaultRekeyPageSize (500).
-	PageSize int
-	// OnPage, when set, is called after each page with the counts so far.
-	OnPage func(RekeyResult)
-}
-
-// RekeyResult counts what Orchestrator.Rekey did.
-type RekeyResult struct {
-	// Rekeyed is the number of tenants whose URL was re-encrypted under the
-	// current key (with DryRun: would be).
-	Rekeyed int
-	// AlreadyCurrent is the number of tenants found under the current key.
-	// Each tenant is counted once, in one of the three counts, as it was
-	// when Rekey reached it; tenants added during the run may be missed
-	// (they are under the current key of their writer).
-	AlreadyCurrent int
-	// Failed are the tenants that could not be re-encrypted, left as they
-	// were: no configured key decrypts their URL (Err wraps ErrDecrypt), or
-	// it changed concurrently at every attempt.
-	Failed []RekeyFailure
-}
-
-// RekeyFailure is a tenant Orchestrator.Rekey could not re-encrypt.
-type RekeyFailure struct {
-	TenantID string
-	// Err names the tenant and says why; it never holds the URL, its
-	// ciphertext or a key.
-	Err error
-}
+// The types of Orchestrator.Rekey, from the public package tenanttype.
+type (
+	// RekeyOptions configures Orchestrator.Rekey.
+	RekeyOptions = tenanttype.RekeyOptions
+	// RekeyResult counts what Orchestrator.Rekey did.
+	RekeyResult = tenanttype.RekeyResult
+	// RekeyFailure is a tenant Orchestrator.Rekey could not re-encrypt.
+	RekeyFailure = tenanttype.RekeyFailure
+)
 
 // Rekey re-encrypts under Config.EncryptionKey the database URL of every
 // tenant stored under another key (one of Config.PreviousEncryptionKeys, or
@@ -69,19 +44,5 @@ type RekeyFailure struct {
 // Rekey works on a ReadOnly Orchestrator (it writes only what it is asked
 // to).
 func (o *Orchestrator) Rekey(ctx context.Context, opts RekeyOptions) (RekeyResult, error) {
-	cpOpts := controlplane.RekeyOptions{DryRun: opts.DryRun, PageSize: opts.PageSize}
-	if opts.OnPage != nil {
-		cpOpts.OnPage = func(r controlplane.RekeyResult) { opts.OnPage(rekeyResult(r)) }
-	}
-	res, err := o.store.Rekey(ctx, cpOpts)
-	return rekeyResult(res), err
-}
-
-// rekeyResult converts the control plane's counts.
-func rekeyResult(r controlplane.RekeyResult) RekeyResult {
-	out := RekeyResult{Rekeyed: r.Rekeyed, AlreadyCurrent: r.AlreadyCurrent}
-	for _, f := range r.Failed {
-		out.Failed = append(out.Failed, RekeyFailure{TenantID: f.TenantID, Err: f.Err})
-	}
-	return out
+	return o.store.Rekey(ctx, opts)
 }

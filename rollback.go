@@ -147,41 +147,17 @@ func (o *Orchestrator) rollbackSelection(ctx context.Context, sel RollbackSelect
 	if sel.Selector != "" {
 		return o.selectorSelection(ctx, sel)
 	}
-	return func(yield func(selected, error) bool) {
-		seen := make(map[string]bool, len(sel.IDs))
-		for _, id := range sel.IDs {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
-			if !yield(selected{id: id, explicit: true, direction: run.DirectionDown, to: sel.To}, nil) {
-				return
-			}
-		}
-		if !sel.All {
-			return
-		}
-		for cursor := int64(0); ; {
-			page, next, err := o.store.ScanAbove(ctx, sel.To, cursor, scanPageSize)
-			if err != nil {
-				yield(selected{}, err)
-				return
-			}
-			for _, t := range page {
-				if seen[t.ID] {
-					continue
-				}
-				if !yield(selected{id: t.ID, direction: run.DirectionDown, to: sel.To}, nil) {
-					return
-				}
-			}
-			if next == 0 {
-				return
-			}
-			cursor = next
+	var scan func(cursor int64) ([]controlplane.TenantVersion, int64, error)
+	if sel.All {
+		scan = func(cursor int64) ([]controlplane.TenantVersion, int64, error) {
+			return o.store.ScanAbove(ctx, sel.To, cursor, scanPageSize)
 		}
 	}
+	return namedThenScanned(sel.IDs, selected{direction: run.DirectionDown, to: sel.To}, scan, tenantVersionID)
 }
+
+// tenantVersionID is the id of a tenant a scan of versions found.
+func tenantVersionID(t controlplane.TenantVersion) string { return t.ID }
 
 // RollbackTenants yields the tenants Rollback would move now for sel, with
 // their recorded version, leaving out named tenants with nothing to undo.

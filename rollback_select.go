@@ -6,6 +6,7 @@ import (
 	"iter"
 	"strconv"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/labels"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
@@ -92,27 +93,14 @@ func rolloutSelection(sel RollbackSelection) iter.Seq2[selected, error] {
 // selectorSelection yields the tenants recorded above To whose labels
 // match sel.Selector, a page at a time.
 func (o *Orchestrator) selectorSelection(ctx context.Context, sel RollbackSelection) iter.Seq2[selected, error] {
-	return func(yield func(selected, error) bool) {
-		ls, err := labels.Parse(sel.Selector)
-		if err != nil {
+	ls, err := labels.Parse(sel.Selector)
+	if err != nil {
+		return func(yield func(selected, error) bool) {
 			yield(selected{}, fmt.Errorf("roll back: selector: %w", invalid(err)))
-			return
-		}
-		for cursor := int64(0); ; {
-			page, next, err := o.store.ScanAboveMatching(ctx, sel.To, ls, cursor, scanPageSize)
-			if err != nil {
-				yield(selected{}, err)
-				return
-			}
-			for _, t := range page {
-				if !yield(selected{id: t.ID, direction: run.DirectionDown, to: sel.To}, nil) {
-					return
-				}
-			}
-			if next == 0 {
-				return
-			}
-			cursor = next
 		}
 	}
+	return namedThenScanned(nil, selected{direction: run.DirectionDown, to: sel.To},
+		func(cursor int64) ([]controlplane.TenantVersion, int64, error) {
+			return o.store.ScanAboveMatching(ctx, sel.To, ls, cursor, scanPageSize)
+		}, tenantVersionID)
 }

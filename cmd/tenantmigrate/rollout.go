@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,18 +148,9 @@ func newRolloutShowCmd(g *globalOpts, use, short string) *cobra.Command {
 		Example: "  tenantmigrate rollout show 7\n  tenantmigrate rollout show 7 --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := rolloutID(args[0])
+			_, r, err := onRollout(cmd, g, args[0], (*tenantmigrate.Orchestrator).GetRollout)
 			if err != nil {
 				return err
-			}
-			orch, err := openInspectOrchestrator(cmd, g, false, nil)
-			if err != nil {
-				return err
-			}
-			defer orch.Close()
-			r, err := orch.GetRollout(cmd.Context(), id)
-			if err != nil {
-				return rolloutErr(id, err)
 			}
 			return printRolloutOut(g.stdout, r, asJSON)
 		},
@@ -187,23 +179,13 @@ supersedes it anyway.`
 		Example: "  tenantmigrate rollout " + verb + " 7",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := rolloutID(args[0])
-			if err != nil {
-				return err
-			}
-			orch, err := openInspectOrchestrator(cmd, g, false, nil)
-			if err != nil {
-				return err
-			}
-			defer orch.Close()
-			var r *tenantmigrate.Rollout
+			act := (*tenantmigrate.Orchestrator).ResumeRollout
 			if verb == "abort" {
-				r, err = orch.AbortRollout(cmd.Context(), id)
-			} else {
-				r, err = orch.ResumeRollout(cmd.Context(), id)
+				act = (*tenantmigrate.Orchestrator).AbortRollout
 			}
+			id, r, err := onRollout(cmd, g, args[0], act)
 			if err != nil {
-				return rolloutErr(id, err)
+				return err
 			}
 			if !asJSON {
 				fmt.Fprintf(g.stdout, "rollout %d: %s\n", id, map[string]string{"abort": "aborted", "resume": "resumed"}[verb])
@@ -213,6 +195,28 @@ supersedes it anyway.`
 	}
 	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// onRollout runs act on the rollout whose id is arg, with an inspect
+// Orchestrator, and returns the id and what act returns; its error is the
+// command's.
+func onRollout(cmd *cobra.Command, g *globalOpts, arg string,
+	act func(*tenantmigrate.Orchestrator, context.Context, int64) (*tenantmigrate.Rollout, error),
+) (int64, *tenantmigrate.Rollout, error) {
+	id, err := rolloutID(arg)
+	if err != nil {
+		return 0, nil, err
+	}
+	orch, err := openInspectOrchestrator(cmd, g, false, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer orch.Close()
+	r, err := act(orch, cmd.Context(), id)
+	if err != nil {
+		return 0, nil, rolloutErr(id, err)
+	}
+	return id, r, nil
 }
 
 func rolloutID(s string) (int64, error) {

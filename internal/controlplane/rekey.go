@@ -5,51 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
 
-// DefaultRekeyPageSize is the number of tenants Rekey reads and rewrites per
-// statement when RekeyOptions.PageSize is 0.
-const DefaultRekeyPageSize = 500
+// The rekey's types are public (package tenanttype).
+type (
+	// RekeyOptions is tenanttype.RekeyOptions, which configures Store.Rekey.
+	RekeyOptions = tenanttype.RekeyOptions
+	// RekeyResult is tenanttype.RekeyResult, the counts of Store.Rekey.
+	RekeyResult = tenanttype.RekeyResult
+	// RekeyFailure is tenanttype.RekeyFailure, a tenant Store.Rekey could
+	// not re-encrypt.
+	RekeyFailure = tenanttype.RekeyFailure
+)
+
+// DefaultRekeyPageSize is tenanttype.DefaultRekeyPageSize.
+const DefaultRekeyPageSize = tenanttype.DefaultRekeyPageSize
 
 // rekeyAttempts bounds how often Rekey re-encrypts one tenant whose URL
 // changed between its read and its write.
 const rekeyAttempts = 3
-
-// RekeyOptions configures Store.Rekey.
-type RekeyOptions struct {
-	// DryRun counts, decrypting every row not under the current key, and
-	// writes nothing.
-	DryRun bool
-	// PageSize is the number of tenants read and rewritten per statement.
-	// Defaults to DefaultRekeyPageSize; capped at MaxPageSize.
-	PageSize int
-	// OnPage, when set, is called after each page with the counts so far.
-	OnPage func(RekeyResult)
-}
-
-// RekeyResult counts what Rekey did.
-type RekeyResult struct {
-	// Rekeyed is the number of tenants whose URL was re-encrypted under the
-	// current key (with DryRun: would be).
-	Rekeyed int
-	// AlreadyCurrent is the number of tenants found under the current key.
-	// Each tenant is counted once, in one of the three counts, as it was
-	// when its page was read (or, when it changed before its write, after).
-	AlreadyCurrent int
-	// Failed are the tenants whose URL no configured key decrypts, and
-	// those that changed concurrently at every attempt, in the order found.
-	Failed []RekeyFailure
-}
-
-// RekeyFailure is a tenant Rekey could not re-encrypt.
-type RekeyFailure struct {
-	TenantID string
-	// Err says why: it wraps ErrDecrypt when no configured key decrypts the
-	// URL. It never holds the URL or its ciphertext.
-	Err error
-}
 
 // rekeyRow is a row not under the current key.
 type rekeyRow struct {
@@ -135,7 +114,9 @@ func (s *Store) Rekey(ctx context.Context, opts RekeyOptions) (RekeyResult, erro
 			}
 		}
 		if opts.OnPage != nil {
-			opts.OnPage(res)
+			// Clipped: an append of the callback's does not write into
+			// the slice Rekey goes on appending to.
+			opts.OnPage(RekeyResult{Rekeyed: res.Rekeyed, AlreadyCurrent: res.AlreadyCurrent, Failed: slices.Clip(res.Failed)})
 		}
 	}
 }

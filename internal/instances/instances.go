@@ -33,10 +33,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/rivershared/startstop"
 )
 
 // Defaults of Config.
@@ -145,9 +145,11 @@ type Service struct {
 	host string
 	pid  int
 
-	life   sync.Mutex
-	cancel context.CancelFunc // nil when not running
-	done   chan struct{}
+	life startstop.BaseStartStop
+	// registered says that the last Start registered the instance, so that
+	// Stop marks it stopped. Start writes it before it starts the loop or
+	// gives up, Stop reads it after the loop ended.
+	registered bool
 
 	health health // used by the loop goroutine only
 }
@@ -177,20 +179,23 @@ func (s *Service) Timeout() time.Duration { return s.cfg.Timeout }
 // does nothing; if the registration fails, Start returns its error and may be
 // called again.
 func (s *Service) Start(ctx context.Context) error {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.cancel != nil {
+	loopCtx, shouldStart, started, stopped := s.life.StartInit(context.WithoutCancel(ctx))
+	if !shouldStart {
 		return nil
 	}
 	if err := s.beat(ctx); err != nil {
+		s.registered = false
+		stopped() // startable again
 		return fmt.Errorf("register instance %s: %w", s.cfg.ID, err)
 	}
+	s.registered = true
 	s.health = health{timeout: s.cfg.Timeout}
 	s.health.record(true, time.Now())
-
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.done = cancel, make(chan struct{})
-	go s.loop(loopCtx, s.done)
+	go func() {
+		started()
+		defer stopped()
+		s.loop(loopCtx)
+	}()
 	return nil
 }
 
@@ -201,14 +206,15 @@ func (s *Service) Start(ctx context.Context) error {
 // the error of that write; it is safe to call more than once and before
 // Start.
 func (s *Service) Stop(ctx context.Context) error {
-	s.life.Lock()
-	defer s.life.Unlock()
-	if s.cancel == nil {
+	shouldStop, stopped, finalizeStop := s.life.StopInit()
+	if !shouldStop {
 		return nil
 	}
-	s.cancel()
-	<-s.done
-	s.cancel, s.done = nil, nil
+	defer finalizeStop(true)
+	<-stopped
+	if !s.registered {
+		return nil // the last Start failed: nothing to mark
+	}
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -220,8 +226,7 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 // loop heartbeats, and rescues, every Interval until ctx ends.
-func (s *Service) loop(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+func (s *Service) loop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {

@@ -212,3 +212,30 @@ func TestNoRescueWhileOwnHeartbeatsFail(t *testing.T) {
 	})
 	require.Equal(t, "running", readJob(t, pool, job).State, "a live instance's job rescued after the outage")
 }
+
+// TestStartAfterFailedRegistration: a Start whose registration fails (no
+// instances table yet) returns its error and leaves nothing to stop: Stop
+// writes nothing (it would fail on the missing table). Once the control
+// plane is migrated, Start registers the instance; a second Start does
+// nothing, and Stop marks the instance stopped.
+func TestStartAfterFailedRegistration(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(t.Context(), pgtest.NewDatabase(t))
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	s, err := instances.New(instances.Config{Pool: pool, Timeout: time.Hour})
+	require.NoError(t, err)
+
+	require.ErrorContains(t, s.Start(t.Context()), "register instance "+s.ID())
+	require.NoError(t, s.Stop(t.Context()), "Stop after a failed Start")
+
+	require.NoError(t, controlplane.Migrate(t.Context(), pool))
+	require.NoError(t, s.Start(t.Context()))
+	require.NoError(t, s.Start(t.Context()), "second Start")
+	require.True(t, instanceExists(t, pool, s.ID()))
+	require.NoError(t, s.Stop(t.Context()))
+	var stopped bool
+	require.NoError(t, pool.QueryRow(t.Context(),
+		`SELECT stopped_at IS NOT NULL FROM tenantmigrate.instances WHERE id = $1`, s.ID()).Scan(&stopped))
+	require.True(t, stopped)
+}

@@ -146,12 +146,10 @@ func (m *Migrator) Down(ctx context.Context, t Target, to int64) (Result, error)
 
 func (m *Migrator) downGoose(ctx context.Context, t Target, to int64) (res Result, err error) {
 	res.Version = -1
-	connCfg, err := m.connConfig(t)
+	db, target, err := m.openTarget(ctx, t, false)
 	if err != nil {
 		return res, err
 	}
-	target := slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
-	db := m.openDB(connCfg)
 	defer db.Close()
 
 	table, exists, err := resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable, goose.DefaultTablename)
@@ -180,16 +178,8 @@ func (m *Migrator) downGoose(ctx context.Context, t Target, to int64) (res Resul
 			slog.Int64("version", r.Source.Version), slog.String("source", path.Base(r.Source.Path)),
 			slog.Int64("duration_ms", r.Duration.Milliseconds()))
 	}
-	if downErr == nil || !isConnectionError(downErr) {
-		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), versionQueryTimeout)
-		current, _, verr := p.GetVersions(vctx)
-		cancel()
-		switch {
-		case verr == nil:
-			res.Version = current
-		case downErr == nil:
-			return res, fmt.Errorf("read version: %w", verr)
-		}
+	if err := versionAfter(ctx, p, downErr, &res); err != nil {
+		return res, err
 	}
 	if downErr == nil {
 		return res, nil
@@ -216,18 +206,11 @@ func (m *Migrator) checkDown(ctx context.Context, conn *sql.Conn, table VersionT
 // downGolangMigrate is Down for a golang-migrate source; see the comment at the top of the file.
 func (m *Migrator) downGolangMigrate(ctx context.Context, t Target, to int64) (res Result, err error) {
 	res.Version = -1
-	connCfg, err := m.connConfig(t)
+	conn, target, closeAll, err := m.openSession(ctx, t, false)
 	if err != nil {
 		return res, err
 	}
-	target := slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
-	db := m.openDB(connCfg)
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return res, fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close()
+	defer closeAll()
 
 	table, exists, err := resolveVersionTable(ctx, conn.QueryRowContext, t.Schema, m.versionTable, GolangMigrateTable)
 	if err != nil {

@@ -40,22 +40,11 @@ func (m *Migrator) Force(ctx context.Context, t Target, version int64) (Result, 
 
 func (m *Migrator) force(ctx context.Context, t Target, version int64) (Result, error) {
 	res := Result{Version: -1}
-	connCfg, err := m.connConfig(t)
+	conn, _, closeAll, err := m.openSession(ctx, t, true)
 	if err != nil {
 		return res, err
 	}
-	db := m.openDB(connCfg)
-	defer db.Close()
-	if t.Schema != "" {
-		if err := ensureSchema(ctx, db, t.Schema); err != nil {
-			return res, err
-		}
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return res, fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close()
+	defer closeAll()
 
 	if m.format == FormatGolangMigrate {
 		table, _, err := resolveVersionTable(ctx, conn.QueryRowContext, t.Schema, m.versionTable, GolangMigrateTable)
@@ -67,9 +56,8 @@ func (m *Migrator) force(ctx context.Context, t Target, version int64) (Result, 
 			return res, err
 		}
 		defer unlock()
-		if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+table.String()+
-			" (version bigint not null primary key, dirty boolean not null)"); err != nil {
-			return res, fmt.Errorf("create version table %s: %w", table, err)
+		if err := createGMVersionTable(ctx, conn, table); err != nil {
+			return res, err
 		}
 		v := version
 		if v == 0 {

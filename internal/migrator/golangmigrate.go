@@ -128,6 +128,15 @@ func (m *Migrator) gmApplied(st gmState) []int64 {
 	return applied
 }
 
+// createGMVersionTable is golang-migrate's ensureVersionTable, schema-qualified.
+func createGMVersionTable(ctx context.Context, conn *sql.Conn, table VersionTable) error {
+	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+table.String()+
+		" (version bigint not null primary key, dirty boolean not null)"); err != nil {
+		return fmt.Errorf("create version table %s: %w", table, err)
+	}
+	return nil
+}
+
 // setGMVersion records version and dirty as golang-migrate's SetVersion does: TRUNCATE and
 // INSERT in one transaction.
 func setGMVersion(ctx context.Context, conn *sql.Conn, table VersionTable, version int64, dirty bool) error {
@@ -151,24 +160,12 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 	res.Version = -1
 	defer func() { res.Duration = time.Since(start) }()
 
-	connCfg, err := m.connConfig(t)
+	// One session for everything: the advisory locks are the session's.
+	conn, target, closeAll, err := m.openSession(ctx, t, true)
 	if err != nil {
 		return res, err
 	}
-	target := slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
-	db := m.openDB(connCfg)
-	defer db.Close()
-	if t.Schema != "" {
-		if err := ensureSchema(ctx, db, t.Schema); err != nil {
-			return res, err
-		}
-	}
-	// One session for everything: the advisory locks are the session's.
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return res, fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close()
+	defer closeAll()
 
 	// Without the lock first: the common case, nothing to do, costs no lock.
 	table, exists, err := resolveVersionTable(ctx, conn.QueryRowContext, t.Schema, m.versionTable, GolangMigrateTable)
@@ -212,10 +209,8 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 		return res, err
 	}
 	if !exists {
-		// golang-migrate's ensureVersionTable, schema-qualified.
-		if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+table.String()+
-			" (version bigint not null primary key, dirty boolean not null)"); err != nil {
-			return res, fmt.Errorf("create version table %s: %w", table, err)
+		if err := createGMVersionTable(ctx, conn, table); err != nil {
+			return res, err
 		}
 	}
 

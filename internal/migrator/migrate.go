@@ -75,20 +75,11 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	res.Version = -1
 	defer func() { res.Duration = time.Since(start) }()
 
-	connCfg, err := m.connConfig(t)
+	db, target, err := m.openTarget(ctx, t, true)
 	if err != nil {
 		return res, err
 	}
-	// Log attributes naming the target: never the URL, which may hold a password.
-	target := slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
-	db := m.openDB(connCfg)
 	defer db.Close()
-
-	if t.Schema != "" {
-		if err := ensureSchema(ctx, db, t.Schema); err != nil {
-			return res, err
-		}
-	}
 
 	table, _, err := resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable, goose.DefaultTablename)
 	if err != nil {
@@ -128,16 +119,8 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	// ask the target, unless it just proved unreachable: don't wait for it a second time.
 	if n := len(res.Applied); n > 0 && !m.allowMissing {
 		res.Version = res.Applied[n-1]
-	} else if upErr == nil || !isConnectionError(upErr) {
-		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), versionQueryTimeout)
-		current, _, verr := p.GetVersions(vctx)
-		cancel()
-		switch {
-		case verr == nil:
-			res.Version = current
-		case upErr == nil:
-			return res, fmt.Errorf("read version: %w", verr)
-		}
+	} else if err := versionAfter(ctx, p, upErr, &res); err != nil {
+		return res, err
 	}
 
 	switch {
@@ -156,6 +139,26 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	default:
 		return res, m.runError("up", upErr, partial)
 	}
+}
+
+// versionAfter sets res.Version to the target's version after a goose run that ended with
+// runErr, read under a context of its own (ctx may have ended), unless the run just proved the
+// target unreachable: don't wait for it a second time. A failed read is the error only after a
+// run that succeeded; after a failed run, the run's error says more, and res.Version is left.
+func versionAfter(ctx context.Context, p *goose.Provider, runErr error, res *Result) error {
+	if runErr != nil && isConnectionError(runErr) {
+		return nil
+	}
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), versionQueryTimeout)
+	defer cancel()
+	current, _, err := p.GetVersions(vctx)
+	switch {
+	case err == nil:
+		res.Version = current
+	case runErr == nil:
+		return fmt.Errorf("read version: %w", err)
+	}
+	return nil
 }
 
 // runError is the error of a goose run (up or down) that failed with err:
@@ -182,6 +185,42 @@ func (m *Migrator) runError(direction string, err error, partial *goose.PartialE
 	default:
 		return fmt.Errorf("goose %s: %w", direction, err)
 	}
+}
+
+// openTarget opens a pool on target t for one run (openDB), first creating the schema of a schema
+// target when createSchema, and returns it with the log attributes that name the target: never
+// the URL, which may hold a password. The caller closes db.
+func (m *Migrator) openTarget(ctx context.Context, t Target, createSchema bool) (db *sql.DB, target slog.Attr, err error) {
+	connCfg, err := m.connConfig(t)
+	if err != nil {
+		return nil, slog.Attr{}, err
+	}
+	target = slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
+	db = m.openDB(connCfg)
+	if createSchema && t.Schema != "" {
+		if err := ensureSchema(ctx, db, t.Schema); err != nil {
+			_ = db.Close()
+			return nil, slog.Attr{}, err
+		}
+	}
+	return db, target, nil
+}
+
+// openSession is openTarget and one session on its pool, for a run whose advisory locks are the
+// session's. closeAll closes the session, then the pool.
+func (m *Migrator) openSession(ctx context.Context, t Target, createSchema bool) (conn *sql.Conn, target slog.Attr, closeAll func(), err error) {
+	db, target, err := m.openTarget(ctx, t, createSchema)
+	if err != nil {
+		return nil, slog.Attr{}, nil, err
+	}
+	if conn, err = db.Conn(ctx); err != nil {
+		_ = db.Close()
+		return nil, slog.Attr{}, nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, target, func() {
+		_ = conn.Close()
+		_ = db.Close()
+	}, nil
 }
 
 // openDB returns a database/sql pool over pgx, limited to the connections goose needs. The pool

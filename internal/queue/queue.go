@@ -7,15 +7,11 @@ package queue
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/tenantmigrate/tenantmigrate/internal/instances"
 )
 
 // Schema is the control-plane schema that holds River's tables.
@@ -191,7 +189,8 @@ type Config struct {
 	// instance id of internal/instances, whose rescuer finds a dead
 	// instance's jobs by it.
 	//
-	// Defaults to the host name, process id and a random suffix.
+	// Defaults to instances.DefaultID(): the host name, process id and a
+	// random suffix.
 	ID string
 
 	// Logger receives River's logs, and a warning from New when Pool looks too
@@ -232,7 +231,7 @@ func (c Config) withDefaults() Config {
 		c.FleetRescanInterval = DefaultFleetRescanInterval
 	}
 	if c.ID == "" {
-		c.ID = defaultID()
+		c.ID = instances.DefaultID()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -498,19 +497,3 @@ func (q *Queue) Client() *river.Client[pgx.Tx] { return q.client }
 
 // RescueAfter is Config.RescueAfter with its default applied.
 func (q *Queue) RescueAfter() time.Duration { return q.cfg.RescueAfter }
-
-// defaultID is the host name, process id and a random suffix: unique even for
-// several instances on one host or in one process.
-func defaultID() string {
-	host, _ := os.Hostname()
-	host = strings.NewReplacer(".", "_", "-", "_").Replace(host)
-	if host == "" {
-		host = "unknown_host"
-	}
-	if len(host) > 60 {
-		host = host[:60]
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s_%d_%s", host, os.Getpid(), hex.EncodeToString(b[:]))
-}

@@ -3,10 +3,12 @@ package rollouts
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"sync"
+
+	"github.com/riverqueue/river/rivershared/startstop"
 )
 
 // Defaults of FeederConfig.
@@ -45,9 +47,7 @@ type Feeder struct {
 	wake     chan struct{}
 	fillWake chan struct{}
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	life startstop.BaseStartStop
 }
 
 // NewFeeder returns a Feeder.
@@ -67,18 +67,19 @@ func NewFeeder(cfg FeederConfig) *Feeder {
 // Start starts feeding, under a context detached from ctx's cancellation.
 // Starting a running Feeder does nothing.
 func (f *Feeder) Start(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.cancel != nil {
+	ctx, shouldStart, started, stopped := f.life.StartInit(context.WithoutCancel(ctx))
+	if !shouldStart {
 		return nil
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f.cancel, f.done = cancel, make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); f.loop(runCtx) }()
-	go func() { defer wg.Done(); f.fillLoop(runCtx) }()
-	go func() { wg.Wait(); close(f.done) }()
+	go func() {
+		started()
+		defer stopped()
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); f.loop(ctx) }()
+		go func() { defer wg.Done(); f.fillLoop(ctx) }()
+		wg.Wait()
+	}()
 	return nil
 }
 
@@ -86,16 +87,7 @@ func (f *Feeder) Start(ctx context.Context) error {
 // rollout's later waves in progress (Store.Fill) is rolled back, and another
 // instance, or this one when started again, takes it over. It is safe to
 // call twice and on a Feeder never started.
-func (f *Feeder) Stop() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.cancel == nil {
-		return
-	}
-	f.cancel()
-	<-f.done
-	f.cancel, f.done = nil, nil
-}
+func (f *Feeder) Stop() { f.life.Stop() }
 
 // Wake makes the feeder step now (a tenant of the rollout finished).
 func (f *Feeder) Wake() {

@@ -191,34 +191,27 @@ func (m *Manager) ProbeIfDue(ctx context.Context, server string) (bool, error) {
 	return true, m.ReportReachable(ctx, server)
 }
 
-// Start runs the prober in the background: every ProbeInterval/2 it probes
-// each DOWN server whose probe is due (ProbeIfDue). Start and Stop are safe
-// to call twice.
+// Start runs the prober in the background, under a context detached from
+// ctx's cancellation: every ProbeInterval/2 it probes each DOWN server whose
+// probe is due (ProbeIfDue). Start on a running prober does nothing; a
+// stopped one starts again.
 func (m *Manager) Start(ctx context.Context) {
-	m.life.Lock()
-	defer m.life.Unlock()
-	if m.cancel != nil {
+	ctx, shouldStart, started, stopped := m.prober.StartInit(context.WithoutCancel(ctx))
+	if !shouldStart {
 		return
 	}
-	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	m.stopped = make(chan struct{})
-	go m.probeLoop(ctx, m.stopped)
+	go func() {
+		started()
+		defer stopped()
+		m.probeLoop(ctx)
+	}()
 }
 
-// Stop ends the prober and waits for it.
-func (m *Manager) Stop() {
-	m.life.Lock()
-	defer m.life.Unlock()
-	if m.cancel == nil {
-		return
-	}
-	m.cancel()
-	<-m.stopped
-	m.cancel, m.stopped = nil, nil
-}
+// Stop ends the prober and waits for it. It is safe to call more than once
+// and without Start.
+func (m *Manager) Stop() { m.prober.Stop() }
 
-func (m *Manager) probeLoop(ctx context.Context, stopped chan struct{}) {
-	defer close(stopped)
+func (m *Manager) probeLoop(ctx context.Context) {
 	tick := time.NewTicker(max(m.cfg.ProbeInterval/2, 50*time.Millisecond))
 	defer tick.Stop()
 	for {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/rivershared/startstop"
 )
 
 // ErrFull is wrapped by the error of Manager.Take when every slot of the
@@ -86,9 +87,7 @@ type Manager struct {
 	idMu sync.Mutex
 	ids  map[string]int32 // server -> servers.id, which never changes
 
-	life    sync.Mutex
-	cancel  context.CancelFunc
-	stopped chan struct{}
+	prober startstop.BaseStartStop // the background prober of Start
 }
 
 // New returns a Manager; it connects on first use.
