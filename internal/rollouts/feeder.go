@@ -3,11 +3,10 @@ package rollouts
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"sync"
-
 	"github.com/riverqueue/river/rivershared/startstop"
 )
 
