@@ -27,7 +27,7 @@ const (
 	// DefaultInlineConcurrency is the default of Config.Limits.InlineConcurrency.
 	DefaultInlineConcurrency = 4
 	// DefaultInlineServerWait is the default of Config.Limits.InlineServerWait.
-	DefaultInlineServerWait = 5 * time.Second
+	DefaultInlineServerWait = 30 * time.Second
 	// DefaultWorkers is the default of Config.Queue.Workers.
 	DefaultWorkers = queue.DefaultWorkers
 	// DefaultMaxAttempts is the default of Config.Queue.MaxAttempts.
@@ -142,7 +142,10 @@ type LimitsConfig struct {
 	// full. The run waits for its slot before it takes an inline slot
 	// (InlineConcurrency), so a full server never holds up the tenants of
 	// other servers. Negative: no bound (the run waits as long as its
-	// callers do). Defaults to DefaultInlineServerWait (5s).
+	// callers do). Defaults to DefaultInlineServerWait (30s): a cold
+	// start of this instance's own requests is held rather than turned away
+	// (BENCHMARKS.md section 3), and a request still gets its answer before
+	// a typical proxy timeout of 60s.
 	InlineServerWait time.Duration
 }
 
