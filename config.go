@@ -26,6 +26,8 @@ const (
 	DefaultTenantLockTimeout = migrator.DefaultTenantLockTimeout
 	// DefaultInlineConcurrency is the default of Config.Limits.InlineConcurrency.
 	DefaultInlineConcurrency = 4
+	// DefaultInlineServerWait is the default of Config.Limits.InlineServerWait.
+	DefaultInlineServerWait = 30 * time.Second
 	// DefaultWorkers is the default of Config.Queue.Workers.
 	DefaultWorkers = queue.DefaultWorkers
 	// DefaultMaxAttempts is the default of Config.Queue.MaxAttempts.
@@ -130,6 +132,21 @@ type LimitsConfig struct {
 	// connection per tenant and sharing the database host's cores among all
 	// of them. Negative is an error. Defaults to DefaultInlineConcurrency (4).
 	InlineConcurrency int
+
+	// InlineServerWait bounds how long an inline run (during a request,
+	// MigrateTenant) waits for a slot of its tenant's database server while
+	// that server is at its cap (Servers.MaxPerServer). The run then ends
+	// with an error wrapping ErrServerFull, using no attempt and recording
+	// nothing, and Middleware answers 503 with Retry-After: a request is
+	// not held for as long as another process's migrations keep the server
+	// full. The run waits for its slot before it takes an inline slot
+	// (InlineConcurrency), so a full server never holds up the tenants of
+	// other servers. Negative: no bound (the run waits as long as its
+	// callers do). Defaults to DefaultInlineServerWait (30s): a cold
+	// start of this instance's own requests is held rather than turned away
+	// (BENCHMARKS.md section 3), and a request still gets its answer before
+	// a typical proxy timeout of 60s.
+	InlineServerWait time.Duration
 }
 
 // QueueConfig is Config.Queue: the job queue's workers, retries and
@@ -271,7 +288,7 @@ var ErrInvalidConfig = errors.New("invalid config")
 // validate checks the fields New does not parse itself. Counts may not be
 // negative (0 means the default). Durations: a negative value means "off"
 // (no timeout, no rescan) where off makes sense, the fields whose doc says
-// so (TenantLockTimeout, StatementTimeout, JobTimeout,
+// so (TenantLockTimeout, StatementTimeout, InlineServerWait, JobTimeout,
 // FleetRescanInterval); for the others a wait or interval that cannot be
 // off, it is an error.
 func (c *Config) validate() error {

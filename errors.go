@@ -3,6 +3,7 @@ package tenantmigrate
 import (
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
 // Errors callers branch on, beyond those next to the API that returns them.
@@ -35,6 +36,15 @@ var (
 	// input: a tenant id, schema name or database URL out of its rules
 	// (CreateTenant, UpsertTenant, PatchTenant).
 	ErrInvalid = controlplane.ErrInvalid
+
+	// ErrServerFull is wrapped by the error of an inline run (EnsureMigrated,
+	// Middleware, MigrateTenant) whose tenant's database server stayed at its
+	// cap of concurrent migrations (Config.Servers.MaxPerServer) for
+	// Config.Limits.InlineServerWait: nothing ran or was recorded and no
+	// attempt was used; a later call runs the tenant once a slot is free.
+	// Middleware answers 503 with Retry-After (ServerFullRetryAfter). A DOWN
+	// server's run ends with ErrServerDown instead, at once.
+	ErrServerFull = servers.ErrFull
 )
 
 // IsRetryable reports whether a tenant's run error is likely transient, so

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
 
 // latestCache holds the ids of tenants known to be at the latest version.
@@ -169,19 +170,33 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 // migrateShared runs one migration of the tenant for all concurrent callers;
 // trigger is the first caller's. The run itself is not cancelled when one
 // caller gives up; each caller waits for it as long as its own ctx allows.
+//
+// The run first waits for a slot of its tenant's database server, for at
+// most Limits.InlineServerWait (then it ends with an error wrapping
+// ErrServerFull, recording nothing), and only then for an inline slot
+// (Limits.InlineConcurrency): a full server holds back its own tenants'
+// runs, never the inline runs of other servers' tenants.
 func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen uint64, trigger Trigger) (int64, error) {
 	ch := o.flight.DoChan(tenantID, func() (any, error) {
 		runCtx, done := o.runs.add(context.WithoutCancel(ctx)) // Stop waits for it
 		defer done()
 		runCtx, cancel := o.withInlineTimeout(runCtx)
 		defer cancel()
-		select {
-		case o.inline <- struct{}{}:
-			defer func() { <-o.inline }()
-		case <-runCtx.Done():
-			return int64(0), runCtx.Err()
+		waitCtx, cancelWait := o.withServerWait(runCtx)
+		defer cancelWait()
+		out, err := o.exec.Run(runCtx, run.Request{
+			TenantID:      tenantID,
+			Trigger:       string(trigger),
+			Generation:    gen,
+			FailStatus:    func(error) controlplane.Status { return controlplane.StatusFailed },
+			WaitForServer: true,
+			WaitContext:   waitCtx,
+			Limit:         o.inlineSlot,
+		})
+		if err != nil {
+			return int64(0), err
 		}
-		return o.migrateNow(runCtx, tenantID, gen, controlplane.StatusFailed, trigger)
+		return out.Version, outcomeErr(tenantID, out)
 	})
 	select {
 	case res := <-ch:
@@ -191,5 +206,26 @@ func (o *Orchestrator) migrateShared(ctx context.Context, tenantID string, gen u
 		return res.Val.(int64), nil
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	}
+}
+
+// withServerWait bounds an inline run's wait for a slot of its server by
+// Limits.InlineServerWait; a negative one leaves it to ctx.
+func (o *Orchestrator) withServerWait(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := cmpOr(o.cfg.Limits.InlineServerWait, DefaultInlineServerWait)
+	if d < 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("no slot free within %s", d))
+}
+
+// inlineSlot waits for one of the Limits.InlineConcurrency slots of inline
+// runs (run.Request.Limit), until ctx ends.
+func (o *Orchestrator) inlineSlot(ctx context.Context) (func(), error) {
+	select {
+	case o.inline <- struct{}{}:
+		return func() { <-o.inline }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }

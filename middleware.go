@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 )
@@ -69,8 +70,11 @@ func TenantFromHost(re interface {
 // its context (TenantIDFromContext). It answers with a JSON error itself:
 // 400 when the request names no tenant, 404 for an unknown tenant, 500 when
 // the tenant's migration failed, 503 when the control plane cannot be read,
-// and 503 {"error", "rollout": ID} with Retry-After when the tenant needs a
-// run that a halted rollout refuses (on_request).
+// 503 {"error", "rollout": ID} with Retry-After when the tenant needs a
+// run that a halted rollout refuses (on_request), and 503 with Retry-After
+// when the tenant's run waited Limits.InlineServerWait for a slot of its
+// full database server (ErrServerFull) or its server is DOWN
+// (ErrServerDown).
 // The error behind a 5xx is logged, once, at error level, with the tenant id.
 func (o *Orchestrator) Middleware(next http.Handler) http.Handler {
 	return o.MiddlewareWithErrorHandler(next, func(r *http.Request, tenantID string, status int, err error) {
@@ -96,7 +100,17 @@ func (o *Orchestrator) MiddlewareWithErrorHandler(next http.Handler, onError fun
 				writeHalted(w, h)
 				return
 			}
+			if errors.Is(err, ErrServerFull) {
+				// Load shed, not a failure: nothing ran, nothing is
+				// recorded, and the client is told when to come back.
+				w.Header().Set("Retry-After", strconv.Itoa(ServerFullRetryAfter))
+				writeJSONError(w, http.StatusServiceUnavailable, "the tenant's database server is busy with other migrations; try again later")
+				return
+			}
 			status, msg := gateErrorStatus(err)
+			if errors.Is(err, ErrServerDown) {
+				w.Header().Set("Retry-After", strconv.Itoa(o.downRetryAfter()))
+			}
 			if status >= 500 && onError != nil {
 				onError(r, id, status, err)
 			}
@@ -126,6 +140,19 @@ func gateErrorStatus(err error) (int, string) {
 // HaltedRetryAfter is the Retry-After (seconds) of the 503 a request gets
 // for a tenant behind a halted rollout.
 const HaltedRetryAfter = 60
+
+// ServerFullRetryAfter is the Retry-After (seconds) of the 503 a request
+// gets when its tenant's database server stayed full for
+// Limits.InlineServerWait (ErrServerFull): a slot frees when one of the
+// server's migrations ends.
+const ServerFullRetryAfter = 2
+
+// downRetryAfter is the Retry-After (seconds) of the 503 a request gets
+// when its tenant's database server is DOWN: the probe interval, after
+// which the server may be UP again.
+func (o *Orchestrator) downRetryAfter() int {
+	return max(1, int((o.servers.ProbeInterval()+time.Second-1)/time.Second))
+}
 
 // writeHalted answers a request for a tenant the halted rollout h keeps
 // behind: 503 {"error", "rollout"} with Retry-After.

@@ -14,6 +14,9 @@
 //   - queue: enqueue to worker start latency on an idle queue.
 //   - locks: how long reads of a tenant's tables wait while it is migrated,
 //     in each transaction mode (a group holds its locks until it commits).
+//   - coldstart: 1,000 requests over 100 never-migrated tenants at once
+//     through the gateway under on_request, against one tenant's migration
+//     alone (not in the default set).
 //
 // Run it from the module root:
 //
@@ -117,6 +120,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			err = b.profile(ctx)
 		case "locks":
 			err = b.locks(ctx)
+		case "coldstart":
+			err = b.coldStart(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", item, err)
@@ -152,7 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.databaseURL, "database-url", "", "superuser URL of an existing PostgreSQL server (its postgres database); default: start a throwaway cluster")
-	fs.StringVar(&runList, "run", "profile,queue,fleet,scale,locks", "benchmarks to run: fleet, scale, queue, profile, locks")
+	fs.StringVar(&runList, "run", "profile,queue,fleet,scale,locks", "benchmarks to run: fleet, scale, queue, profile, locks, coldstart")
 	fs.IntVar(&o.tenants, "tenants", 200, "fleet: number of tenant databases")
 	fs.StringVar(&rawConc, "raw-concurrency", "1,2,4,8", "fleet: psql concurrencies tried for the raw limit")
 	fs.StringVar(&methods, "methods", "raw,migrate,migrate-tenant,serve,naive", "fleet: methods to measure (migrate: --transaction-mode file; migrate-tenant: --transaction-mode tenant)")
@@ -169,7 +174,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.warmup, "warmup", true, "fleet: one unrecorded run first (the first run on a fresh server is slower)")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "fleet: migrate --all --concurrency and serve --workers (0: their defaults)")
 	fs.IntVar(&o.profileTenants, "profile-tenants", 5, "profile: tenants migrated one at a time per client")
-	fs.IntVar(&o.repeat, "repeat", 1, "fleet, locks: rounds of every method; figures and ratios use each method's best round")
+	fs.IntVar(&o.repeat, "repeat", 1, "fleet, locks, coldstart: rounds of every method; figures and ratios use each method's best round")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "pause before each timed run, after the reset, for the server to settle")
 	fs.BoolVar(&o.verbose, "v", false, "log more")
 	if err := fs.Parse(args); err != nil {
@@ -180,7 +185,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	o.run = splitList(runList)
 	for _, r := range o.run {
-		if !slices.Contains([]string{"fleet", "scale", "queue", "profile", "locks"}, r) {
+		if !slices.Contains([]string{"fleet", "scale", "queue", "profile", "locks", "coldstart"}, r) {
 			return o, fmt.Errorf("-run: unknown benchmark %q", r)
 		}
 	}

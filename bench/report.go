@@ -19,6 +19,8 @@ type report struct {
 	Queue    *queueResult   `json:"queue,omitempty"`
 	Profile  *profileResult `json:"profile,omitempty"`
 	Locks    *locksResult   `json:"locks,omitempty"`
+	// ColdStart: the cold-start runs (coldstart.go).
+	ColdStart []*coldResult `json:"cold_start,omitempty"`
 }
 
 // write prints the report as Markdown.
@@ -101,6 +103,7 @@ func (r *report) write(w io.Writer) {
 	if r.Locks != nil {
 		r.Locks.write(w)
 	}
+	writeColdStart(w, r.ColdStart)
 	fmt.Fprintf(w, "Finished %s (%s).\n", r.Finished.Format("15:04:05 UTC"), r.Finished.Sub(r.Started).Round(time.Second))
 }
 

@@ -28,6 +28,7 @@ type serveOpts struct {
 	upstream             string
 	workers              int
 	inlineConcurrency    int
+	inlineServerWait     time.Duration
 	maxAttempts          int
 	retryBackoff         time.Duration
 	jobTimeout           time.Duration
@@ -65,6 +66,9 @@ share one control plane: they coordinate through it. It needs --migrations
   # At most 3 migrations at once per database server, over all instances
   MAX_PER_SERVER=3 tenantmigrate serve --strategy full_fleet --server-probe-interval 5s
 
+  # Answer 503 with Retry-After when a tenant's database server stays full 2s
+  tenantmigrate serve --migrations ./migrations --max-per-server 2 --inline-server-wait 2s
+
   # Keep a week of run history (tenantmigrate history ID) instead of 30 days
   tenantmigrate serve --migrations ./migrations --history-retention 168h`,
 		Args: cobra.NoArgs,
@@ -88,6 +92,8 @@ share one control plane: they coordinate through it. It needs --migrations
 	bindEnv(f, "workers", "WORKERS")
 	f.IntVar(&o.inlineConcurrency, "inline-concurrency", tenantmigrate.DefaultInlineConcurrency, "migrations this instance runs during requests at once (on_request, never-migrated tenants); more cold tenants wait in line")
 	bindEnv(f, "inline-concurrency", "INLINE_CONCURRENCY")
+	f.DurationVar(&o.inlineServerWait, "inline-server-wait", tenantmigrate.DefaultInlineServerWait, "a request's migration waits this long for a slot of its full database server (--max-per-server), then the request gets 503 with Retry-After and nothing is recorded (0 = wait as long as the request)")
+	bindEnv(f, "inline-server-wait", "INLINE_SERVER_WAIT")
 	f.IntVar(&o.maxAttempts, "max-attempts", tenantmigrate.DefaultMaxAttempts, "attempts per queued tenant migration before FAILED_STALE")
 	bindEnv(f, "max-attempts", "MAX_ATTEMPTS")
 	f.DurationVar(&o.retryBackoff, "retry-backoff", tenantmigrate.DefaultRetryBackoff, "wait before the second attempt, doubling after")
@@ -130,7 +136,7 @@ func (o *serveOpts) validate() error {
 		return usageErr("--progressive-batch-size must be at least 1")
 	case o.progressiveInterval <= 0:
 		return usageErr("--progressive-interval must be positive")
-	case o.retryBackoff < 0, o.jobTimeout < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
+	case o.retryBackoff < 0, o.jobTimeout < 0, o.inlineServerWait < 0, o.rescueAfter < 0, o.fleetRescanInterval < 0, o.staleRetryInterval < 0:
 		return usageErr("durations must not be negative")
 	case o.instanceTimeout <= 0:
 		return usageErr("--instance-timeout must be positive")
@@ -167,6 +173,10 @@ func runServe(ctx context.Context, g *globalOpts, o *serveOpts) error {
 	cfg.TenantHostRegexp = o.tenantHostRegexp
 	cfg.Queue.Workers = o.workers
 	cfg.Limits.InlineConcurrency = o.inlineConcurrency
+	cfg.Limits.InlineServerWait = o.inlineServerWait
+	if o.inlineServerWait == 0 {
+		cfg.Limits.InlineServerWait = -1 // no bound
+	}
 	cfg.Queue.MaxAttempts = o.maxAttempts
 	cfg.Queue.RetryBackoff = o.retryBackoff
 	cfg.Queue.JobTimeout = o.jobTimeout

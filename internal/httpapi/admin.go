@@ -13,6 +13,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/provisioning"
 	"github.com/tenantmigrate/tenantmigrate/internal/redact"
 	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
 // admin serves the admin API. Its routes, all JSON:
@@ -272,6 +273,13 @@ func (a *admin) migrateTenant(w http.ResponseWriter, r *http.Request, id string)
 	if errors.As(err, &halted) {
 		w.Header().Set("Retry-After", "60")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"migrated": false, "error": halted.Error(), "rollout": halted.RolloutID})
+		return
+	}
+	if errors.Is(err, servers.ErrFull) || errors.Is(err, servers.ErrDown) {
+		// The tenant's server held the run back (full for the inline
+		// wait, or DOWN): nothing ran or was recorded.
+		w.Header().Set("Retry-After", "2")
+		writeJSON(w, http.StatusServiceUnavailable, migrateResultJSON{Migrated: false, Error: redact.Error(err, t.DatabaseURL).Error()})
 		return
 	}
 	if err != nil {

@@ -7,7 +7,8 @@
 //
 //  1. read the tenant (its target and the state the result must still match);
 //  2. take the limits: a slot of the tenant's database server
-//     (internal/servers), refused while that server is DOWN;
+//     (internal/servers), refused while that server is DOWN, then the
+//     trigger's own (Request.Limit);
 //  3. migrate it up (internal/migrator);
 //  4. record the checksums of what was applied, then the result, only where
 //     it was computed (controlplane.ErrStaleResult: run again);
@@ -211,6 +212,12 @@ type Request struct {
 	// way.
 	WaitForServer bool
 	WaitContext   context.Context
+	// Limit, when set, is a limit of the trigger's own (the gate's inline
+	// concurrency), taken after the server slot and released when the
+	// migration ends, so that a run never holds it while it waits for a
+	// server. Its error ends the run before the migration: Run returns it
+	// and records nothing. Defaults to none.
+	Limit func(ctx context.Context) (release func(), err error)
 	// HoldUnreachable: a run that fails because its server could not be
 	// reached (servers.IsConnectionError) records nothing and ends with
 	// Outcome.Held, so that the trigger runs it again later without using
@@ -336,7 +343,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			req.RolloutID = cmpOr(req.RolloutID, id)
 		}
 		server := servers.Of(t.DatabaseURL, t.Labels)
-		slot, held, err := e.takeSlot(ctx, req, server)
+		release, held, err := e.takeSlot(ctx, req, server)
 		if err != nil {
 			return Outcome{}, fmt.Errorf("tenant %s: %w", req.TenantID, err)
 		}
@@ -347,7 +354,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 3. Migrate (up to the target), undo or force.
 		started := time.Now()
 		res, err := e.migrate(ctx, req, t, target)
-		slot.Release(ctx)
+		release()
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err, Server: server}
 		unreachable := e.reportServer(ctx, server, err)
 		interrupted := err != nil && e.cfg.Interrupted(ctx)
@@ -460,22 +467,34 @@ func failedResult(tenantID string, status controlplane.Status, d time.Duration, 
 	return r
 }
 
-// takeSlot takes a slot of server for req. It returns the reason the server
-// holds the run back (full, DOWN) as held, and an error only when the
-// control plane could not be asked.
-func (e *Executor) takeSlot(ctx context.Context, req Request, server string) (slot *servers.Slot, held, err error) {
-	if e.cfg.Servers == nil || server == "" {
-		return nil, nil, nil
+// takeSlot takes a slot of server for req, then req.Limit, and returns
+// what releases both. It returns the reason the server holds the run back
+// (full, DOWN) as held, and an error when the control plane could not be
+// asked or req.Limit failed.
+func (e *Executor) takeSlot(ctx context.Context, req Request, server string) (release func(), held, err error) {
+	var slot *servers.Slot // Release of a nil Slot does nothing
+	if e.cfg.Servers != nil && server != "" {
+		waitCtx := ctx
+		if req.WaitContext != nil {
+			waitCtx = req.WaitContext
+		}
+		slot, err = e.cfg.Servers.Take(waitCtx, server, req.WaitForServer)
+		if errors.Is(err, servers.ErrFull) || errors.Is(err, servers.ErrDown) {
+			return nil, err, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	waitCtx := ctx
-	if req.WaitContext != nil {
-		waitCtx = req.WaitContext
+	if req.Limit == nil {
+		return func() { slot.Release(ctx) }, nil, nil
 	}
-	slot, err = e.cfg.Servers.Take(waitCtx, server, req.WaitForServer)
-	if errors.Is(err, servers.ErrFull) || errors.Is(err, servers.ErrDown) {
-		return nil, err, nil
+	done, err := req.Limit(ctx)
+	if err != nil {
+		slot.Release(ctx)
+		return nil, nil, err
 	}
-	return slot, nil, err
+	return func() { done(); slot.Release(ctx) }, nil, nil
 }
 
 // reportServer tells the server tracker whether a run reached its server,
