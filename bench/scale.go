@@ -160,11 +160,12 @@ func (e *scaleEnv) run(ctx context.Context) error {
 	if err := e.populate(ctx); err != nil {
 		return err
 	}
-	// 1. A release with one new migration: every tenant is behind.
-	if err := e.scanChild(ctx, "full_fleet scan+enqueue (library, own process)", e.n); err != nil {
+	// 1. A release with one new migration: every tenant is behind; the
+	// scan starts the release's rollout with all of them.
+	if err := e.scanChild(ctx, "full_fleet scan: rollout of every tenant created (library, own process)", e.n); err != nil {
 		return err
 	}
-	// 2. Reads with every tenant queued.
+	// 2. Reads with every tenant in the active rollout.
 	if err := e.reads(ctx); err != nil {
 		return err
 	}
@@ -172,11 +173,17 @@ func (e *scaleEnv) run(ctx context.Context) error {
 		if err := e.exec(ctx, "DELETE FROM tenantmigrate.river_job"); err != nil {
 			return err
 		}
-		if err := e.serveScan(ctx, "serve full_fleet: start -> scan done", e.n); err != nil {
+		// The release's rollout holds every tenant: the scan adds none.
+		if err := e.serveScan(ctx, "serve full_fleet, rollout active: start -> scan done", 0); err != nil {
 			return err
 		}
 	}
-	// 3. A no-op deploy: every tenant at the latest version.
+	// 3. A no-op deploy: every tenant at the latest version, the release's
+	// rollout completed.
+	if err := e.exec(ctx, `UPDATE tenantmigrate.rollouts SET state = 'COMPLETED', finished_at = now()
+		WHERE state IN ('RUNNING', 'HALTED')`); err != nil {
+		return err
+	}
 	if err := e.exec(ctx, `UPDATE tenantmigrate.tenants
 		SET migrations_version = $1, migrations_status = 'COMPLETED', last_error = NULL`, e.latest); err != nil {
 		return err
@@ -210,8 +217,8 @@ func (e *scaleEnv) exec(ctx context.Context, sql string, args ...any) error {
 }
 
 // populate creates the control plane with n tenants at version latest-1,
-// COMPLETED, except one in a thousand FAILED with an error. Their URLs
-// point at the connection counter.
+// COMPLETED, except one in a thousand FAILED with an error, on 100 servers
+// (label server=db00..db99). Their URLs point at the connection counter.
 func (e *scaleEnv) populate(ctx context.Context) error {
 	start := time.Now()
 	conn, err := e.srv.connect(ctx, "")
@@ -245,10 +252,14 @@ func (e *scaleEnv) populate(ctx context.Context) error {
 		if i%1000 == 999 {
 			status, lastErr = "FAILED", "apply migration 45 (00045_comments_doc.sql): ERROR: canceling statement due to lock timeout (SQLSTATE 55P03)"
 		}
-		rows[i] = []any{id, enc, prev, status, lastErr}
+		// Spread over 100 database servers by their "server" label, with
+		// the server column written as Create writes it (else the first
+		// New fills it in: 51.5 s once at 1M, section 2).
+		server := fmt.Sprintf("db%02d", i%100)
+		rows[i] = []any{id, enc, prev, status, lastErr, map[string]string{"server": server}, server}
 	}
 	if _, err := e.pool.CopyFrom(ctx, pgx.Identifier{"tenantmigrate", "tenants"},
-		[]string{"id", "database_url", "migrations_version", "migrations_status", "last_error"},
+		[]string{"id", "database_url", "migrations_version", "migrations_status", "last_error", "labels", "server"},
 		pgx.CopyFromRows(rows)); err != nil {
 		return err
 	}
@@ -297,8 +308,8 @@ func (e *scaleEnv) scanChild(ctx context.Context, what string, want int) error {
 // adminKey opens the admin API of the in-process handler.
 const adminKey = "bench-admin-key-0123456789"
 
-// reads times the admin API's reads and the status command with every
-// tenant queued.
+// reads times the admin API's reads, the fleet page and the status command
+// with every tenant in the active rollout.
 func (e *scaleEnv) reads(ctx context.Context) error {
 	orch, err := tenantmigrate.New(ctx, tenantmigrate.Config{
 		DatabaseURL:   e.url,
@@ -321,28 +332,61 @@ func (e *scaleEnv) reads(ctx context.Context) error {
 	defer srv.Close()
 	conns0 := e.counter.n.Load()
 
-	for _, path := range []string{"/admin/migrations", "/admin/stats", "/admin/migrations/failed?limit=20"} {
+	// Every admin read, and the fleet page, with the rollout the scan
+	// started (every tenant in it) active.
+	var rolloutID int64
+	if err := e.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM tenantmigrate.rollouts`).Scan(&rolloutID); err != nil {
+		return err
+	}
+	paths := []string{"/admin/migrations", "/admin/stats", "/admin/migrations/failed?limit=20",
+		"/admin/servers", "/admin/tenants?limit=100", "/admin/tenants/tenant-0000001", "/admin/tenants/tenant-0000001/runs",
+		"/admin/target", "/admin/rollouts"}
+	if rolloutID != 0 {
+		paths = append(paths, fmt.Sprintf("/admin/rollouts/%d", rolloutID))
+	}
+	paths = append(paths, "/admin/")
+	for _, path := range paths {
 		st, err := timeN(ctx, 20, func() error { return get(ctx, srv.URL+path) })
 		if err != nil {
 			return fmt.Errorf("GET %s: %w", path, err)
 		}
-		e.add(scaleRow{What: "GET " + path, P50MS: st.P50, MaxMS: st.Max, TenantConns: e.counter.n.Load() - conns0, Detail: "20 requests"})
+		what := "GET " + path
+		if path == "/admin/" {
+			what += " (fleet page)"
+		}
+		e.add(scaleRow{What: what, P50MS: st.P50, MaxMS: st.Max, TenantConns: e.counter.n.Load() - conns0, Detail: "20 requests"})
 	}
-	// What the status command reads, in this process.
+	// What the status command reads, in this process: each read alone,
+	// then all of them.
+	statusReads := []struct {
+		what string
+		fn   func() error
+	}{
+		{"Stats", func() error { _, err := orch.Stats(ctx); return err }},
+		{"ListFailed", func() error { _, _, err := orch.ListFailed(ctx, 0, 20); return err }},
+		{"Remaining", func() error { _, err := orch.Remaining(ctx); return err }},
+		{"ListServers", func() error { _, err := orch.ListServers(ctx); return err }},
+		{"CurrentRollout", func() error { _, err := orch.CurrentRollout(ctx); return err }},
+	}
+	for _, r := range statusReads {
+		st, err := timeN(ctx, 20, r.fn)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.what, err)
+		}
+		e.add(scaleRow{What: "status read: " + r.what, P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
+	}
 	st, err := timeN(ctx, 20, func() error {
-		if _, err := orch.Stats(ctx); err != nil {
-			return err
+		for _, r := range statusReads {
+			if err := r.fn(); err != nil {
+				return err
+			}
 		}
-		if _, _, err := orch.ListFailed(ctx, 0, 20); err != nil {
-			return err
-		}
-		_, err := orch.Remaining(ctx)
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	e.add(scaleRow{What: "status reads (Stats+ListFailed+Remaining)", P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
+	e.add(scaleRow{What: "status reads, all (in process)", P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
 
 	if e.cli != "" {
 		var rss int64
