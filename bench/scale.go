@@ -165,6 +165,11 @@ func (e *scaleEnv) run(ctx context.Context) error {
 	if err := e.scanChild(ctx, "full_fleet scan: rollout of every tenant created (library, own process)", e.n); err != nil {
 		return err
 	}
+	// The rollout halfway: half its tenants done (a job each, completed,
+	// kept by River for a day), a feed's worth of live jobs.
+	if err := e.halfway(ctx); err != nil {
+		return err
+	}
 	// 2. Reads with every tenant in the active rollout.
 	if err := e.reads(ctx); err != nil {
 		return err
@@ -208,6 +213,44 @@ func (e *scaleEnv) run(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// liveJobs is how many live migrate_tenant jobs halfway leaves: what a
+// rollout's feed keeps queued (2 × its batch of 100).
+const liveJobs = 200
+
+// halfway puts the active rollout halfway through: its first half of
+// tenants COMPLETED with a duration, each with a completed migrate_tenant
+// job as River keeps them (a day by default), and the next liveJobs
+// tenants QUEUED with a live job each (scheduled an hour ahead, so no
+// worker takes them).
+func (e *scaleEnv) halfway(ctx context.Context) error {
+	start := time.Now()
+	half := int64(e.n / 2)
+	for _, q := range []string{
+		`UPDATE tenantmigrate.rollout_tenants SET state = 'COMPLETED', duration_ms = 40 + position % 50, finished_at = now(), attempts = 1
+			WHERE position < $1`,
+		`UPDATE tenantmigrate.rollout_tenants SET state = 'QUEUED', claimed_at = now()
+			WHERE position >= $1 AND position < $1 + ` + fmt.Sprint(liveJobs),
+		`UPDATE tenantmigrate.rollouts SET current_wave = cardinality(wave_ends) - 1 WHERE state = 'RUNNING' AND $1::bigint >= 0`,
+		`INSERT INTO tenantmigrate.river_job (args, kind, max_attempts, state, attempt, attempted_at, finalized_at)
+			SELECT jsonb_build_object('tenant_id', tenant_id), 'migrate_tenant', 25, 'completed', 1, now(), now()
+			FROM tenantmigrate.rollout_tenants WHERE position < $1`,
+		`INSERT INTO tenantmigrate.river_job (args, kind, max_attempts, state, scheduled_at)
+			SELECT jsonb_build_object('tenant_id', tenant_id), 'migrate_tenant', 25, 'available', now() + interval '1 hour'
+			FROM tenantmigrate.rollout_tenants WHERE state = 'QUEUED' AND $1::bigint >= 0`,
+		`ANALYZE`,
+	} {
+		args := []any{half}
+		if q == `ANALYZE` {
+			args = nil
+		}
+		if err := e.exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("rollout halfway: %w", err)
+		}
+	}
+	e.logf("scale %d: rollout halfway (%d done, %d live jobs) in %s", e.n, half, liveJobs, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -374,6 +417,21 @@ func (e *scaleEnv) reads(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", r.what, err)
 		}
 		e.add(scaleRow{What: "status read: " + r.what, P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
+	}
+	// The GROUP BYs the summaries of migration 00015 replaced, side by
+	// side: what ListServers and a rollout's progress cost before.
+	for _, q := range []struct{ what, sql string }{
+		{"before 00015: GROUP BY server over tenants",
+			`SELECT server, count(*) FROM tenantmigrate.tenants WHERE server IS NOT NULL GROUP BY server`},
+		{"before 00015: GROUP BY wave, state over rollout_tenants",
+			`SELECT wave, state, count(*), coalesce(sum(duration_ms) FILTER (WHERE state = 'COMPLETED'), 0)
+				FROM tenantmigrate.rollout_tenants WHERE rollout_id = (SELECT max(id) FROM tenantmigrate.rollouts) GROUP BY wave, state`},
+	} {
+		st, err := timeN(ctx, 20, func() error { return e.exec(ctx, q.sql) })
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.what, err)
+		}
+		e.add(scaleRow{What: q.what, P50MS: st.P50, MaxMS: st.Max, Detail: "20 queries, same run"})
 	}
 	st, err := timeN(ctx, 20, func() error {
 		for _, r := range statusReads {
