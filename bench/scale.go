@@ -160,11 +160,19 @@ func (e *scaleEnv) run(ctx context.Context) error {
 	if err := e.populate(ctx); err != nil {
 		return err
 	}
-	// 1. A release with one new migration: every tenant is behind.
+	// 1. A release with one new migration: every tenant is behind; the
+	// scan starts the release's rollout with all of them.
+	// (The row keeps its name from before rollouts: bench_test.go looks
+	// for it.)
 	if err := e.scanChild(ctx, "full_fleet scan+enqueue (library, own process)", e.n); err != nil {
 		return err
 	}
-	// 2. Reads with every tenant queued.
+	// The rollout halfway: half its tenants done (a job each, completed,
+	// kept by River for a day), a feed's worth of live jobs.
+	if err := e.halfway(ctx); err != nil {
+		return err
+	}
+	// 2. Reads with every tenant in the active rollout.
 	if err := e.reads(ctx); err != nil {
 		return err
 	}
@@ -172,11 +180,17 @@ func (e *scaleEnv) run(ctx context.Context) error {
 		if err := e.exec(ctx, "DELETE FROM tenantmigrate.river_job"); err != nil {
 			return err
 		}
-		if err := e.serveScan(ctx, "serve full_fleet: start -> scan done", e.n); err != nil {
+		// The release's rollout holds every tenant: the scan adds none.
+		if err := e.serveScan(ctx, "serve full_fleet, rollout active: start -> scan done", 0); err != nil {
 			return err
 		}
 	}
-	// 3. A no-op deploy: every tenant at the latest version.
+	// 3. A no-op deploy: every tenant at the latest version, the release's
+	// rollout completed.
+	if err := e.exec(ctx, `UPDATE tenantmigrate.rollouts SET state = 'COMPLETED', finished_at = now()
+		WHERE state IN ('RUNNING', 'HALTED')`); err != nil {
+		return err
+	}
 	if err := e.exec(ctx, `UPDATE tenantmigrate.tenants
 		SET migrations_version = $1, migrations_status = 'COMPLETED', last_error = NULL`, e.latest); err != nil {
 		return err
@@ -204,14 +218,52 @@ func (e *scaleEnv) run(ctx context.Context) error {
 	return nil
 }
 
+// liveJobs is how many live migrate_tenant jobs halfway leaves: what a
+// rollout's feed keeps queued (2 × its batch of 100).
+const liveJobs = 200
+
+// halfway puts the active rollout halfway through: its first half of
+// tenants COMPLETED with a duration, each with a completed migrate_tenant
+// job as River keeps them (a day by default), and the next liveJobs
+// tenants QUEUED with a live job each (scheduled an hour ahead, so no
+// worker takes them).
+func (e *scaleEnv) halfway(ctx context.Context) error {
+	start := time.Now()
+	half := int64(e.n / 2)
+	for _, q := range []string{
+		`UPDATE tenantmigrate.rollout_tenants SET state = 'COMPLETED', duration_ms = 40 + position % 50, finished_at = now(), attempts = 1
+			WHERE position < $1`,
+		`UPDATE tenantmigrate.rollout_tenants SET state = 'QUEUED', claimed_at = now()
+			WHERE position >= $1 AND position < $1 + ` + fmt.Sprint(liveJobs),
+		`UPDATE tenantmigrate.rollouts SET current_wave = cardinality(wave_ends) - 1 WHERE state = 'RUNNING' AND $1::bigint >= 0`,
+		`INSERT INTO tenantmigrate.river_job (args, kind, max_attempts, state, attempt, attempted_at, finalized_at)
+			SELECT jsonb_build_object('tenant_id', tenant_id), 'migrate_tenant', 25, 'completed', 1, now(), now()
+			FROM tenantmigrate.rollout_tenants WHERE position < $1`,
+		`INSERT INTO tenantmigrate.river_job (args, kind, max_attempts, state, scheduled_at)
+			SELECT jsonb_build_object('tenant_id', tenant_id), 'migrate_tenant', 25, 'available', now() + interval '1 hour'
+			FROM tenantmigrate.rollout_tenants WHERE state = 'QUEUED' AND $1::bigint >= 0`,
+		`ANALYZE`,
+	} {
+		args := []any{half}
+		if q == `ANALYZE` {
+			args = nil
+		}
+		if err := e.exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("rollout halfway: %w", err)
+		}
+	}
+	e.logf("scale %d: rollout halfway (%d done, %d live jobs) in %s", e.n, half, liveJobs, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 func (e *scaleEnv) exec(ctx context.Context, sql string, args ...any) error {
 	_, err := e.pool.Exec(ctx, sql, args...)
 	return err
 }
 
 // populate creates the control plane with n tenants at version latest-1,
-// COMPLETED, except one in a thousand FAILED with an error. Their URLs
-// point at the connection counter.
+// COMPLETED, except one in a thousand FAILED with an error, on 100 servers
+// (label server=db00..db99). Their URLs point at the connection counter.
 func (e *scaleEnv) populate(ctx context.Context) error {
 	start := time.Now()
 	conn, err := e.srv.connect(ctx, "")
@@ -245,10 +297,14 @@ func (e *scaleEnv) populate(ctx context.Context) error {
 		if i%1000 == 999 {
 			status, lastErr = "FAILED", "apply migration 45 (00045_comments_doc.sql): ERROR: canceling statement due to lock timeout (SQLSTATE 55P03)"
 		}
-		rows[i] = []any{id, enc, prev, status, lastErr}
+		// Spread over 100 database servers by their "server" label, with
+		// the server column written as Create writes it (else the first
+		// New fills it in: 51.5 s once at 1M, section 2).
+		server := fmt.Sprintf("db%02d", i%100)
+		rows[i] = []any{id, enc, prev, status, lastErr, map[string]string{"server": server}, server}
 	}
 	if _, err := e.pool.CopyFrom(ctx, pgx.Identifier{"tenantmigrate", "tenants"},
-		[]string{"id", "database_url", "migrations_version", "migrations_status", "last_error"},
+		[]string{"id", "database_url", "migrations_version", "migrations_status", "last_error", "labels", "server"},
 		pgx.CopyFromRows(rows)); err != nil {
 		return err
 	}
@@ -290,15 +346,15 @@ func (e *scaleEnv) scanChild(ctx context.Context, what string, want int) error {
 		return fmt.Errorf("%s: scheduled %d jobs, want %d", what, cr.Scheduled, want)
 	}
 	e.add(scaleRow{What: what, MS: ms(wall), MaxRSSMB: max(cr.MaxRSSMB, mb(peak)), TenantConns: e.counter.n.Load() - conns0,
-		Detail: fmt.Sprintf("New %.0fms + scan %.0fms, %d jobs", cr.NewMS, cr.ScanMS, cr.Scheduled)})
+		Detail: fmt.Sprintf("New %.0fms + scan %.0fms, %d jobs (or tenants of the rollout it created)", cr.NewMS, cr.ScanMS, cr.Scheduled)})
 	return nil
 }
 
 // adminKey opens the admin API of the in-process handler.
 const adminKey = "bench-admin-key-0123456789"
 
-// reads times the admin API's reads and the status command with every
-// tenant queued.
+// reads times the admin API's reads, the fleet page and the status command
+// with every tenant in the active rollout.
 func (e *scaleEnv) reads(ctx context.Context) error {
 	orch, err := tenantmigrate.New(ctx, tenantmigrate.Config{
 		DatabaseURL:   e.url,
@@ -321,28 +377,76 @@ func (e *scaleEnv) reads(ctx context.Context) error {
 	defer srv.Close()
 	conns0 := e.counter.n.Load()
 
-	for _, path := range []string{"/admin/migrations", "/admin/stats", "/admin/migrations/failed?limit=20"} {
+	// Every admin read, and the fleet page, with the rollout the scan
+	// started (every tenant in it) active.
+	var rolloutID int64
+	if err := e.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM tenantmigrate.rollouts`).Scan(&rolloutID); err != nil {
+		return err
+	}
+	paths := []string{"/admin/migrations", "/admin/stats", "/admin/migrations/failed?limit=20",
+		"/admin/servers", "/admin/tenants?limit=100", "/admin/tenants/tenant-0000001", "/admin/tenants/tenant-0000001/runs",
+		"/admin/target", "/admin/rollouts"}
+	if rolloutID != 0 {
+		paths = append(paths, fmt.Sprintf("/admin/rollouts/%d", rolloutID))
+	}
+	paths = append(paths, "/admin/")
+	for _, path := range paths {
 		st, err := timeN(ctx, 20, func() error { return get(ctx, srv.URL+path) })
 		if err != nil {
 			return fmt.Errorf("GET %s: %w", path, err)
 		}
-		e.add(scaleRow{What: "GET " + path, P50MS: st.P50, MaxMS: st.Max, TenantConns: e.counter.n.Load() - conns0, Detail: "20 requests"})
+		what := "GET " + path
+		if path == "/admin/" {
+			what += " (fleet page)"
+		}
+		e.add(scaleRow{What: what, P50MS: st.P50, MaxMS: st.Max, TenantConns: e.counter.n.Load() - conns0, Detail: "20 requests"})
 	}
-	// What the status command reads, in this process.
+	// What the status command reads, in this process: each read alone,
+	// then all of them.
+	statusReads := []struct {
+		what string
+		fn   func() error
+	}{
+		{"Stats", func() error { _, err := orch.Stats(ctx); return err }},
+		{"ListFailed", func() error { _, _, err := orch.ListFailed(ctx, 0, 20); return err }},
+		{"Remaining", func() error { _, err := orch.Remaining(ctx); return err }},
+		{"ListServers", func() error { _, err := orch.ListServers(ctx); return err }},
+		{"CurrentRollout", func() error { _, err := orch.CurrentRollout(ctx); return err }},
+	}
+	for _, r := range statusReads {
+		st, err := timeN(ctx, 20, r.fn)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.what, err)
+		}
+		e.add(scaleRow{What: "status read: " + r.what, P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
+	}
+	// The GROUP BYs the summaries of migration 00015 replaced, side by
+	// side: what ListServers and a rollout's progress cost before.
+	for _, q := range []struct{ what, sql string }{
+		{"before 00015: GROUP BY server over tenants",
+			`SELECT server, count(*) FROM tenantmigrate.tenants WHERE server IS NOT NULL GROUP BY server`},
+		{"before 00015: GROUP BY wave, state over rollout_tenants",
+			`SELECT wave, state, count(*), coalesce(sum(duration_ms) FILTER (WHERE state = 'COMPLETED'), 0)
+				FROM tenantmigrate.rollout_tenants WHERE rollout_id = (SELECT max(id) FROM tenantmigrate.rollouts) GROUP BY wave, state`},
+	} {
+		st, err := timeN(ctx, 20, func() error { return e.exec(ctx, q.sql) })
+		if err != nil {
+			return fmt.Errorf("%s: %w", q.what, err)
+		}
+		e.add(scaleRow{What: q.what, P50MS: st.P50, MaxMS: st.Max, Detail: "20 queries, same run"})
+	}
 	st, err := timeN(ctx, 20, func() error {
-		if _, err := orch.Stats(ctx); err != nil {
-			return err
+		for _, r := range statusReads {
+			if err := r.fn(); err != nil {
+				return err
+			}
 		}
-		if _, _, err := orch.ListFailed(ctx, 0, 20); err != nil {
-			return err
-		}
-		_, err := orch.Remaining(ctx)
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	e.add(scaleRow{What: "status reads (Stats+ListFailed+Remaining)", P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
+	e.add(scaleRow{What: "status reads, all (in process)", P50MS: st.P50, MaxMS: st.Max, Detail: "20 calls, in process"})
 
 	if e.cli != "" {
 		var rss int64
