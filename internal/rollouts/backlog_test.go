@@ -2,6 +2,8 @@ package rollouts
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -350,4 +352,45 @@ func TestFeederFills(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, waiting)
 	require.False(t, backlogExists(t, pool, r3.ID))
+}
+
+// TestAddLateConcurrent: instances adding the late tenants at once add each
+// one once, and none fails (each call's insert reads after the one before
+// it committed).
+func TestAddLateConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := backlogFleet(t, 10)
+	s := NewStore(pool, nil)
+	r, _, err := s.Ensure(ctx, 2, Options{})
+	require.NoError(t, err)
+	_, err = s.Fill(ctx, 2)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO tenantmigrate.tenants (id, database_url, migrations_version)
+		SELECT 'late-' || i, '\x00', 1 FROM generate_series(1, 20) i`)
+	require.NoError(t, err)
+
+	const callers = 8
+	var (
+		wg    sync.WaitGroup
+		total atomic.Int64
+		errs  = make(chan error, callers)
+	)
+	for range callers {
+		wg.Go(func() {
+			n, err := s.AddLate(ctx, 2, false)
+			errs <- err
+			total.Add(n)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, int64(20), total.Load(), "every late tenant added once in all")
+	require.Len(t, members(t, pool, r.ID), 30)
+	r, err = s.Get(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, int64(30), r.Total)
 }

@@ -743,7 +743,17 @@ func (c *Claimer) Release(ctx context.Context) {
 // would look late, so tenants added meanwhile wait for the next call.
 func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (int64, error) {
 	var added int64
-	err := s.pool.QueryRow(ctx, `WITH r AS (
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Lock the rollout first, in a statement of its own: the insert
+		// below then takes its snapshot after a concurrent AddLate has
+		// committed, and sees the tenants it added (within one statement,
+		// the lock would wait but the snapshot would not, and both would
+		// insert the same tenant).
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts
+			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED') FOR UPDATE`, target); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `WITH r AS (
 			SELECT id, total, cardinality(wave_ends) AS waves FROM tenantmigrate.rollouts
 			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED')
 				AND NOT EXISTS (SELECT 1 FROM tenantmigrate.rollout_backlog b WHERE b.rollout_id = rollouts.id)
@@ -759,6 +769,7 @@ func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (i
 				wave_ends[cardinality(wave_ends)] = wave_ends[cardinality(wave_ends)] + c.n, updated_at = now()
 			FROM c WHERE id = (SELECT id FROM r) AND c.n > 0 RETURNING 1)
 		SELECT n FROM c`, target, includeStale).Scan(&added)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("add late tenants to rollout to %d: %w", target, err)
 	}
