@@ -213,48 +213,6 @@ func parseCursor(s string) (pageCursor, error) {
 // shorten cuts outside input quoted in an error message.
 func shorten(s string) string { return truncate(s, 64) }
 
-// MaxDurationSample bounds the runs Durations measures: the latest ones.
-const MaxDurationSample = 1000
-
-// Durations measures how long tenants took to migrate: the p50 and p95 of
-// the latest MaxDurationSample runs that started at or after since,
-// completed, went up and applied at least one migration (a run that found
-// nothing to apply says nothing of what migrating costs). It reads the
-// partial index of those runs (runs_applied_started_idx) backwards, at most
-// MaxDurationSample entries, never the whole table.
-func (s *Store) Durations(ctx context.Context, since time.Time) (Durations, error) {
-	var (
-		d        Durations
-		p50, p95 *float64
-	)
-	err := s.pool.QueryRow(ctx, `
-		SELECT count(*),
-			percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds),
-			percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)
-		FROM (
-			SELECT extract(epoch FROM finished_at - started_at)::float8 AS seconds
-			FROM tenantmigrate.runs
-			WHERE started_at >= $1 AND result = 'completed' AND direction = 'up'
-				AND to_version IS DISTINCT FROM from_version
-			ORDER BY started_at DESC
-			LIMIT $2
-		) latest`, since, MaxDurationSample).Scan(&d.Runs, &p50, &p95)
-	if err != nil {
-		return Durations{}, fmt.Errorf("read run durations: %w", err)
-	}
-	if p50 != nil {
-		d.P50 = seconds(*p50)
-	}
-	if p95 != nil {
-		d.P95 = seconds(*p95)
-	}
-	return d, nil
-}
-
-func seconds(s float64) time.Duration {
-	return time.Duration(s * float64(time.Second)).Round(time.Microsecond)
-}
-
 // Prune deletes up to batch runs (at least 1) that started before before,
 // oldest first, and returns how many it deleted. Rows another Prune holds are
 // skipped (FOR UPDATE SKIP LOCKED), so instances prune side by side without
