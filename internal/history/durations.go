@@ -8,8 +8,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// MaxDurationSample bounds the runs Durations measures: the latest ones.
-const MaxDurationSample = 1000
+const (
+	// MaxDurationSample bounds the runs Durations measures: the latest ones.
+	MaxDurationSample = 1000
+	// DurationWindow is how far back the fleet page and the rollout ETA
+	// measure tenant runs: Durations(now - DurationWindow).
+	DurationWindow = 24 * time.Hour
+)
 
 // Querier reads one row: a pool, a connection or a transaction.
 type Querier interface {
