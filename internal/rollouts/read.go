@@ -89,15 +89,12 @@ func (s *Store) fillProgress(ctx context.Context, r *Rollout) error {
 		r.Waves[i].Size = end - prev
 		prev = end
 	}
-	// Per wave and state: the count, the run time of the completed tenants
-	// (their mean duration) and, over the finished tenants that have a
-	// duration, the run time, the first start and the last finish (the
-	// parallelism the ETA measures).
-	rows, err := s.pool.Query(ctx, `SELECT wave, state, count(*),
-			coalesce(sum(duration_ms) FILTER (WHERE state = 'COMPLETED'), 0),
-			coalesce(sum(duration_ms) FILTER (WHERE finished_at IS NOT NULL), 0),
-			min(finished_at - duration_ms * interval '1 millisecond'),
-			max(finished_at) FILTER (WHERE duration_ms IS NOT NULL)
+	// Per wave and state: the count and, of the tenants with a duration,
+	// their run time and how many they are; the first and last finish. The
+	// completed ones give the mean duration, the finished ones (completed
+	// and failed) the parallelism the ETA measures.
+	rows, err := s.pool.Query(ctx, `SELECT wave, state, count(*), coalesce(sum(duration_ms), 0), count(duration_ms),
+			min(finished_at), max(finished_at)
 		FROM tenantmigrate.rollout_tenants WHERE rollout_id = $1 GROUP BY wave, state`, r.ID)
 	if err != nil {
 		return fmt.Errorf("read progress of rollout %d: %w", r.ID, err)
@@ -106,12 +103,12 @@ func (s *Store) fillProgress(ctx context.Context, r *Rollout) error {
 	busy := make([]waveBusy, len(r.Waves))
 	for rows.Next() {
 		var (
-			wave            int
-			state           string
-			n, durMS, runMS int64
-			first, last     *time.Time
+			wave          int
+			state         string
+			n, durMS, nMS int64
+			first, last   *time.Time
 		)
-		if err := rows.Scan(&wave, &state, &n, &durMS, &runMS, &first, &last); err != nil {
+		if err := rows.Scan(&wave, &state, &n, &durMS, &nMS, &first, &last); err != nil {
 			rows.Close()
 			return fmt.Errorf("read progress of rollout %d: %w", r.ID, err)
 		}
@@ -123,10 +120,10 @@ func (s *Store) fillProgress(ctx context.Context, r *Rollout) error {
 		case "COMPLETED":
 			w.Completed += n
 			sumMS += durMS
-			busy[wave].add(runMS, first, last)
+			busy[wave].add(durMS, nMS, first, last)
 		case "FAILED":
 			w.Failed += n
-			busy[wave].add(runMS, first, last)
+			busy[wave].add(durMS, nMS, first, last)
 		case "REMOVED":
 			w.Removed += n
 		default:
@@ -197,14 +194,14 @@ const (
 )
 
 // waveBusy is what a wave's finished tenants tell of its parallelism: their
-// summed run time and the span from the first start to the last finish.
+// summed run time, how many runs it sums, and their first and last finish.
 type waveBusy struct {
-	runMS       int64
+	runMS, runs int64
 	first, last time.Time
 }
 
-func (b *waveBusy) add(runMS int64, first, last *time.Time) {
-	if first == nil || last == nil {
+func (b *waveBusy) add(runMS, runs int64, first, last *time.Time) {
+	if first == nil || last == nil || runs <= 0 {
 		return
 	}
 	if b.first.IsZero() || first.Before(b.first) {
@@ -214,16 +211,21 @@ func (b *waveBusy) add(runMS int64, first, last *time.Time) {
 		b.last = *last
 	}
 	b.runMS += runMS
+	b.runs += runs
 }
 
-// parallelism is how many tenants the wave ran at once on average while
-// it ran: run time over span (Little's law). 0 when it cannot tell.
+// parallelism is how many tenants the wave ran at once on average while it
+// ran (Little's law): its run time over its span, from the first start to
+// the last finish. The first start is taken as the first finish less the
+// mean run, which spares the progress read a computation per row.
+// 0 when it cannot tell.
 func (b waveBusy) parallelism() float64 {
-	span := b.last.Sub(b.first)
-	if b.runMS <= 0 || span <= 0 {
+	if b.runMS <= 0 || b.runs <= 0 {
 		return 0
 	}
-	return float64(b.runMS) / (float64(span) / float64(time.Millisecond))
+	mean := float64(b.runMS) / float64(b.runs)
+	spanMS := float64(b.last.Sub(b.first))/float64(time.Millisecond) + mean
+	return float64(b.runMS) / spanMS
 }
 
 // measuredParallelism is the parallelism of the latest wave that has
