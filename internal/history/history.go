@@ -2,9 +2,9 @@
 // run of the migrator on one tenant, whatever triggered it. The one executor
 // (internal/run) writes a row per Migrate call with Store.Record; the admin
 // API and the CLI read a tenant's runs with Store.List, newest first; the
-// fleet page and rollout ETAs read the recent per-tenant durations with
-// Store.Durations; a Pruner deletes the rows older than the retention in
-// bounded batches.
+// fleet page reads the recent per-tenant durations with Store.Durations,
+// and rollout ETAs (internal/rollouts) with ReadDurations; a Pruner deletes
+// the rows older than the retention in bounded batches.
 package history
 
 import (
