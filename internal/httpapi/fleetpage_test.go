@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"riverqueue.com/riverui"
@@ -373,5 +374,13 @@ func TestFleetPageRollout(t *testing.T) {
 		require.Equal(t, "–", waveETA(t, page, 1), "wave 1 has nothing pending")
 		require.Regexp(t, `^in (4|3\.\d)s$`, waveETA(t, page, 2))
 		require.Equal(t, "2", waveCell(t, page, 2, "pending"))
+
+		// The admin API's eta keeps its shape: an RFC 3339 time, here about
+		// 4 s ahead.
+		res := e.admin(http.MethodGet, "/admin/rollouts/"+id, "")
+		require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+		eta, err := time.Parse(time.RFC3339Nano, res.json(t)["eta"].(string))
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now().Add(4*time.Second), eta, time.Second)
 	})
 }
