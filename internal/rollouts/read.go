@@ -266,7 +266,7 @@ func (s *Store) estimate(ctx context.Context, r *Rollout, busy []waveBusy, now t
 		if d.Runs > 0 && d.P50 > 0 {
 			r.ETABasis, r.ETAPerTenant, r.ETAParallelism = ETAFromHistory, d.P50, p
 			waveTime = func(pending int64) time.Duration {
-				return time.Duration(math.Ceil(float64(pending)/p)) * d.P50
+				return clampDuration(math.Ceil(float64(pending)/p) * float64(d.P50))
 			}
 			withPauses = true
 		}
@@ -278,7 +278,7 @@ func (s *Store) estimate(ctx context.Context, r *Rollout, busy []waveBusy, now t
 		}
 		perTenant := float64(now.Sub(r.StartedAt)) / float64(done)
 		r.ETABasis = ETAFromPace
-		waveTime = func(pending int64) time.Duration { return time.Duration(perTenant * float64(pending)) }
+		waveTime = func(pending int64) time.Duration { return clampDuration(perTenant * float64(pending)) }
 	}
 	at := now
 	for i := range r.Waves {
@@ -288,15 +288,27 @@ func (s *Store) estimate(ctx context.Context, r *Rollout, busy []waveBusy, now t
 			if i == r.CurrentWave+1 && r.waveDoneAt != nil {
 				pause = max(0, pause-now.Sub(*r.waveDoneAt))
 			}
-			at = at.Add(pause)
+			at = at.Add(min(pause, maxETA-at.Sub(now)))
 		}
 		if w.Pending <= 0 {
 			continue
 		}
-		at = at.Add(waveTime(w.Pending))
+		at = at.Add(min(waveTime(w.Pending), maxETA-at.Sub(now)))
 		eta := at
 		w.ETA = &eta
 		r.ETA = &eta
 	}
 	return nil
+}
+
+// maxETA bounds how far ahead an ETA is put (a wave measured at a tiny
+// parallelism, a pace of days per tenant), so that no sum overflows.
+const maxETA = 100 * 365 * 24 * time.Hour
+
+// clampDuration converts ns to a Duration of at most maxETA.
+func clampDuration(ns float64) time.Duration {
+	if ns >= float64(maxETA) || math.IsNaN(ns) {
+		return maxETA
+	}
+	return time.Duration(ns)
 }

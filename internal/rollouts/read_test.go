@@ -167,6 +167,22 @@ func TestETAFromHistory(t *testing.T) {
 		requireAbout(t, 400*time.Second, got.StartedAt.Add(100*time.Second), time.Now(), got.ETA, 2*time.Second, "rollout")
 	})
 
+	t.Run("far", func(t *testing.T) {
+		t.Parallel()
+		s, r, pool := etaRollout(t, 4, "1,100%", 0)
+		// 50 years for one tenant: three more would be 150 years, which is
+		// put at 100, without overflowing.
+		_, err := pool.Exec(ctx, `UPDATE tenantmigrate.rollouts SET started_at = now() - interval '50 years' WHERE id = $1`, r.ID)
+		require.NoError(t, err)
+		finish(t, pool, r.ID, 0, 1, "COMPLETED", time.Second, 0)
+		before := time.Now()
+		got, err := s.Get(ctx, r.ID)
+		after := time.Now()
+		require.NoError(t, err)
+		require.Equal(t, rollouts.ETAFromPace, got.ETABasis)
+		requireAbout(t, 100*365*24*time.Hour, before, after, got.ETA, 0, "rollout")
+	})
+
 	t.Run("none", func(t *testing.T) {
 		t.Parallel()
 		s, r, pool := etaRollout(t, 4, "2,100%", 0)
