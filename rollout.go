@@ -104,6 +104,15 @@ const (
 	RolloutSuperseded = rollouts.StateSuperseded
 )
 
+// What a Rollout's ETA comes from (Rollout.ETABasis).
+const (
+	// RolloutETAFromHistory: the run history's p50 per tenant over the
+	// parallelism measured in the rollout, plus the wave pauses to come.
+	RolloutETAFromHistory = rollouts.ETAFromHistory
+	// RolloutETAFromPace: the rollout's pace since it started.
+	RolloutETAFromPace = rollouts.ETAFromPace
+)
+
 type (
 	// Rollout is a rollout with its progress.
 	Rollout = rollouts.Rollout

@@ -270,7 +270,11 @@ func printRollout(w io.Writer, r *tenantmigrate.Rollout) {
 		fmt.Fprintf(tw, "finished:\t%s\n", timeText(*r.FinishedAt))
 	}
 	if r.ETA != nil {
-		fmt.Fprintf(tw, "eta:\t%s (at the pace so far; %s per tenant on average)\n", timeText(*r.ETA), durationText(r.AvgDuration))
+		basis := "at the pace so far"
+		if r.ETABasis == tenantmigrate.RolloutETAFromHistory {
+			basis = fmt.Sprintf("run history p50 %s per tenant, %.1f at once", durationText(r.ETAPerTenant), r.ETAParallelism)
+		}
+		fmt.Fprintf(tw, "eta:\t%s (%s; %s per tenant on average)\n", timeText(*r.ETA), basis, durationText(r.AvgDuration))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)

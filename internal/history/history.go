@@ -2,9 +2,9 @@
 // run of the migrator on one tenant, whatever triggered it. The one executor
 // (internal/run) writes a row per Migrate call with Store.Record; the admin
 // API and the CLI read a tenant's runs with Store.List, newest first; the
-// fleet page and rollout ETAs read the recent per-tenant durations with
-// Store.Durations; a Pruner deletes the rows older than the retention in
-// bounded batches.
+// fleet page reads the recent per-tenant durations with Store.Durations,
+// and rollout ETAs (internal/rollouts) with ReadDurations; a Pruner deletes
+// the rows older than the retention in bounded batches.
 package history
 
 import (
@@ -212,48 +212,6 @@ func parseCursor(s string) (pageCursor, error) {
 
 // shorten cuts outside input quoted in an error message.
 func shorten(s string) string { return truncate(s, 64) }
-
-// MaxDurationSample bounds the runs Durations measures: the latest ones.
-const MaxDurationSample = 1000
-
-// Durations measures how long tenants took to migrate: the p50 and p95 of
-// the latest MaxDurationSample runs that started at or after since,
-// completed, went up and applied at least one migration (a run that found
-// nothing to apply says nothing of what migrating costs). It reads the
-// partial index of those runs (runs_applied_started_idx) backwards, at most
-// MaxDurationSample entries, never the whole table.
-func (s *Store) Durations(ctx context.Context, since time.Time) (Durations, error) {
-	var (
-		d        Durations
-		p50, p95 *float64
-	)
-	err := s.pool.QueryRow(ctx, `
-		SELECT count(*),
-			percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds),
-			percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds)
-		FROM (
-			SELECT extract(epoch FROM finished_at - started_at)::float8 AS seconds
-			FROM tenantmigrate.runs
-			WHERE started_at >= $1 AND result = 'completed' AND direction = 'up'
-				AND to_version IS DISTINCT FROM from_version
-			ORDER BY started_at DESC
-			LIMIT $2
-		) latest`, since, MaxDurationSample).Scan(&d.Runs, &p50, &p95)
-	if err != nil {
-		return Durations{}, fmt.Errorf("read run durations: %w", err)
-	}
-	if p50 != nil {
-		d.P50 = seconds(*p50)
-	}
-	if p95 != nil {
-		d.P95 = seconds(*p95)
-	}
-	return d, nil
-}
-
-func seconds(s float64) time.Duration {
-	return time.Duration(s * float64(time.Second)).Round(time.Microsecond)
-}
 
 // Prune deletes up to batch runs (at least 1) that started before before,
 // oldest first, and returns how many it deleted. Rows another Prune holds are

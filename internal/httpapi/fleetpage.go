@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/history"
 	"github.com/tenantmigrate/tenantmigrate/internal/rollouts"
 )
 
@@ -25,8 +26,6 @@ const (
 	// fleetPageErrorRunes bounds each error shown; the admin API has them
 	// whole.
 	fleetPageErrorRunes = 2000
-	// fleetPageDurationWindow is how far back the page measures tenant runs.
-	fleetPageDurationWindow = 24 * time.Hour
 )
 
 // fleetPage serves the fleet page.
@@ -76,10 +75,12 @@ type rolloutView struct {
 	StartedAt   string
 	// Ended is the finish time, "" while active.
 	Ended string
-	// ETA is when it should finish at the pace so far ("2026-01-02 15:04:05
-	// UTC, in 3m20s"), "–" when there is none (not running, or nothing
-	// finished yet).
+	// ETA is when it should finish ("2026-01-02 15:04:05 UTC, in 3m20s"),
+	// "–" when there is none (not running, or nothing finished yet).
 	ETA string
+	// ETABasis says what the ETA comes from ("run history p50 1.2s per
+	// tenant, 8.0 at once"), "" without an ETA.
+	ETABasis string
 	// AvgDuration is the mean duration of its completed tenant runs, "–"
 	// without any.
 	AvgDuration string
@@ -93,6 +94,8 @@ type waveRow struct {
 	State                            string
 	// Width is the CSS width of the finished part, in percent of the size.
 	Width string
+	// ETA is when the wave should end ("in 3m20s"), "–" without one.
+	ETA string
 }
 
 // versionBar is one bar of the version histogram.
@@ -154,7 +157,7 @@ func (f *fleetPage) load(ctx context.Context) (fleetData, error) {
 	if err != nil {
 		return fleetData{}, fmt.Errorf("fleet page: failed tenants: %w", err)
 	}
-	durations, err := f.svc.RunDurations(ctx, time.Now().Add(-fleetPageDurationWindow))
+	durations, err := f.svc.RunDurations(ctx, time.Now().Add(-history.DurationWindow))
 	if err != nil {
 		return fleetData{}, fmt.Errorf("fleet page: run durations: %w", err)
 	}
@@ -221,11 +224,21 @@ func newRolloutView(r *rollouts.Rollout, now time.Time) *rolloutView {
 	if r.ETA != nil {
 		v.ETA = r.ETA.UTC().Format(layout) + ", in " + roundDuration(max(r.ETA.Sub(now), 0)).String()
 	}
+	switch r.ETABasis {
+	case rollouts.ETAFromHistory:
+		v.ETABasis = "run history p50 " + roundDuration(r.ETAPerTenant).String() + " per tenant, " +
+			strconv.FormatFloat(r.ETAParallelism, 'f', 1, 64) + " at once"
+	case rollouts.ETAFromPace:
+		v.ETABasis = "the pace since the start"
+	}
 	if r.AvgDuration > 0 {
 		v.AvgDuration = roundDuration(r.AvgDuration).String()
 	}
 	for i, w := range r.Waves {
-		row := waveRow{Number: i + 1, Size: w.Size, Completed: w.Completed, Failed: w.Failed, Pending: w.Pending, State: w.State, Width: "0"}
+		row := waveRow{Number: i + 1, Size: w.Size, Completed: w.Completed, Failed: w.Failed, Pending: w.Pending, State: w.State, Width: "0", ETA: "–"}
+		if w.ETA != nil {
+			row.ETA = "in " + roundDuration(max(w.ETA.Sub(now), 0)).String()
+		}
 		if w.Size > 0 {
 			row.Width = strconv.FormatFloat(float64(min(w.Completed+w.Failed+w.Removed, w.Size))*100/float64(w.Size), 'f', 1, 64)
 		}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"riverqueue.com/riverui"
@@ -232,6 +233,14 @@ func waveCell(t *testing.T, page string, n int, class string) string {
 	return m[1]
 }
 
+// waveETA returns the ETA cell of wave n (1-based).
+func waveETA(t *testing.T, page string, n int) string {
+	t.Helper()
+	m := regexp.MustCompile(`class="eta">([^<]*)<`).FindStringSubmatch(rowOf(t, page, "data-wave", fmt.Sprint(n)))
+	require.NotNil(t, m, "wave %d has no ETA cell", n)
+	return m[1]
+}
+
 // TestFleetPageRollout: the page shows the current rollout, its waves'
 // size, completed, failed and state, the halt reason and first errors of a
 // halted one, and the ETA of a running one.
@@ -289,6 +298,8 @@ func TestFleetPageRollout(t *testing.T) {
 		require.Equal(t, "2", byID(t, page, "rollout-pending"))
 		require.Contains(t, byID(t, page, "rollout-halt-reason"), "1 failed")
 		require.Equal(t, "–", byID(t, page, "rollout-eta"), "a halted rollout has no ETA")
+		require.NotContains(t, page, `id="rollout-eta-basis"`)
+		require.Equal(t, "–", waveETA(t, page, 2))
 
 		require.Equal(t, "1", waveCell(t, page, 1, "size"))
 		require.Equal(t, "0", waveCell(t, page, 1, "completed"))
@@ -327,9 +338,49 @@ func TestFleetPageRollout(t *testing.T) {
 		require.Contains(t, rowOf(t, page, "data-wave", "1"), ">RUNNING<")
 		require.Contains(t, rowOf(t, page, "data-wave", "2"), ">PENDING<")
 		require.Equal(t, "1", byID(t, page, "rollout-wave"))
-		// One tenant of three finished: an ETA at that pace.
+		// One tenant of three finished, and its run is in the history: an
+		// ETA from the history's p50 at the parallelism of wave 1.
 		require.Regexp(t, `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, in \S+$`, byID(t, page, "rollout-eta"))
+		require.Regexp(t, `^run history p50 \S+ per tenant, 1\.0 at once$`, byID(t, page, "rollout-eta-basis"))
+		require.Equal(t, "–", waveETA(t, page, 1))
+		require.Regexp(t, `^in \S+s$`, waveETA(t, page, 2))
 		require.NotEqual(t, "–", byID(t, page, "rollout-avg"))
 		require.NotContains(t, page, `id="rollout-halt-reason"`)
+	})
+
+	t.Run("from history", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, options{})
+		id := newRollout(t, e, "e")
+		tenant := firstWaveTenant(t, e, id)
+		// The history holds runs of 1, 2 and 3 s (p50 2 s, p95 2.9 s); the
+		// first wave's tenant ran 2 s alone (parallelism 1). Wave 2's two
+		// tenants: two rounds of 2 s.
+		_, err := e.orch.Pool().Exec(t.Context(), `
+			INSERT INTO tenantmigrate.runs (tenant_id, from_version, to_version, result, started_at, finished_at, process, trigger)
+			SELECT 'h' || i, 1, 2, 'completed', now() - interval '1 hour', now() - interval '1 hour' + i * interval '1 second', 'p:1', 'queue'
+			FROM generate_series(1, 3) i`)
+		require.NoError(t, err)
+		_, err = e.orch.Pool().Exec(t.Context(), `UPDATE tenantmigrate.rollout_tenants
+			SET state = 'COMPLETED', duration_ms = 2000, finished_at = now() - interval '5 seconds'
+			WHERE rollout_id = $1 AND tenant_id = $2`, id, tenant)
+		require.NoError(t, err)
+
+		page := string(e.admin(http.MethodGet, "/admin/", "").body)
+		require.Equal(t, "2s / 2.9s", byID(t, page, "run-durations"))
+		require.Equal(t, "run history p50 2s per tenant, 1.0 at once", byID(t, page, "rollout-eta-basis"))
+		// 4 s from the read, shown a few ms later.
+		require.Regexp(t, `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, in (4|3\.\d)s$`, byID(t, page, "rollout-eta"))
+		require.Equal(t, "–", waveETA(t, page, 1), "wave 1 has nothing pending")
+		require.Regexp(t, `^in (4|3\.\d)s$`, waveETA(t, page, 2))
+		require.Equal(t, "2", waveCell(t, page, 2, "pending"))
+
+		// The admin API's eta keeps its shape: an RFC 3339 time, here about
+		// 4 s ahead.
+		res := e.admin(http.MethodGet, "/admin/rollouts/"+id, "")
+		require.Equal(t, http.StatusOK, res.status, "body: %s", res.body)
+		eta, err := time.Parse(time.RFC3339Nano, res.json(t)["eta"].(string))
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now().Add(4*time.Second), eta, time.Second)
 	})
 }

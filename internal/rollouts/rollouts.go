@@ -93,13 +93,25 @@ type Rollout struct {
 	Waves                               []Wave
 	// AvgDuration is the mean duration of the rollout's completed runs.
 	AvgDuration time.Duration
-	// ETA is when the rollout should finish at the pace so far (tenants
-	// finished per second since it started); nil when it is not running or
-	// nothing finished yet.
+	// ETA is when the rollout should finish; nil when it is not running,
+	// has nothing pending or nothing to estimate from. ETABasis says how it
+	// was estimated (see estimate in read.go and the README's Rollouts).
 	ETA *time.Time
+	// ETABasis is ETAFromHistory or ETAFromPace; "" without an ETA.
+	ETABasis string
+	// ETAPerTenant and ETAParallelism are what an ETAFromHistory is made
+	// of: the p50 of the recent tenant runs in the run history, and the
+	// parallelism measured in the rollout (tenant-seconds of run per second
+	// of its latest wave with finished tenants). Zero otherwise.
+	ETAPerTenant   time.Duration
+	ETAParallelism float64
 	// FirstErrors are up to five errors of the failed tenants of the
 	// current wave (tenant id: error), the first first.
 	FirstErrors []TenantError
+
+	// waveDoneAt is when the current wave's last tenant finished (the wave
+	// pause runs from then); nil while it runs.
+	waveDoneAt *time.Time
 }
 
 // TenantError is the failure of one tenant in a rollout.
@@ -115,6 +127,9 @@ type Wave struct {
 	// State: PENDING (not started), RUNNING, PASSED, FAILED (its failures
 	// exceed the rate; the rollout halted on it).
 	State string
+	// ETA is when the wave should end, on the rollout's ETABasis; nil for a
+	// wave with nothing pending or when the rollout has no ETA.
+	ETA *time.Time
 }
 
 // threshold is how many failed tenants a wave of size may have and pass.
