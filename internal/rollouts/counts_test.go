@@ -42,6 +42,8 @@ func TestRolloutCountsUnderConcurrentWrites(t *testing.T) {
 	r, created, err := s.Ensure(ctx, 2, Options{Waves: []WaveSize{{Count: 10}, {Percent: 40}}, HaltFailureRate: 0.2})
 	require.NoError(t, err)
 	require.True(t, created)
+	_, err = s.Fill(ctx, 2) // the rest of the rollout's tenants
+	require.NoError(t, err)
 	requireRolloutCountsMatch(t, s, r.ID)
 
 	var (
@@ -121,6 +123,8 @@ func TestRolloutCountsUnderConcurrentWrites(t *testing.T) {
 	r3, created, err := s.Ensure(ctx, 3, Options{})
 	require.NoError(t, err)
 	require.True(t, created)
+	_, err = s.Fill(ctx, 3)
+	require.NoError(t, err)
 	requireRolloutCountsMatch(t, s, r.ID)
 	requireRolloutCountsMatch(t, s, r3.ID)
 

@@ -137,7 +137,9 @@ func (s *Store) fillProgress(ctx context.Context, r *Rollout) error {
 	}
 	for i := range r.Waves {
 		w := &r.Waves[i]
-		// Tenants not yet inserted (Store.Fill) are pending.
+		// PENDING tenants are not counted (see 00015), nor those not yet
+		// inserted (Store.Fill): a wave's pending tenants are its size less
+		// the others.
 		w.Pending += max(0, w.Size-w.Completed-w.Failed-w.Pending-w.Removed)
 		r.Completed += w.Completed
 		r.Failed += w.Failed

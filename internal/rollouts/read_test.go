@@ -30,6 +30,8 @@ func etaRollout(t *testing.T, n int, waves string, pause time.Duration) (*rollou
 	r, created, err := s.Ensure(ctx, 2, rollouts.Options{Waves: ws, WavePause: pause})
 	require.NoError(t, err)
 	require.True(t, created)
+	_, err = s.Fill(ctx, 2) // every tenant in, for finish below
+	require.NoError(t, err)
 	return s, r, pool
 }
 

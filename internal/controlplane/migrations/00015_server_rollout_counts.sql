@@ -6,8 +6,9 @@
 --     counted), for the server list (internal/servers List: status,
 --     GET /admin/servers, metrics). The GROUP BY server it replaces took
 --     ~0.5 s at 1M tenants.
---   * rollout_counts: a rollout's tenants per (wave, state), with their run
---     durations and span of finishes, for its progress and ETA
+--   * rollout_counts: a rollout's tenants per (wave, state), PENDING
+--     excepted (derived from the wave's size), with their run durations and
+--     span of finishes, for its progress and ETA
 --     (internal/rollouts Get: status, the fleet page, GET /admin/rollouts).
 --     The GROUP BY over rollout_tenants it replaces took 0.19 s at 1M.
 --
@@ -106,14 +107,18 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The net change per group (+1 per new row, -1 per old one), only for
-    -- the groups that move, in key order. The transition tables a trigger
+    -- the groups that move, in key order. PENDING rows are not counted:
+    -- a wave's pending tenants are its size less the others (readers derive
+    -- them), so the insert of a rollout's tenants (Store.Ensure, Store.Fill:
+    -- a million rows, a minute in one transaction) touches no counter, and
+    -- the claims and results of the tenants already in never wait for it. The transition tables a trigger
     -- has depend on its event, hence one statement per event.
     IF TG_OP = 'INSERT' THEN
     INSERT INTO tenantmigrate.rollout_counts AS c (rollout_id, wave, state, n, run_ms, timed, first_finished, last_finished)
     SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (
         SELECT rollout_id, wave, state, 1 AS n, coalesce(duration_ms, 0) AS ms,
             (duration_ms IS NOT NULL)::int AS timed, finished_at AS first_f, finished_at AS last_f
-        FROM new_rows
+        FROM new_rows WHERE state <> 'PENDING'
     ) d
     GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
     ORDER BY rollout_id, wave, state
@@ -128,7 +133,7 @@ BEGIN
     SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (
         SELECT rollout_id, wave, state, -1 AS n, -coalesce(duration_ms, 0) AS ms,
             -(duration_ms IS NOT NULL)::int AS timed, NULL::timestamptz AS first_f, NULL::timestamptz AS last_f
-        FROM old_rows
+        FROM old_rows WHERE state <> 'PENDING'
     ) d
     GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
     ORDER BY rollout_id, wave, state
@@ -143,11 +148,11 @@ BEGIN
     SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (
         SELECT rollout_id, wave, state, 1 AS n, coalesce(duration_ms, 0) AS ms,
             (duration_ms IS NOT NULL)::int AS timed, finished_at AS first_f, finished_at AS last_f
-        FROM new_rows
+        FROM new_rows WHERE state <> 'PENDING'
         UNION ALL
         SELECT rollout_id, wave, state, -1 AS n, -coalesce(duration_ms, 0) AS ms,
             -(duration_ms IS NOT NULL)::int AS timed, NULL::timestamptz AS first_f, NULL::timestamptz AS last_f
-        FROM old_rows
+        FROM old_rows WHERE state <> 'PENDING'
     ) d
     GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
     ORDER BY rollout_id, wave, state
@@ -183,7 +188,7 @@ INSERT INTO tenantmigrate.server_counts (server, n)
 SELECT server, count(*) FROM tenantmigrate.tenants WHERE server IS NOT NULL GROUP BY 1;
 INSERT INTO tenantmigrate.rollout_counts (rollout_id, wave, state, n, run_ms, timed, first_finished, last_finished)
 SELECT rollout_id, wave, state, count(*), coalesce(sum(duration_ms), 0), count(duration_ms), min(finished_at), max(finished_at)
-FROM tenantmigrate.rollout_tenants GROUP BY 1, 2, 3;
+FROM tenantmigrate.rollout_tenants WHERE state <> 'PENDING' GROUP BY 1, 2, 3;
 
 -- +goose Down
 DROP TRIGGER rollout_counts_truncate ON tenantmigrate.rollout_tenants;
