@@ -93,7 +93,8 @@ func (o *Orchestrator) probeServer(ctx context.Context, server string) error {
 }
 
 // wakeServer makes up to n (0: the server's cap) queued jobs of server's
-// tenants that wait for their time available now.
+// tenants that no worker runs available now, the oldest first, and has the
+// producers fetch them.
 func (o *Orchestrator) wakeServer(ctx context.Context, server string, n int) {
 	if o.queue == nil {
 		return

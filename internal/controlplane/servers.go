@@ -83,14 +83,17 @@ func (s *Store) ServerTenant(ctx context.Context, server string) (string, error)
 	return id, nil
 }
 
-// WaitingJobs returns up to n ids of migrate_tenant jobs of server's tenants
-// that wait for a time to come (snoozed, or retries after their backoff),
-// oldest job first: the ones to wake when the server has room again.
+// WaitingJobs returns up to n ids of the queued migrate_tenant and
+// rollback_tenant jobs of server's tenants that no worker runs, oldest job
+// first: the ones to wake when the server has room again. That is the jobs
+// that wait for a time to come (snoozed, or scheduled), and also the ones
+// whose time has come but that no producer has fetched yet: a short snooze
+// ends as an available job that River fetches at its next poll only.
 func (s *Store) WaitingJobs(ctx context.Context, server string, n int) ([]int64, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT j.id FROM tenantmigrate.river_job j JOIN tenantmigrate.tenants t ON t.id = j.args->>'tenant_id'
-		WHERE j.kind = 'migrate_tenant' AND t.server = $1
-			AND j.state IN ('available', 'scheduled') AND j.scheduled_at > now()
+		WHERE j.kind IN ('migrate_tenant', 'rollback_tenant') AND t.server = $1
+			AND j.state IN ('available', 'scheduled')
 		ORDER BY j.created_at, j.id LIMIT $2`, server, n)
 	if err != nil {
 		return nil, fmt.Errorf("waiting jobs of server %s: %w", server, err)

@@ -424,8 +424,11 @@ func (q *Queue) Stop(ctx context.Context) error {
 // Wake makes the given jobs, waiting for a time to come (snoozed or
 // scheduled), available now (River's JobRetry), e.g. because the server
 // they waited for has room again, and tells every producer on the control
-// plane to fetch at once. A job that is running, being fetched, finished or
-// already available meanwhile is left as it is.
+// plane to fetch at once. A job that is running, being fetched or finished
+// meanwhile is left as it is. A job already available (its snooze ended)
+// is left available, and the producers are told too: River fetches an
+// available job only when told of an insert, when a worker of a producer
+// that ran out of them frees, or at its next poll.
 //
 // River's JobRetry sends no notification: without one, a woken job waits
 // for the next poll of some producer (PollInterval), and a freed slot of its
@@ -448,24 +451,30 @@ func (q *Queue) Wake(ctx context.Context, ids []int64) error {
 		// finished between this check and JobRetry, which would make a
 		// finished job available again. A job a producer is fetching is
 		// locked already: skip it, it runs anyway.
-		rows, err := tx.Query(ctx, `SELECT id FROM `+Schema+`.river_job
-			WHERE id = ANY($1) AND state IN ('available', 'scheduled') AND scheduled_at > now()
+		rows, err := tx.Query(ctx, `SELECT id, queue, state = 'scheduled' OR scheduled_at > now() FROM `+Schema+`.river_job
+			WHERE id = ANY($1) AND state IN ('available', 'scheduled')
 			ORDER BY id FOR UPDATE SKIP LOCKED`, ids)
 		if err != nil {
 			return fmt.Errorf("queue: wake jobs: %w", err)
 		}
-		waiting, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		type waitingJob struct {
+			ID    int64
+			Queue string
+			Later bool // not fetchable before its time (or River's scheduler) comes
+		}
+		waiting, err := pgx.CollectRows(rows, pgx.RowToStructByPos[waitingJob])
 		if err != nil {
 			return fmt.Errorf("queue: wake jobs: %w", err)
 		}
 		var queues []string
-		for _, id := range waiting {
-			job, err := q.client.JobRetryTx(ctx, tx, id)
-			if err != nil {
-				return fmt.Errorf("queue: wake job %d: %w", id, err)
+		for _, w := range waiting {
+			if w.Later {
+				if _, err := q.client.JobRetryTx(ctx, tx, w.ID); err != nil {
+					return fmt.Errorf("queue: wake job %d: %w", w.ID, err)
+				}
 			}
-			if !slices.Contains(queues, job.Queue) {
-				queues = append(queues, job.Queue)
+			if !slices.Contains(queues, w.Queue) {
+				queues = append(queues, w.Queue)
 			}
 		}
 		for _, queue := range queues {

@@ -36,3 +36,32 @@ func TestWakeNotifiesProducers(t *testing.T) {
 	require.Equal(t, []jobRow{{State: "completed", Attempt: 1}}, tenantJobs(t, pool, "t1"))
 	require.Equal(t, []int{1}, runAttempts(t, pool, "t1"))
 }
+
+// TestWakeNotifiesForAvailableJob: a job whose short snooze has ended is
+// available, but no producer fetches it before its next poll (River is
+// told of inserts, not of a time that comes). Waking it leaves it as it is
+// and notifies the producers: it runs at once, far below the poll interval.
+func TestWakeNotifiesForAvailableJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, newControlPlane(t), nil)
+	q := startWorkers(t, queue.Config{Pool: pool, Runner: &recordingRunner{pool: pool}, PollInterval: 10 * time.Minute})
+
+	res, err := q.Client().Insert(ctx, queue.MigrateTenantArgs{TenantID: "t1"},
+		&river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	// A job inserted after it and run: the producer has answered both
+	// inserts' notifications, and fetches next at its poll (it fetched
+	// fewer jobs than it has workers).
+	_, err = q.Client().Insert(ctx, queue.MigrateTenantArgs{TenantID: "t0"}, nil)
+	require.NoError(t, err)
+	eventually(t, 30*time.Second, "t0 completed", func() bool { return lastJobState(t, pool, "t0") == "completed" })
+	// What a snooze shorter than River's scheduler interval leaves once its
+	// time has passed; an UPDATE notifies no producer.
+	_, err = pool.Exec(ctx, `UPDATE `+queue.Schema+`.river_job SET state = 'available', scheduled_at = now() - interval '1 second' WHERE id = $1`, res.Job.ID)
+	require.NoError(t, err)
+
+	require.NoError(t, q.Wake(ctx, []int64{res.Job.ID}))
+	eventually(t, 30*time.Second, "woken job completed", func() bool { return lastJobState(t, pool, "t1") == "completed" })
+	require.Equal(t, []int{1}, runAttempts(t, pool, "t1"))
+}
