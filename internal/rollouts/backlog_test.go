@@ -394,3 +394,39 @@ func TestAddLateConcurrent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(30), r.Total)
 }
+
+// TestDoneOfMemberNotYetInserted: a run of a member beyond the head (a
+// request, a migrate-now) that fails before the rest is inserted still
+// fails the tenant in the rollout and halts it.
+func TestDoneOfMemberNotYetInserted(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := backlogFleet(t, 30)
+	s := NewStore(pool, nil)
+	s.StartHead = 2
+	r, _, err := s.Ensure(ctx, 2, Options{Waves: []WaveSize{{Count: 2}, {Percent: 100}}, HaltFailureRate: -1}) // the first failure halts
+	require.NoError(t, err)
+	head := members(t, pool, r.ID)
+	require.Len(t, head, 2)
+	var outside string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT id FROM tenantmigrate.tenants
+		WHERE id <> ALL($1) ORDER BY id LIMIT 1`, keys(head)).Scan(&outside))
+
+	halted, err := s.Done(ctx, 2, Result{TenantID: outside, Status: "FAILED_STALE", Err: "boom", FailedVersion: 2})
+	require.NoError(t, err)
+	require.True(t, halted, "the failure of a member not yet inserted counts")
+	got := members(t, pool, r.ID)
+	require.Len(t, got, 30, "the rest was inserted")
+	require.Equal(t, "FAILED", got[outside].State)
+	r, err = s.Get(ctx, r.ID)
+	require.NoError(t, err)
+	require.Equal(t, StateHalted, r.State)
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -309,13 +309,66 @@ type Result struct {
 // Done records a run of a tenant of the active rollout to target (nothing
 // when the tenant is not in it) and halts the rollout when the tenant's
 // wave can no longer pass. It reports whether this call halted it; the halt
-// is then logged, here, once for the whole fleet.
+// is then logged, here, once for the whole fleet. A member whose row is not
+// inserted yet (Fill) is recorded once the rest is in: Done inserts it, or
+// waits for the process inserting it (a minute at a million tenants, once
+// per rollout, for the runs that end in that minute outside the head).
 func (s *Store) Done(ctx context.Context, target int64, res Result) (halted bool, err error) {
-	var (
-		rolloutID int64
-		wave      int
-		final     string
-	)
+	rolloutID, wave, final, err := s.record(ctx, target, res)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// The tenant may be a member not inserted yet (the rollout's later
+		// waves, Store.Fill): a request or a migrate-now ran it before its
+		// turn. Its result counts all the same (a broken release halts
+		// whoever ran it), so the rest is inserted, by this call or the
+		// process inserting it, and the result recorded then.
+		if filled, ferr := s.awaitFill(ctx, target); ferr != nil || !filled {
+			return false, ferr
+		}
+		rolloutID, wave, final, err = s.record(ctx, target, res)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("record tenant %s in rollout to %d: %w", res.TenantID, target, err)
+	}
+	if final != "FAILED" {
+		return false, nil
+	}
+	return s.haltIfFailed(ctx, s.pool, rolloutID, wave)
+}
+
+// awaitFill inserts the backlog of the rollout to target, or waits for the
+// process inserting it, and reports whether there was one.
+func (s *Store) awaitFill(ctx context.Context, target int64) (filled bool, err error) {
+	for {
+		var backlog bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenantmigrate.rollout_backlog b
+			JOIN tenantmigrate.rollouts r ON r.id = b.rollout_id WHERE r.target_version = $1)`, target).Scan(&backlog); err != nil {
+			return filled, fmt.Errorf("read backlog of rollout to %d: %w", target, err)
+		}
+		if !backlog {
+			return filled, nil
+		}
+		filled = true
+		waiting, err := s.Fill(ctx, target)
+		if err != nil {
+			return filled, err
+		}
+		if !waiting {
+			return filled, nil
+		}
+		select {
+		case <-ctx.Done():
+			return filled, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// record writes res into the tenant's row of the active rollout to target;
+// pgx.ErrNoRows when the rollout holds no such row.
+func (s *Store) record(ctx context.Context, target int64, res Result) (rolloutID int64, wave int, final string, err error) {
 	err = s.pool.QueryRow(ctx, `UPDATE tenantmigrate.rollout_tenants rt
 		SET state = CASE $3 WHEN 'COMPLETED' THEN 'COMPLETED' WHEN 'FAILED_STALE' THEN 'FAILED' ELSE rt.state END,
 			attempts = rt.attempts + 1,
@@ -328,16 +381,7 @@ func (s *Store) Done(ctx context.Context, target int64, res Result) (halted bool
 			AND rt.tenant_id = $2 AND rt.state <> 'REMOVED'
 		RETURNING r.id, rt.wave, rt.state`,
 		target, res.TenantID, res.Status, truncate(res.Err), res.FailedVersion, res.Duration.Milliseconds()).Scan(&rolloutID, &wave, &final)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("record tenant %s in rollout to %d: %w", res.TenantID, target, err)
-	}
-	if final != "FAILED" {
-		return false, nil
-	}
-	return s.haltIfFailed(ctx, s.pool, rolloutID, wave)
+	return rolloutID, wave, final, err
 }
 
 type querier interface {
