@@ -19,6 +19,7 @@ type report struct {
 	Queue    *queueResult   `json:"queue,omitempty"`
 	Profile  *profileResult `json:"profile,omitempty"`
 	Locks    *locksResult   `json:"locks,omitempty"`
+	Schemas  *schemasResult `json:"schemas,omitempty"`
 }
 
 // write prints the report as Markdown.
@@ -100,6 +101,9 @@ func (r *report) write(w io.Writer) {
 	}
 	if r.Locks != nil {
 		r.Locks.write(w)
+	}
+	if r.Schemas != nil {
+		r.Schemas.write(w)
 	}
 	fmt.Fprintf(w, "Finished %s (%s).\n", r.Finished.Format("15:04:05 UTC"), r.Finished.Sub(r.Started).Round(time.Second))
 }
