@@ -340,6 +340,9 @@ func (e *schemasEnv) runRawOn(ctx context.Context, schemas []string, concurrency
 	var eg errgroup.Group
 	eg.SetLimit(concurrency)
 	for i, s := range schemas {
+		if ctx.Err() != nil {
+			break // interrupted: launch no more psql
+		}
 		eg.Go(func() error {
 			n, c, err := e.fleet.psqlTenant(ctx, e.schemaURL(s))
 			done[i] = time.Since(t.start)
