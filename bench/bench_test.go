@@ -70,3 +70,45 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemasSmoke runs the schemas benchmark on 3 schemas with the
+// tenantmigrate binary (built by the bench): it checks that the bench works,
+// not how fast anything is.
+func TestSchemasSmoke(t *testing.T) {
+	t.Parallel()
+	var random [4]byte
+	_, _ = rand.Read(random[:])
+	prefix := "smoke_" + hex.EncodeToString(random[:])
+
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{
+		"-database-url", pgtest.ServerURL(t),
+		"-prefix", prefix,
+		"-run", "schemas",
+		"-schemas", "3",
+		"-schemas-raw-concurrency", "2",
+		"-schemas-concurrency", "2",
+		"-settle", "0",
+		"-warmup=false",
+	}, &stdout, &stderr)
+	t.Logf("bench log:\n%s", stderr.String())
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	t.Logf("report:\n%s", stdout.String())
+	for _, want := range []string{
+		"## Schemas: 3 tenant schemas in one database, 10 migrations",
+		"| 1 | raw psql | 2 |",
+		"| 1 | tenantmigrate migrate --all | 2 |",
+		"- schemas b/a = ",
+		"| no-op deploy: migrate --all | 2 |",
+		"| 0 | nothing to do: all 3 tenants at version 10 |",
+		"| verify | 4 |",
+		"| 3 | verified 3 tenants",
+		"| empty database | 0 |",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}

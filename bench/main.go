@@ -17,6 +17,9 @@
 //   - coldstart: 1,000 requests over 100 never-migrated tenants at once
 //     through the gateway under on_request, against one tenant's migration
 //     alone (not in the default set).
+//   - schemas (not in the default list): schema-per-tenant, -schemas schemas
+//     in one database: raw psql against migrate --all, a no-op deploy,
+//     verify, and what the catalog's size does (see schemas.go).
 //
 // Run it from the module root:
 //
@@ -68,6 +71,11 @@ type options struct {
 	warmup         bool
 	logDir         string
 	verbose        bool
+
+	schemas           int
+	schemasRawConc    []int
+	schemasConc       []int
+	schemasVerifyConc []int
 }
 
 func main() {
@@ -122,6 +130,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			err = b.locks(ctx)
 		case "coldstart":
 			err = b.coldStart(ctx)
+		case "schemas":
+			err = b.schemas(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", item, err)
@@ -153,11 +163,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var (
 		o                                    options
 		runList, rawConc, methods, scale, pg string
+		schemaRaw, schemaConc, schemaVerify  string
 	)
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.databaseURL, "database-url", "", "superuser URL of an existing PostgreSQL server (its postgres database); default: start a throwaway cluster")
-	fs.StringVar(&runList, "run", "profile,queue,fleet,scale,locks", "benchmarks to run: fleet, scale, queue, profile, locks, coldstart")
+	fs.StringVar(&runList, "run", "profile,queue,fleet,scale,locks", "benchmarks to run: fleet, scale, queue, profile, locks, coldstart, schemas")
 	fs.IntVar(&o.tenants, "tenants", 200, "fleet: number of tenant databases")
 	fs.StringVar(&rawConc, "raw-concurrency", "1,2,4,8", "fleet: psql concurrencies tried for the raw limit")
 	fs.StringVar(&methods, "methods", "raw,migrate,migrate-tenant,serve,naive", "fleet: methods to measure (migrate: --transaction-mode file; migrate-tenant: --transaction-mode tenant)")
@@ -177,6 +188,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.repeat, "repeat", 1, "fleet, locks, coldstart: rounds of every method; figures and ratios use each method's best round")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "pause before each timed run, after the reset, for the server to settle")
 	fs.BoolVar(&o.verbose, "v", false, "log more")
+	fs.IntVar(&o.schemas, "schemas", 10000, "schemas: tenant schemas in the one database")
+	fs.StringVar(&schemaRaw, "schemas-raw-concurrency", "2,4,8", "schemas: psql concurrencies tried for the raw limit")
+	fs.StringVar(&schemaConc, "schemas-concurrency", "2,4,8", "schemas: migrate --all --concurrency values tried (the first also runs the no-op deploys)")
+	fs.StringVar(&schemaVerify, "schemas-verify-concurrency", "4", "schemas: verify --concurrency values timed")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -185,7 +200,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	o.run = splitList(runList)
 	for _, r := range o.run {
-		if !slices.Contains([]string{"fleet", "scale", "queue", "profile", "locks", "coldstart"}, r) {
+		if !slices.Contains([]string{"fleet", "scale", "queue", "profile", "locks", "coldstart", "schemas"}, r) {
 			return o, fmt.Errorf("-run: unknown benchmark %q", r)
 		}
 	}
@@ -201,6 +216,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.scaleSizes, err = intList(scale); err != nil {
 		return o, fmt.Errorf("-scale: %w", err)
+	}
+	for _, l := range []struct {
+		flag string
+		s    string
+		to   *[]int
+	}{{"-schemas-raw-concurrency", schemaRaw, &o.schemasRawConc}, {"-schemas-concurrency", schemaConc, &o.schemasConc}, {"-schemas-verify-concurrency", schemaVerify, &o.schemasVerifyConc}} {
+		if *l.to, err = intList(l.s); err != nil {
+			return o, fmt.Errorf("%s: %w", l.flag, err)
+		}
+	}
+	if o.schemas < 1 || len(o.schemasConc) == 0 {
+		return o, errors.New("-schemas must be positive and -schemas-concurrency not empty")
 	}
 	if o.tenants < 1 || o.queueSamples < 1 || o.repeat < 1 || o.profileTenants < 1 {
 		return o, errors.New("-tenants, -queue-samples, -repeat and -profile-tenants must be positive")

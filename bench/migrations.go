@@ -36,8 +36,10 @@ type migrationFile struct {
 }
 
 // loadMigrations reads and splits the migration set.
-func loadMigrations() ([]migrationFile, error) {
-	fsys := migrationsFS()
+func loadMigrations() ([]migrationFile, error) { return loadMigrationsFrom(migrationsFS()) }
+
+// loadMigrationsFrom reads and splits the goose SQL files at the root of fsys.
+func loadMigrationsFrom(fsys fs.FS) ([]migrationFile, error) {
 	names, err := fs.Glob(fsys, "*.sql")
 	if err != nil {
 		return nil, err
@@ -112,15 +114,21 @@ func psqlScript(ms []migrationFile, from int) string {
 // writeMigrationsDir copies the migration set into a new directory under
 // dir, for the tenantmigrate binary's --migrations.
 func writeMigrationsDir(dir string) (string, error) {
-	out := filepath.Join(dir, "migrations")
+	return writeMigrationsDirFrom(dir, "migrations", migrationsFS())
+}
+
+// writeMigrationsDirFrom copies the files at the root of fsys into the new
+// directory dir/name.
+func writeMigrationsDirFrom(dir, name string, fsys fs.FS) (string, error) {
+	out := filepath.Join(dir, name)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return "", err
 	}
-	err := fs.WalkDir(migrationsFS(), ".", func(path string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		data, err := fs.ReadFile(migrationsFS(), path)
+		data, err := fs.ReadFile(fsys, path)
 		if err != nil {
 			return err
 		}

@@ -20,7 +20,8 @@ type report struct {
 	Profile  *profileResult `json:"profile,omitempty"`
 	Locks    *locksResult   `json:"locks,omitempty"`
 	// ColdStart: the cold-start runs (coldstart.go).
-	ColdStart []*coldResult `json:"cold_start,omitempty"`
+	ColdStart []*coldResult  `json:"cold_start,omitempty"`
+	Schemas   *schemasResult `json:"schemas,omitempty"`
 }
 
 // write prints the report as Markdown.
@@ -104,6 +105,9 @@ func (r *report) write(w io.Writer) {
 		r.Locks.write(w)
 	}
 	writeColdStart(w, r.ColdStart)
+	if r.Schemas != nil {
+		r.Schemas.write(w)
+	}
 	fmt.Fprintf(w, "Finished %s (%s).\n", r.Finished.Format("15:04:05 UTC"), r.Finished.Sub(r.Started).Round(time.Second))
 }
 

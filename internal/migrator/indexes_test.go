@@ -285,3 +285,28 @@ func TestInvalidIndexOutsideSearchPathIsRepaired(t *testing.T) {
 	require.True(t, exists)
 	require.True(t, valid, "dropped and built again")
 }
+
+// TestInvalidIndexOfTableMovedIntoSchemaIsFound: a schema tenant's invalid indexes are found
+// through the relations that depend on its schema (pg_depend), not by reading every schema's
+// indexes; a table moved into the schema with ALTER TABLE ... SET SCHEMA is one of them.
+func TestInvalidIndexOfTableMovedIntoSchemaIsFound(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	conn := connect(t, dbURL)
+	target := Target{DatabaseURL: dbURL, Schema: "acme"}
+	v1 := "-- +goose Up\nCREATE TABLE users (id bigint PRIMARY KEY);\n"
+	_, err := newMigrator(t, Config{FS: sqlFS(map[string]string{"00001_users.sql": v1})}).Migrate(ctx, target)
+	require.NoError(t, err)
+
+	exec(t, conn, `CREATE TABLE public.moved (x int); INSERT INTO public.moved VALUES (1), (1)`)
+	_, err = conn.Exec(ctx, `CREATE UNIQUE INDEX CONCURRENTLY moved_x_key ON public.moved (x)`)
+	require.Error(t, err)
+	exec(t, conn, `ALTER TABLE public.moved SET SCHEMA acme`)
+
+	files := map[string]string{"00001_users.sql": v1, "00002_noop.sql": "-- +goose Up\nSELECT 1;\n"}
+	_, err = newMigrator(t, Config{FS: sqlFS(files), KeepInvalidIndexes: true}).Migrate(ctx, target)
+	var idxErr *InvalidIndexesError
+	require.ErrorAs(t, err, &idxErr)
+	require.Equal(t, []InvalidIndex{{Schema: "acme", Name: "moved_x_key", Table: "moved"}}, idxErr.Indexes)
+}

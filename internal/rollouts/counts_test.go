@@ -47,7 +47,7 @@ func TestRolloutCountsUnderConcurrentWrites(t *testing.T) {
 	requireRolloutCountsMatch(t, s, r.ID)
 
 	var (
-		g       errgroup.Group
+		g errgroup.Group
 	)
 	for w := range 6 {
 		g.Go(func() error {
