@@ -87,6 +87,9 @@ type Manager struct {
 	idMu sync.Mutex
 	ids  map[string]int32 // server -> servers.id, which never changes
 
+	waitMu  sync.Mutex
+	waiting map[string]int // server -> runs of this process waiting in Take(wait)
+
 	prober startstop.BaseStartStop // the background prober of Start
 }
 
@@ -167,6 +170,17 @@ type serverRow struct {
 // DOWN server it returns a *DownError, waiting or not. Any other error is
 // the control plane's.
 func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, error) {
+	// Runs that wait (a request, a migrate-now, a batch) go before the
+	// queue's in this process: a queued job that finds one waiting for its
+	// server takes no slot and is put back (it is woken when a slot frees),
+	// so a freed slot goes to the waiting request, not to the job woken by
+	// the release.
+	if wait {
+		m.addWaiting(server, 1)
+		defer m.addWaiting(server, -1)
+	} else if m.hasWaiting(server) {
+		return nil, fmt.Errorf("server %s: %w (a request of this process waits for it)", server, ErrFull)
+	}
 	backoff := 20 * time.Millisecond
 	for {
 		if wait && ctx.Err() != nil {
@@ -211,8 +225,30 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 			return nil, fmt.Errorf("server %s: %w: %w", server, ErrFull, context.Cause(ctx))
 		case <-t.C:
 		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+		backoff = min(2*backoff, maxTakeBackoff)
 	}
+}
+
+// maxTakeBackoff bounds the pause between two looks of a run waiting for a
+// slot (a request waits for it).
+const maxTakeBackoff = 200 * time.Millisecond
+
+func (m *Manager) addWaiting(server string, d int) {
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	if m.waiting == nil {
+		m.waiting = map[string]int{}
+	}
+	m.waiting[server] += d
+	if m.waiting[server] <= 0 {
+		delete(m.waiting, server)
+	}
+}
+
+func (m *Manager) hasWaiting(server string) bool {
+	m.waitMu.Lock()
+	defer m.waitMu.Unlock()
+	return m.waiting[server] > 0
 }
 
 // running counts the slots of the server numbered id held now, by every

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
@@ -168,6 +170,46 @@ func TestTakeWaits(t *testing.T) {
 	_, err = b.Take(cctx, "db1:5432", true)
 	require.ErrorIs(t, err, servers.ErrFull)
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+// TestWaitingRunGoesFirst: while a run of a process waits for its server
+// (a request), the queue's jobs of that process take no slot of it, even a
+// free one, so the slot a release frees goes to the waiting run; the
+// server's other processes and other servers are not held back.
+func TestWaitingRunGoesFirst(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := newPool(t)
+	a := newManager(t, servers.Config{Pool: pool, MaxPerServer: 1})
+	other := newManager(t, servers.Config{Pool: pool, MaxPerServer: 1})
+	held, err := other.Take(ctx, "db1:5432", false)
+	require.NoError(t, err)
+
+	got := make(chan *servers.Slot, 1)
+	go func() {
+		s, err := a.Take(ctx, "db1:5432", true)
+		assert.NoError(t, err)
+		got <- s
+	}()
+	// A job of a finds the server full while the request waits, and keeps
+	// finding it so once the slot is free, until the request has it.
+	require.Eventually(t, func() bool {
+		_, err := a.Take(ctx, "db1:5432", false)
+		return errors.Is(err, servers.ErrFull) && strings.Contains(err.Error(), "a request of this process waits")
+	}, 10*time.Second, 5*time.Millisecond)
+	held.Release(ctx)
+	_, err = a.Take(ctx, "db1:5432", false)
+	require.ErrorIs(t, err, servers.ErrFull, "the freed slot is the waiting request's")
+	s := <-got
+	require.NotNil(t, s)
+	// Another server of a is not held back.
+	s2, err := a.Take(ctx, "db2:5432", false)
+	require.NoError(t, err)
+	s2.Release(ctx)
+	s.Release(ctx)
+	s3, err := a.Take(ctx, "db1:5432", false)
+	require.NoError(t, err, "no request waits any more")
+	s3.Release(ctx)
 }
 
 // TestDownAndUp: the third connection-level failure within the window makes
