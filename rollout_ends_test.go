@@ -94,3 +94,30 @@ func TestMigrateTenantsRolloutGivesUpUnrecorded(t *testing.T) {
 	require.EqualValues(t, 2, res.Failed, "the tenant's two runs")
 	require.Equal(t, tenantmigrate.RolloutRunning, res.Rollout.State)
 }
+
+// TestMigrateTenantsRolloutAddsLate: migrate --all joining a running
+// rollout runs the tenants behind that it lacks (registered since it began)
+// in it, as a fleet scan would add them, rather than ending with the
+// rollout and leaving them behind.
+func TestMigrateTenantsRolloutAddsLate(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	tenants := rolloutFleet(t, cp, "late", 2)
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
+	r, created, err := o.StartRollout(ctx, "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	late := addSchemaTenants(t, o, "late-new", 1, 1)
+
+	res, err := migrateAllBounded(t, o)
+	require.NoError(t, err)
+	require.True(t, res.OK(), "%+v", res)
+	require.Equal(t, r.ID, res.Rollout.ID)
+	require.Equal(t, tenantmigrate.RolloutCompleted, res.Rollout.State)
+	require.EqualValues(t, r.Total+1, res.Rollout.Total, "the late tenant joined the rollout")
+	vs, _ := rolloutVersions(t, o, append(tenants, late...))
+	for _, tn := range append(tenants, late...) {
+		require.EqualValues(t, 2, vs[tn.ID], tn.ID)
+	}
+}
