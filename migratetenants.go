@@ -236,9 +236,17 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 	source := o.selection(ctx, sel)
 	var rollout *Rollout
 	if sel.AllBehind && o.Target() >= o.latest { // a pinned fleet has no rollout
-		r, _, err := o.startRollout(ctx, "migrate --all", sel.IncludeStale)
+		r, created, err := o.startRollout(ctx, "migrate --all", sel.IncludeStale)
 		if err != nil {
 			return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
+		}
+		if r != nil && r.State.Active() && !created {
+			// The tenants behind that it lacks (registered since it began)
+			// join its last wave, as a fleet scan adds them: otherwise this
+			// run would end with the rollout and leave them behind.
+			if _, err := o.rollouts.AddLate(ctx, o.latest, sel.IncludeStale); err != nil {
+				return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
+			}
 		}
 		if r != nil && r.State.Active() {
 			// While this run lives its claims are its own; if it dies, the

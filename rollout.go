@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
@@ -313,11 +315,15 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
+		rerun := map[string]bool{} // the tenants released to run once more
 		for {
 			if ctx.Err() != nil {
 				yield(selected{}, ctx.Err())
 				return
 			}
+			// Idle before the step: every run of this batch has ended, and
+			// the step settled the tenants their recorded state tells.
+			wasIdle := idle()
 			state, err := o.rollouts.Step(ctx, o.latest)
 			if err != nil {
 				yield(selected{}, err)
@@ -345,12 +351,52 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 			if stuck != nil && stuck() {
 				return // the wave waits for a server this batch gave up on
 			}
+			if wasIdle {
+				// Nothing of this batch runs, yet the wave may wait for
+				// tenants it claimed: runs that ended without their result
+				// reaching the rollout (a control-plane error, a tenant
+				// changed under every rerun, one removed and registered
+				// again). Nobody else takes them over while this process
+				// lives, so each is run once more, then given up on.
+				held, err := o.rollouts.Holding(ctx, o.latest, claimer, 100)
+				if err != nil {
+					yield(selected{}, err)
+					return
+				}
+				if again := slices.DeleteFunc(slices.Clone(held), func(id string) bool { return rerun[id] }); len(again) > 0 {
+					if err := o.rollouts.Release(ctx, o.latest, again); err != nil {
+						yield(selected{}, err)
+						return
+					}
+					for _, id := range again {
+						rerun[id] = true
+					}
+					continue
+				}
+				if len(held) > 0 {
+					yield(selected{}, &rolloutUnrecordedError{target: o.latest, tenants: held})
+					return
+				}
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(rolloutPoll):
 			}
 		}
 	}
+}
+
+// rolloutUnrecordedError ends the rollout loop of MigrateTenants: the
+// rollout's open wave waits for tenants this batch ran twice without their
+// result reaching the rollout. The next migrate --all takes them over.
+type rolloutUnrecordedError struct {
+	target  int64
+	tenants []string
+}
+
+func (e *rolloutUnrecordedError) Error() string {
+	return fmt.Sprintf("the rollout to version %d waits for tenants whose runs here ended twice without their result reaching the rollout (see their errors), so nothing more of it can start: %s; once the cause is fixed, run migrate --all again",
+		e.target, strings.Join(e.tenants, ", "))
 }
 
 // fillRollout inserts the later waves of the rollout to the latest version

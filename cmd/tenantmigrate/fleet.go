@@ -99,7 +99,7 @@ func printSummary(w io.Writer, res fleetResult, latest int64) {
 		fmt.Fprintln(w, "interrupted: the tenants not started yet were left as they are")
 	}
 	if res.scanErr != nil {
-		fmt.Fprintf(w, "stopped early: reading the control plane failed: %v\n", res.scanErr)
+		fmt.Fprintf(w, "stopped early: %v\n", res.scanErr)
 	}
 	if res.Failed == 0 {
 		return

@@ -282,7 +282,7 @@ func resultErr(res fleetResult) error {
 	case res.Interrupted:
 		return failedErr(errors.New("interrupted"))
 	default:
-		return failedErr(fmt.Errorf("read the control plane: %w", res.scanErr))
+		return failedErr(fmt.Errorf("stopped early: %w", res.scanErr))
 	}
 }
 

@@ -549,6 +549,23 @@ func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wa
 	return err
 }
 
+// claimerAlive is true when the Claimer whose key is rt.claimed_by holds its
+// lock (its session, and so its process, lives).
+const claimerAlive = `EXISTS (SELECT 1 FROM pg_locks l
+	WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND l.classid = (rt.claimed_by >> 32)::oid AND l.objid = (rt.claimed_by & 4294967295)::oid)`
+
+// runnerDead is true when the instance running river_job j (the last of
+// attempted_by) is dead, as internal/instances judges it: stopped, or silent
+// for longer than its timeout; or, for a client with no instance row (an
+// older release), when the attempt began more than $6 (StaleClaim) ago.
+const runnerDead = `(EXISTS (SELECT 1 FROM tenantmigrate.instances i
+		WHERE i.id = j.attempted_by[cardinality(j.attempted_by)]
+			AND (i.stopped_at IS NOT NULL OR i.heartbeat_at + i.timeout < now()))
+	OR j.attempted_at < now() - $6::interval AND NOT EXISTS (SELECT 1 FROM tenantmigrate.instances i
+		WHERE i.id = j.attempted_by[cardinality(j.attempted_by)]))`
+
 // Claim hands out up to n PENDING tenants of the open waves of the RUNNING
 // rollout to target, in wave order, marking them QUEUED, and calls enqueue
 // with them in the same transaction (nil: the caller runs them itself, as
@@ -592,21 +609,28 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, e
 		}
 		if len(ids) == 0 && claimer != 0 {
 			// Nothing left to hand out: a process that runs tenants itself
-			// takes over queued ones whose job waits (no instance of this
-			// release may be there to work it: a rolling deploy, servers
-			// stopped) rather than wait for them. A job running somewhere
+			// takes over the queued ones nobody is working on rather than
+			// wait for them: those handed to the queue whose job waits (no
+			// instance of this release may be there to work it: a rolling
+			// deploy, servers stopped), at once those of a claimer that died
+			// (its lock is gone), whatever job of theirs waits in the queue
+			// (nothing may work it), and either kind when the job running
+			// it is on an instance that died (nothing rescues it without an
+			// instance working the queue). A job running on a live instance
 			// is left to it; a duplicate run waits on the tenant's lock and
 			// finds it done.
 			rows, err := tx.Query(ctx, `WITH c AS (
 					SELECT tenant_id FROM tenantmigrate.rollout_tenants rt
-					WHERE rollout_id = $1 AND state = 'QUEUED' AND wave <= $2 AND claimed_by IS NULL
-						AND claimed_at < now() - $5::interval
+					WHERE rollout_id = $1 AND state = 'QUEUED' AND wave <= $2
+						AND (claimed_by IS NULL AND claimed_at < now() - $5::interval
+							OR claimed_by IS NOT NULL AND claimed_by <> $4 AND NOT `+claimerAlive+`)
 						AND NOT EXISTS (SELECT 1 FROM tenantmigrate.river_job j
-							WHERE j.kind = 'migrate_tenant' AND j.state = 'running' AND j.args->>'tenant_id' = rt.tenant_id)
+							WHERE j.kind = 'migrate_tenant' AND j.state = 'running' AND j.args->>'tenant_id' = rt.tenant_id
+								AND NOT `+runnerDead+`)
 					ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
 				UPDATE tenantmigrate.rollout_tenants rt SET claimed_at = now(), claimed_by = $4
 				FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
-				RETURNING rt.tenant_id`, id, wave, n, claimer, TakeOverAfter.String())
+				RETURNING rt.tenant_id`, id, wave, n, claimer, TakeOverAfter.String(), s.StaleClaim.String())
 			if err != nil {
 				return err
 			}
@@ -638,6 +662,26 @@ func (s *Store) Release(ctx context.Context, target int64, ids []string) error {
 		return fmt.Errorf("release tenants of rollout to %d: %w", target, err)
 	}
 	return nil
+}
+
+// Holding returns up to limit QUEUED tenants of the open waves of the
+// RUNNING rollout to target that claimer holds, in wave order. A migrate
+// --all with nothing running asks it: the tenants it returns were run
+// without their result reaching the rollout (see Release).
+func (s *Store) Holding(ctx context.Context, target, claimer int64, limit int) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT rt.tenant_id FROM tenantmigrate.rollout_tenants rt
+		JOIN tenantmigrate.rollouts r ON r.id = rt.rollout_id
+		WHERE r.target_version = $1 AND r.state = 'RUNNING' AND rt.state = 'QUEUED' AND rt.wave <= r.current_wave
+			AND rt.claimed_by = $2
+		ORDER BY rt.wave, rt.position LIMIT $3`, target, claimer, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the tenants held in rollout to %d: %w", target, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the tenants held in rollout to %d: %w", target, err)
+	}
+	return ids, nil
 }
 
 // InFlight counts the QUEUED tenants of the rollout to target.

@@ -1,0 +1,95 @@
+package rollouts
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+)
+
+// queueJob inserts a migrate_tenant job for tenant in state; a running one
+// runs on instance.
+func queueJob(t *testing.T, pool *pgxpool.Pool, tenant, state, instance string) {
+	t.Helper()
+	_, err := pool.Exec(t.Context(), `INSERT INTO tenantmigrate.river_job (args, kind, max_attempts, state, attempt, attempted_at, attempted_by)
+		VALUES (jsonb_build_object('tenant_id', $1::text), 'migrate_tenant', 3, $2::tenantmigrate.river_job_state,
+			CASE WHEN $2 = 'running' THEN 1 ELSE 0 END, CASE WHEN $2 = 'running' THEN now() END,
+			CASE WHEN $2 = 'running' THEN ARRAY[$3::text] END)`, tenant, state, instance)
+	require.NoError(t, err)
+}
+
+// instance inserts an instance row: live (heartbeat now) or dead (silent
+// for longer than its timeout).
+func instance(t *testing.T, pool *pgxpool.Pool, id string, live bool) {
+	t.Helper()
+	ago := time.Minute
+	if live {
+		ago = 0
+	}
+	_, err := pool.Exec(t.Context(), `INSERT INTO tenantmigrate.instances (id, host, pid, heartbeat_at, timeout)
+		VALUES ($1, 'elsewhere', 1, now() - $2::bigint * interval '1 microsecond', interval '15 seconds')`, id, ago.Microseconds())
+	require.NoError(t, err)
+}
+
+// TestClaimTakesOverAbandoned: a process that runs tenants itself (migrate
+// --all) with nothing PENDING left takes over the QUEUED tenants that
+// nothing will ever finish, which otherwise keep the wave, and the
+// rollout, RUNNING with nothing to claim for good (a migrate --all that
+// never exits):
+//
+//   - one claimed by a migrate --all that died, whose tenant also has a job
+//     waiting in the queue (queued by a server since stopped: nothing works
+//     it), and
+//   - one handed to the queue whose job is "running" on an instance that
+//     died (killed: nothing rescues the job while no instance works the
+//     queue).
+//
+// It leaves those truly in progress: a job running on a live instance, a
+// live claimer's claim.
+func TestClaimTakesOverAbandoned(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := backlogFleet(t, 5)
+	s := NewStore(pool, nil)
+	r, _, err := s.Ensure(ctx, 2, Options{Waves: []WaveSize{{Percent: 100}}})
+	require.NoError(t, err)
+
+	// Every tenant handed out by a feeder (no claimer), long enough ago for
+	// a take-over.
+	got, err := s.Claim(ctx, 2, 5, 0, nil)
+	require.NoError(t, err)
+	require.Len(t, got, 5)
+	other, err := s.NewClaimer(ctx)
+	require.NoError(t, err)
+	defer other.Release(ctx)
+	dead := claimerClass<<32 | 7 // a key whose lock nobody holds
+	_, err = pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET claimed_at = now() - interval '1 minute',
+		claimed_by = CASE tenant_id WHEN 'tenant-0001' THEN $2::bigint WHEN 'tenant-0004' THEN $3::bigint END
+		WHERE rollout_id = $1`, r.ID, dead, other.Key)
+	require.NoError(t, err)
+	queueJob(t, pool, "tenant-0001", "available", "")
+	instance(t, pool, "killed", false)
+	instance(t, pool, "alive", true)
+	queueJob(t, pool, "tenant-0002", "running", "killed")
+	queueJob(t, pool, "tenant-0003", "running", "alive")
+	queueJob(t, pool, "tenant-0005", "running", "alive")
+	_, err = pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET claimed_by = $2 WHERE rollout_id = $1 AND tenant_id = 'tenant-0005'`, r.ID, dead)
+	require.NoError(t, err)
+
+	state, err := s.Step(ctx, 2)
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, state)
+	me, err := s.NewClaimer(ctx)
+	require.NoError(t, err)
+	defer me.Release(ctx)
+	got, err = s.Claim(ctx, 2, 10, me.Key, nil)
+	require.NoError(t, err)
+	slices.Sort(got)
+	require.Equal(t, []string{"tenant-0001", "tenant-0002"}, got,
+		"the dead claimer's tenant and the dead instance's job's are taken over; 0003 and 0005 run on a live instance, 0004 is a live claimer's")
+	again, err := s.Claim(ctx, 2, 10, me.Key, nil)
+	require.NoError(t, err)
+	require.Empty(t, again, "taken over once")
+}
