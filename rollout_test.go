@@ -2,6 +2,7 @@ package tenantmigrate_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -68,13 +69,21 @@ func rolloutVersions(t *testing.T, o *tenantmigrate.Orchestrator, tenants []flee
 func waitRollout(t *testing.T, o *tenantmigrate.Orchestrator, state tenantmigrate.RolloutState) *tenantmigrate.Rollout {
 	t.Helper()
 	var r *tenantmigrate.Rollout
-	waitFor(t, 60*time.Second, "rollout "+string(state), func() bool {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
 		var err error
 		r, err = o.CurrentRollout(t.Context())
 		require.NoError(t, err)
-		return r != nil && r.TargetVersion == o.Latest() && r.State == state
-	})
-	return r
+		if r != nil && r.TargetVersion == o.Latest() && r.State == state {
+			return r
+		}
+		if time.Now().After(deadline) {
+			// What it waits for, to tell a stall from a slow machine.
+			got, _ := json.Marshal(r)
+			t.Fatalf("timed out after 90s waiting for rollout %s; the rollout is %s", state, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestRolloutCanaryHaltsThenResumes: a canary wave of 3 labelled tenants
