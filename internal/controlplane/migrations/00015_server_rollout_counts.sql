@@ -101,68 +101,40 @@ CREATE TABLE tenantmigrate.rollout_counts (
 -- +goose StatementBegin
 CREATE FUNCTION tenantmigrate.rollout_counts_apply() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    -- The rows a statement added (+1) and removed (-1), PENDING ones
+    -- aside: a wave's pending tenants are its size less the others (readers
+    -- derive them), so the insert of a rollout's tenants (Store.Ensure,
+    -- Store.Fill: a million rows, a minute in one transaction) touches no
+    -- counter, and the claims and results of the tenants already in never
+    -- wait for it.
+    added CONSTANT text := $q$SELECT rollout_id, wave, state, 1 AS n, coalesce(duration_ms, 0) AS ms,
+            (duration_ms IS NOT NULL)::int AS timed, finished_at AS first_f, finished_at AS last_f
+        FROM new_rows WHERE state <> 'PENDING'$q$;
+    removed CONSTANT text := $q$SELECT rollout_id, wave, state, -1 AS n, -coalesce(duration_ms, 0) AS ms,
+            -(duration_ms IS NOT NULL)::int AS timed, NULL::timestamptz AS first_f, NULL::timestamptz AS last_f
+        FROM old_rows WHERE state <> 'PENDING'$q$;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM tenantmigrate.rollout_counts;
         RETURN NULL;
     END IF;
-    -- The net change per group (+1 per new row, -1 per old one), only for
-    -- the groups that move, in key order. PENDING rows are not counted:
-    -- a wave's pending tenants are its size less the others (readers derive
-    -- them), so the insert of a rollout's tenants (Store.Ensure, Store.Fill:
-    -- a million rows, a minute in one transaction) touches no counter, and
-    -- the claims and results of the tenants already in never wait for it. The transition tables a trigger
-    -- has depend on its event, hence one statement per event.
-    IF TG_OP = 'INSERT' THEN
-    INSERT INTO tenantmigrate.rollout_counts AS c (rollout_id, wave, state, n, run_ms, timed, first_finished, last_finished)
-    SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (
-        SELECT rollout_id, wave, state, 1 AS n, coalesce(duration_ms, 0) AS ms,
-            (duration_ms IS NOT NULL)::int AS timed, finished_at AS first_f, finished_at AS last_f
-        FROM new_rows WHERE state <> 'PENDING'
-    ) d
-    GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
-    ORDER BY rollout_id, wave, state
-    ON CONFLICT (rollout_id, wave, state) DO UPDATE
-        SET n = c.n + excluded.n, run_ms = c.run_ms + excluded.run_ms, timed = c.timed + excluded.timed,
-            first_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
-                ELSE least(c.first_finished, excluded.first_finished) END,
-            last_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
-                ELSE greatest(c.last_finished, excluded.last_finished) END;
-    ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO tenantmigrate.rollout_counts AS c (rollout_id, wave, state, n, run_ms, timed, first_finished, last_finished)
-    SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (
-        SELECT rollout_id, wave, state, -1 AS n, -coalesce(duration_ms, 0) AS ms,
-            -(duration_ms IS NOT NULL)::int AS timed, NULL::timestamptz AS first_f, NULL::timestamptz AS last_f
-        FROM old_rows WHERE state <> 'PENDING'
-    ) d
-    GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
-    ORDER BY rollout_id, wave, state
-    ON CONFLICT (rollout_id, wave, state) DO UPDATE
-        SET n = c.n + excluded.n, run_ms = c.run_ms + excluded.run_ms, timed = c.timed + excluded.timed,
-            first_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
-                ELSE least(c.first_finished, excluded.first_finished) END,
-            last_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
-                ELSE greatest(c.last_finished, excluded.last_finished) END;
-    ELSE
-    INSERT INTO tenantmigrate.rollout_counts AS c (rollout_id, wave, state, n, run_ms, timed, first_finished, last_finished)
-    SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (
-        SELECT rollout_id, wave, state, 1 AS n, coalesce(duration_ms, 0) AS ms,
-            (duration_ms IS NOT NULL)::int AS timed, finished_at AS first_f, finished_at AS last_f
-        FROM new_rows WHERE state <> 'PENDING'
-        UNION ALL
-        SELECT rollout_id, wave, state, -1 AS n, -coalesce(duration_ms, 0) AS ms,
-            -(duration_ms IS NOT NULL)::int AS timed, NULL::timestamptz AS first_f, NULL::timestamptz AS last_f
-        FROM old_rows WHERE state <> 'PENDING'
-    ) d
-    GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
-    ORDER BY rollout_id, wave, state
-    ON CONFLICT (rollout_id, wave, state) DO UPDATE
-        SET n = c.n + excluded.n, run_ms = c.run_ms + excluded.run_ms, timed = c.timed + excluded.timed,
-            first_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
-                ELSE least(c.first_finished, excluded.first_finished) END,
-            last_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
-                ELSE greatest(c.last_finished, excluded.last_finished) END;
-    END IF;
+    -- The net change per group, only for the groups that move, in key
+    -- order. A trigger has the transition tables of its event only, hence
+    -- the source chosen here and the statement run with EXECUTE (which sees
+    -- them too).
+    EXECUTE format($q$
+        INSERT INTO tenantmigrate.rollout_counts AS c (rollout_id, wave, state, n, run_ms, timed, first_finished, last_finished)
+        SELECT rollout_id, wave, state, sum(n), sum(ms), sum(timed), min(first_f), max(last_f) FROM (%s) d
+        GROUP BY rollout_id, wave, state HAVING sum(n) <> 0 OR sum(ms) <> 0 OR sum(timed) <> 0 OR min(first_f) IS NOT NULL
+        ORDER BY rollout_id, wave, state
+        ON CONFLICT (rollout_id, wave, state) DO UPDATE
+            SET n = c.n + excluded.n, run_ms = c.run_ms + excluded.run_ms, timed = c.timed + excluded.timed,
+                first_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
+                    ELSE least(c.first_finished, excluded.first_finished) END,
+                last_finished = CASE WHEN c.n + excluded.n = 0 THEN NULL
+                    ELSE greatest(c.last_finished, excluded.last_finished) END$q$,
+        CASE TG_OP WHEN 'INSERT' THEN added WHEN 'DELETE' THEN removed ELSE added || ' UNION ALL ' || removed END);
     RETURN NULL;
 END
 $$;
