@@ -93,3 +93,46 @@ func TestClaimTakesOverAbandoned(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, again, "taken over once")
 }
+
+// TestFeederClaimWithoutJobHandedOutAgain: a tenant a feeder handed to the
+// queue whose job ended without a result (cancelled by a halt that a resume
+// cleared meanwhile) is handed out again once its claim is StaleClaim old,
+// not before; a live claimer's claim is never taken back for its age.
+func TestFeederClaimWithoutJobHandedOutAgain(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := backlogFleet(t, 2)
+	s := NewStore(pool, nil)
+	r, _, err := s.Ensure(ctx, 2, Options{Waves: []WaveSize{{Percent: 100}}})
+	require.NoError(t, err)
+	got, err := s.Claim(ctx, 2, 1, 0, nil) // the feeder's: its job is gone
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	feeder := got[0]
+	live, err := s.NewClaimer(ctx)
+	require.NoError(t, err)
+	defer live.Release(ctx)
+	got, err = s.Claim(ctx, 2, 1, live.Key, nil) // a migrate --all's, running it
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.NotEqual(t, feeder, got[0])
+
+	age := func(d time.Duration) {
+		_, err := pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET claimed_at = now() - $2::bigint * interval '1 millisecond'
+			WHERE rollout_id = $1`, r.ID, d.Milliseconds())
+		require.NoError(t, err)
+	}
+	age(DefaultStaleClaim / 2)
+	_, err = s.Step(ctx, 2)
+	require.NoError(t, err)
+	got, err = s.Claim(ctx, 2, 10, 0, nil)
+	require.NoError(t, err)
+	require.Empty(t, got, "a young claim waits: its job may be about to record its result")
+
+	age(DefaultStaleClaim + time.Second)
+	_, err = s.Step(ctx, 2)
+	require.NoError(t, err)
+	got, err = s.Claim(ctx, 2, 10, 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{feeder}, got, "handed out again; the live claimer's tenant stays its")
+}

@@ -31,8 +31,19 @@ const behindWhere = `(migrations_version < $1 OR migrations_version IS NULL
 const TakeOverAfter = 10 * time.Second
 
 // DefaultStaleClaim is how long a QUEUED tenant whose job is gone (no live
-// migrate_tenant job names it) waits before Advance hands it out again.
-const DefaultStaleClaim = 10 * time.Minute
+// migrate_tenant job names it) waits before Advance hands it out again. A
+// feeder claims a tenant and queues its job in one transaction, and a job
+// records its result (Done) before it ends, so such a tenant's run ended
+// without a result: its job was cancelled by a halt that a resume cleared
+// meanwhile, its enqueue met a live job of another release that then
+// ended, or its result was lost. Nothing else will run it, so the wait is
+// short: long enough for a job that just ended to have recorded its result.
+const DefaultStaleClaim = 30 * time.Second
+
+// legacyRunnerTimeout is how long a job running on a client with no
+// instance row (a release before heartbeats) may run before a migrate --all
+// takes its tenant over.
+const legacyRunnerTimeout = 10 * time.Minute
 
 // Store reads and writes rollouts in the control plane. It is safe for
 // concurrent use, and any number of Stores (in any number of processes) may
@@ -512,9 +523,11 @@ func (s *Store) openNext(ctx context.Context, tx pgx.Tx, id, target int64, wave 
 // settleStale settles the QUEUED tenants of the open waves whose run ended
 // without Done (a tenant removed, a job lost, a run by another path): by
 // the tenant's recorded state when it tells (COMPLETED at the target, or
-// FAILED_STALE since the claim with no live job left), else, once the claim
-// is older than StaleClaim and no live job names the tenant, back to
-// PENDING. It
+// FAILED_STALE since the claim with no live job left), else, when no live
+// job names the tenant and its claimer is dead or, for a feeder's claim
+// (no claimer: its run is a job), the claim is older than StaleClaim, back
+// to PENDING. A live claimer's claim (a migrate --all running it) is left
+// to it, however long its migration runs. It
 // runs only when nothing is left to hand out in the open waves, so its cost
 // is bounded by the tenants in flight.
 func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wave int) error {
@@ -537,7 +550,7 @@ func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wa
 		WHERE q.rollout_id = $1 AND q.wave <= $2 AND q.state = 'QUEUED'
 			AND rt.rollout_id = q.rollout_id AND rt.tenant_id = q.tenant_id
 			AND (t.id IS NULL OR t.migrations_version >= $3 AND t.migrations_status = 'COMPLETED' OR t.migrations_version > $3
-				OR (t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at OR q.claimed_at < now() - $4::interval
+				OR (t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at OR q.claimed_by IS NULL AND q.claimed_at < now() - $4::interval
 						OR q.claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_locks l
 							WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 								AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -559,7 +572,8 @@ const claimerAlive = `EXISTS (SELECT 1 FROM pg_locks l
 // runnerDead is true when the instance running river_job j (the last of
 // attempted_by) is dead, as internal/instances judges it: stopped, or silent
 // for longer than its timeout; or, for a client with no instance row (an
-// older release), when the attempt began more than $6 (StaleClaim) ago.
+// older release), when the attempt began more than $6
+// (legacyRunnerTimeout) ago.
 const runnerDead = `(EXISTS (SELECT 1 FROM tenantmigrate.instances i
 		WHERE i.id = j.attempted_by[cardinality(j.attempted_by)]
 			AND (i.stopped_at IS NOT NULL OR i.heartbeat_at + i.timeout < now()))
@@ -630,7 +644,7 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, e
 					ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
 				UPDATE tenantmigrate.rollout_tenants rt SET claimed_at = now(), claimed_by = $4
 				FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
-				RETURNING rt.tenant_id`, id, wave, n, claimer, TakeOverAfter.String(), s.StaleClaim.String())
+				RETURNING rt.tenant_id`, id, wave, n, claimer, TakeOverAfter.String(), legacyRunnerTimeout.String())
 			if err != nil {
 				return err
 			}
