@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -408,19 +409,36 @@ func (e *fleetEnv) reset(ctx context.Context, control bool) error {
 // resetControlPlane recreates the control-plane database, creates its schema
 // and registers every tenant, never migrated.
 func (e *fleetEnv) resetControlPlane(ctx context.Context) error {
-	conn, err := e.srv.connect(ctx, "")
+	tenants := make([]tenantmigrate.Tenant, 0, len(e.tenants))
+	for _, name := range e.tenants {
+		tenants = append(tenants, tenantmigrate.Tenant{ID: tenantID(name), DatabaseURL: e.srv.dbURL(name)})
+	}
+	return e.registerFleet(ctx, control{db: e.control, migrations: migrationsFS()}, tenants)
+}
+
+// control is the control-plane database of a bench and the migration set
+// its orchestrator is opened with.
+type control struct {
+	db         string
+	migrations fs.FS
+}
+
+// registerFleet recreates the control-plane database c.db, creates its
+// schema and registers tenants, never migrated, four at a time.
+func (b *bench) registerFleet(ctx context.Context, c control, tenants []tenantmigrate.Tenant) error {
+	conn, err := b.srv.connect(ctx, "")
 	if err != nil {
 		return err
 	}
-	err = e.srv.recreateDB(ctx, conn, e.control, "")
+	err = b.srv.recreateDB(ctx, conn, c.db, "")
 	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return err
 	}
 	orch, err := tenantmigrate.New(ctx, tenantmigrate.Config{
-		DatabaseURL:   e.srv.dbURL(e.control),
+		DatabaseURL:   b.srv.dbURL(c.db),
 		EncryptionKey: encryptionKey,
-		Migrations:    migrationsFS(),
+		Migrations:    c.migrations,
 	})
 	if err != nil {
 		return err
@@ -428,9 +446,9 @@ func (e *fleetEnv) resetControlPlane(ctx context.Context) error {
 	defer orch.Close()
 	var eg errgroup.Group
 	eg.SetLimit(4)
-	for _, name := range e.tenants {
+	for _, t := range tenants {
 		eg.Go(func() error {
-			_, err := orch.CreateTenant(ctx, tenantmigrate.Tenant{ID: tenantID(name), DatabaseURL: e.srv.dbURL(name)})
+			_, err := orch.CreateTenant(ctx, t)
 			return err
 		})
 	}

@@ -287,34 +287,12 @@ func (e *schemasEnv) schemaURL(schema string) string {
 // as a tenant of the one database, never migrated.
 func (e *schemasEnv) resetControlPlane(ctx context.Context) error {
 	start := time.Now()
-	conn, err := e.srv.connect(ctx, "")
-	if err != nil {
-		return err
-	}
-	err = e.srv.recreateDB(ctx, conn, e.control, "")
-	conn.Close(context.WithoutCancel(ctx))
-	if err != nil {
-		return err
-	}
-	orch, err := tenantmigrate.New(ctx, tenantmigrate.Config{
-		DatabaseURL:   e.srv.dbURL(e.control),
-		EncryptionKey: encryptionKey,
-		Migrations:    schemaMigrationsFS(),
-	})
-	if err != nil {
-		return err
-	}
-	defer orch.Close()
 	dbURL := e.srv.dbURL(e.db)
-	var eg errgroup.Group
-	eg.SetLimit(4)
+	tenants := make([]tenantmigrate.Tenant, 0, len(e.schemas))
 	for _, s := range e.schemas {
-		eg.Go(func() error {
-			_, err := orch.CreateTenant(ctx, tenantmigrate.Tenant{ID: s, DatabaseURL: dbURL, Schema: s})
-			return err
-		})
+		tenants = append(tenants, tenantmigrate.Tenant{ID: s, DatabaseURL: dbURL, Schema: s})
 	}
-	if err := eg.Wait(); err != nil {
+	if err := e.registerFleet(ctx, control{db: e.control, migrations: schemaMigrationsFS()}, tenants); err != nil {
 		return err
 	}
 	e.res.RegisterSeconds = time.Since(start).Seconds()
