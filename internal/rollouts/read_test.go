@@ -35,15 +35,20 @@ func etaRollout(t *testing.T, n int, waves string, pause time.Duration) (*rollou
 	return s, r, pool
 }
 
+// finishBase is the clock finish counts back from: one instant for every
+// call, so that tenants finished "1 s ago" by two statements share a
+// finish, and the parallelism measured over their span is exact.
+var finishBase = time.Now()
+
 // finish marks k pending tenants of wave (0-based) of rollout id finished
-// in state, each having run for d and finished ago before now.
+// in state, each having run for d and finished ago before finishBase.
 func finish(t *testing.T, pool *pgxpool.Pool, id int64, wave, k int, state string, d, ago time.Duration) {
 	t.Helper()
 	tag, err := pool.Exec(t.Context(), `UPDATE tenantmigrate.rollout_tenants
-		SET state = $4, duration_ms = $5, finished_at = now() - $6 * interval '1 millisecond'
+		SET state = $4, duration_ms = $5, finished_at = $6
 		WHERE rollout_id = $1 AND tenant_id IN (SELECT tenant_id FROM tenantmigrate.rollout_tenants
 			WHERE rollout_id = $1 AND wave = $2 AND state = 'PENDING' ORDER BY position LIMIT $3)`,
-		id, wave, k, state, d.Milliseconds(), ago.Milliseconds())
+		id, wave, k, state, d.Milliseconds(), finishBase.Add(-ago))
 	require.NoError(t, err)
 	require.EqualValues(t, k, tag.RowsAffected())
 }
