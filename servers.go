@@ -49,9 +49,16 @@ func ServerOf(databaseURL string, labels map[string]string) string {
 
 // Delays of a queued job held back by its server.
 const (
-	// fullSnooze is the mean wait of a job whose server is full; a job is
-	// also woken as soon as a slot of its server is released.
-	fullSnooze = time.Second
+	// fullSnooze is the mean wait of a job whose server is full. A
+	// released slot wakes the server's oldest waiting job at once (OnFree),
+	// so this is only the fallback for a release nobody announced: a
+	// process killed while it held slots. It is long on purpose: each
+	// return of a job that finds its server still full is a fetch, a run
+	// up to the slot and a snooze, and at a second (the old value) the
+	// jobs waiting behind a full server came back about 25 times per
+	// tenant, which cost serve full_fleet about 20% of its throughput on
+	// one server (BENCHMARKS.md §1, run D).
+	fullSnooze = 10 * time.Second
 	// unreachableSnooze is the mean wait after a connection-level failure
 	// of a server not (yet) DOWN.
 	unreachableSnooze = 2 * time.Second
@@ -112,7 +119,7 @@ func (o *Orchestrator) wakeServer(ctx context.Context, server string, n int) {
 }
 
 // heldDelay is how long a queued job whose run its server held back waits
-// before it is tried again: about a second when the server is full (a
+// before it is tried again: about fullSnooze when the server is full (a
 // released slot wakes it sooner), about the probe interval while it is
 // DOWN (coming UP wakes it sooner), with jitter so that waiting jobs do
 // not return in step.
