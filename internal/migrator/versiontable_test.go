@@ -421,3 +421,35 @@ func withUser(t testing.TB, dbURL, user, password string) string {
 	require.NoError(t, err)
 	return fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", user, password, cfg.Host, cfg.Port, cfg.Database)
 }
+
+// TestSchemaTenantTableStaysInItsSchema: schema-per-tenant targets keep their table inside
+// their schema, whatever else the database holds: a database-per-tenant style
+// public.goose_db_version and another tenant's table are neither used nor a conflict, and a
+// migration that sets the session's search_path elsewhere does not move the table (goose's
+// unqualified table then recorded the next version in public's).
+func TestSchemaTenantTableStaysInItsSchema(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	conn := connect(t, dbURL)
+	exec(t, conn, `CREATE TABLE public.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL,
+		is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())`)
+	exec(t, conn, `INSERT INTO public.goose_db_version (version_id, is_applied) VALUES (0, true), (7, true)`)
+	files := map[string]string{
+		"00001_a.sql": "-- +goose Up\nCREATE TABLE a (id int);\nSET search_path = public;\n",
+		"00002_b.sql": "-- +goose Up\nSELECT 1;\n",
+	}
+	for _, schema := range []string{"acme", "globex"} {
+		m := newMigrator(t, Config{FS: sqlFS(files)})
+		res, err := m.Migrate(ctx, Target{DatabaseURL: dbURL, Schema: schema})
+		require.NoError(t, err)
+		require.Equal(t, []int64{1, 2}, res.Applied)
+		require.Equal(t, []int64{0, 1, 2}, appliedVersions(t, conn, schema))
+		in, err := m.Inspect(ctx, Target{DatabaseURL: dbURL, Schema: schema})
+		require.NoError(t, err)
+		require.Nil(t, in.Conflict)
+		require.Equal(t, VersionTable{Schema: schema, Name: "goose_db_version"}, in.Table)
+	}
+	require.Equal(t, []string{"acme", "globex", "public"}, versionTables(t, conn))
+	require.Equal(t, []int64{0, 7}, appliedVersions(t, conn, "public"), "public's table untouched")
+}
