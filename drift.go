@@ -408,8 +408,14 @@ type TenantVerification struct {
 	// VersionTables lists the tenant database's version tables when it has
 	// more than one (a run recorded its versions in a second table, and
 	// migrations may have run twice); the tenant is then not migrated and
-	// nothing else is compared. Empty otherwise.
+	// nothing else is compared. Empty otherwise. When ConfiguredVersionTable
+	// is set, it lists the one table found instead.
 	VersionTables []string
+	// ConfiguredVersionTable is Config.VersionTable when the tenant database
+	// lacks that table but has one in VersionTables elsewhere: the tenant is
+	// not migrated either (a run would create a second table). Empty
+	// otherwise.
+	ConfiguredVersionTable string
 	// Dirty reports a golang-migrate tenant whose schema_migrations row is
 	// dirty at DirtyVersion: that migration failed or was interrupted, and
 	// the tenant is not migrated until the flag is cleared.
@@ -453,6 +459,10 @@ func (v TenantVerification) OK() bool { return !v.Unreachable() && !v.IsAhead() 
 func (v TenantVerification) Problems() []string {
 	if v.Err != nil {
 		return []string{"unreachable: " + v.Err.Error()}
+	}
+	if v.ConfiguredVersionTable != "" {
+		return []string{"inconsistent: the configured version table " + v.ConfiguredVersionTable + " does not exist, but " +
+			strings.Join(v.VersionTables, " and ") + " does (tenantmigrate applies nothing to it until the configured table is the one that exists)"}
 	}
 	if len(v.VersionTables) > 0 {
 		return []string{"inconsistent: more than one version table, " + strings.Join(v.VersionTables, " and ") +
@@ -506,6 +516,9 @@ func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerific
 	if in.Conflict != nil {
 		for _, vt := range in.Conflict.Found {
 			v.VersionTables = append(v.VersionTables, vt.String())
+		}
+		if c := in.Conflict.Configured; c != nil && !slices.Contains(in.Conflict.Found, *c) {
+			v.ConfiguredVersionTable = c.String()
 		}
 		return v
 	}

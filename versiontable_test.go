@@ -2,12 +2,16 @@ package tenantmigrate_test
 
 import (
 	"context"
+	"database/sql"
+	"maps"
 	"net/url"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for plain goose
+	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
@@ -151,4 +155,89 @@ func mustTenant(t *testing.T, o *tenantmigrate.Orchestrator, id string) tenantmi
 	tn, err := o.GetTenant(t.Context(), id)
 	require.NoError(t, err)
 	return tn
+}
+
+// TestAdoptedFleetVersionTableConfigured: a tenant plain goose migrated with
+// search_path=app keeps its table in app. Config.VersionTable (the CLI's
+// --version-table) naming another table applies nothing, records the tenant
+// FAILED naming both and verify says which is configured and which exists;
+// naming app's migrates it in place, and verify finds nothing wrong.
+func TestAdoptedFleetVersionTableConfigured(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	dbURL := pgtest.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `CREATE SCHEMA app`)
+	require.NoError(t, err)
+
+	files := fstest.MapFS{
+		"00001_a.sql": {Data: []byte("-- +goose Up\nCREATE TABLE app.a (id int);\nINSERT INTO app.a VALUES (1);\n")},
+		"00002_b.sql": {Data: []byte("-- +goose Up\nCREATE TABLE app.b (id int);\n")},
+	}
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("search_path", "app")
+	u.RawQuery = q.Encode()
+	gooseDB, err := sql.Open("pgx", u.String())
+	require.NoError(t, err)
+	p, err := goose.NewProvider(goose.DialectPostgres, gooseDB, files, goose.WithDisableGlobalRegistry(true))
+	require.NoError(t, err)
+	_, err = p.Up(ctx)
+	require.NoError(t, err)
+	require.NoError(t, gooseDB.Close())
+
+	release := maps.Clone(files)
+	release["00003_c.sql"] = &fstest.MapFile{Data: []byte("-- +goose Up\nCREATE TABLE app.c (id int);\n")}
+	versionTables := func() []string {
+		rows, err := conn.Query(ctx, `SELECT schemaname::text FROM pg_tables WHERE tablename = 'goose_db_version' ORDER BY 1`)
+		require.NoError(t, err)
+		schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return schemas
+	}
+	hasC := func() bool {
+		var ok bool
+		require.NoError(t, conn.QueryRow(ctx, `SELECT to_regclass('app.c') IS NOT NULL`).Scan(&ok))
+		return ok
+	}
+
+	// The tenant is registered without search_path: the table is found by
+	// the catalog, not by the session.
+	wrong := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: release, VersionTable: "public.goose_db_version"})
+	_, err = wrong.CreateTenant(ctx, tenantmigrate.Tenant{ID: "adopted", DatabaseURL: dbURL})
+	require.NoError(t, err)
+	_, err = wrong.MigrateTenant(ctx, "adopted")
+	require.ErrorIs(t, err, tenantmigrate.ErrVersionTableConflict)
+	st, err := wrong.TenantState(ctx, "adopted")
+	require.NoError(t, err)
+	require.Equal(t, tenantmigrate.StatusFailed, st.MigrationsStatus)
+	require.Contains(t, st.LastError, `configured version table "public"."goose_db_version" does not exist, but "app"."goose_db_version" does`)
+	require.False(t, hasC(), "nothing applied")
+	require.Equal(t, []string{"app"}, versionTables(), "no second table")
+	v := wrong.VerifyTenant(ctx, mustTenant(t, wrong, "adopted"))
+	require.False(t, v.OK())
+	require.Equal(t, `"public"."goose_db_version"`, v.ConfiguredVersionTable)
+	require.Equal(t, []string{`"app"."goose_db_version"`}, v.VersionTables)
+	require.Equal(t, []string{`inconsistent: the configured version table "public"."goose_db_version" does not exist, ` +
+		`but "app"."goose_db_version" does (tenantmigrate applies nothing to it until the configured table is the one that exists)`}, v.Problems())
+	wrong.Close()
+
+	right := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: release, VersionTable: "app.goose_db_version"})
+	version, err := right.MigrateTenant(ctx, "adopted")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), version)
+	require.True(t, hasC())
+	require.Equal(t, []string{"app"}, versionTables())
+	applied, err := right.AppliedVersions(ctx, "adopted")
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2, 3}, applied)
+	var rows int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM app.goose_db_version WHERE version_id > 0`).Scan(&rows))
+	require.Equal(t, 3, rows, "each version recorded once")
+	v = right.VerifyTenant(ctx, mustTenant(t, right, "adopted"))
+	require.True(t, v.OK(), "verify: %v", v.Problems())
 }

@@ -312,6 +312,9 @@ type verifyTenantJSON struct {
 	Duplicates []int64 `json:"duplicates"`
 	// VersionTables lists the version tables when there are several.
 	VersionTables []string `json:"versionTables"`
+	// ConfiguredVersionTable is --version-table when it does not exist but
+	// VersionTables' one does.
+	ConfiguredVersionTable string `json:"configuredVersionTable,omitempty"`
 	// DirtyVersion is the version a golang-migrate tenant is dirty at; null when clean.
 	DirtyVersion *int64   `json:"dirtyVersion"`
 	Error        string   `json:"error,omitempty"`
@@ -353,14 +356,15 @@ func (out *verifyOutput) tenant(v tenantmigrate.TenantVerification) error {
 		return out.w.Flush()
 	}
 	j := verifyTenantJSON{
-		ID:                  v.TenantID,
-		Problems:            []string{},
-		ControlPlaneVersion: v.ControlPlaneVersion,
-		Ahead:               nonNil(v.Ahead),
-		Gaps:                nonNil(v.Gaps),
-		Duplicates:          nonNil(v.Duplicates),
-		VersionTables:       v.VersionTables,
-		Details:             v.Problems(),
+		ID:                     v.TenantID,
+		Problems:               []string{},
+		ControlPlaneVersion:    v.ControlPlaneVersion,
+		Ahead:                  nonNil(v.Ahead),
+		Gaps:                   nonNil(v.Gaps),
+		Duplicates:             nonNil(v.Duplicates),
+		VersionTables:          v.VersionTables,
+		ConfiguredVersionTable: v.ConfiguredVersionTable,
+		Details:                v.Problems(),
 	}
 	if v.Dirty {
 		j.DirtyVersion = &v.DirtyVersion

@@ -90,28 +90,59 @@ func TestVersionTableStaysPutWhenSearchPathSchemaAppears(t *testing.T) {
 		require.Equal(t, []int64{0, 1, 2, 3}, appliedVersions(t, conn, "public"))
 	})
 
+	t.Run("AlterRoleSetSearchPath", func(t *testing.T) {
+		t.Parallel()
+		// ALTER ROLE ... SET search_path changes the next session's current_schema(); the
+		// login role is the test's own, so no other test's sessions see it.
+		_, admin, _, roleURL := newLoginRole(t)
+		release1 := map[string]string{
+			"00001_app_schema.sql": "-- +goose Up\nCREATE SCHEMA app;\nALTER ROLE CURRENT_USER SET search_path = app, public;\n",
+			"00002_events.sql":     "-- +goose Up\nCREATE TABLE public.events (id bigserial PRIMARY KEY, what text NOT NULL);\nINSERT INTO public.events (what) VALUES ('seeded');\n",
+		}
+		release2 := map[string]string{"00003_notes.sql": "-- +goose Up\nCREATE TABLE notes (id bigint PRIMARY KEY);\n"}
+		for k, v := range release1 {
+			release2[k] = v
+		}
+		target := Target{DatabaseURL: roleURL}
+		_, err := newMigrator(t, Config{FS: sqlFS(release1)}).Migrate(ctx, target)
+		require.NoError(t, err)
+		res, err := newMigrator(t, Config{FS: sqlFS(release2)}).Migrate(ctx, target)
+		require.NoError(t, err)
+		require.Equal(t, []int64{3}, res.Applied)
+		require.Equal(t, "app", queryString(t, connect(t, roleURL), `SELECT current_schema()`), "the role's new session's current schema")
+		require.Equal(t, []string{"public"}, versionTables(t, admin))
+		require.Equal(t, []int64{0, 1, 2, 3}, appliedVersions(t, admin, "public"))
+		require.True(t, tableExists(t, admin, "app", "notes"), "release 2 follows the role's search_path")
+		var seeded int
+		require.NoError(t, admin.QueryRow(ctx, "SELECT count(*) FROM public.events").Scan(&seeded))
+		require.Equal(t, 1, seeded, "rows of the data migration")
+	})
+
+	t.Run("SetSearchPathInsideARun", func(t *testing.T) {
+		t.Parallel()
+		// A migration's session-level SET search_path outlives its transaction: goose's
+		// unqualified table then named app's (none: the run failed recording version 1) for
+		// the versions after it on that connection.
+		dbURL := newTestDB(t)
+		release1 := map[string]string{
+			"00001_app_schema.sql": "-- +goose Up\nCREATE SCHEMA app;\nSET search_path = app;\n",
+			"00002_events.sql":     "-- +goose Up\nCREATE TABLE app.events (id bigserial PRIMARY KEY, what text NOT NULL);\nINSERT INTO app.events (what) VALUES ('seeded');\n",
+		}
+		target := Target{DatabaseURL: dbURL}
+		res, err := newMigrator(t, Config{FS: sqlFS(release1)}).Migrate(ctx, target)
+		require.NoError(t, err)
+		require.Equal(t, []int64{1, 2}, res.Applied)
+		res, err = newMigrator(t, Config{FS: sqlFS(schemaFirstRelease2WithFiles(release1))}).Migrate(ctx, target)
+		require.NoError(t, err)
+		require.Equal(t, []int64{3}, res.Applied)
+		requireAppliedOnce(t, connect(t, dbURL), "public", 1, 2, 3)
+	})
+
 	t.Run("UserSchemaAuthorization", func(t *testing.T) {
 		t.Parallel()
 		// The default search_path, "$user", public: a schema named after the login role
 		// becomes current_schema() once CREATE SCHEMA AUTHORIZATION made it.
-		role := "tm_vt_" + randomSuffix(t)
-		srv := serverURL(t)
-		// Registered before the database: cleanups run in reverse, so the role goes after it.
-		t.Cleanup(func() {
-			c, err := pgx.Connect(context.Background(), srv)
-			if err != nil {
-				return
-			}
-			defer c.Close(context.Background())
-			_, _ = c.Exec(context.Background(), "DROP OWNED BY "+role)
-			_, _ = c.Exec(context.Background(), "DROP ROLE "+role)
-		})
-		dbURL := newTestDB(t)
-		admin := connect(t, dbURL)
-		exec(t, admin, "CREATE ROLE "+role+" LOGIN PASSWORD 'pw'")
-		exec(t, admin, "GRANT ALL ON DATABASE "+pgx.Identifier{currentDatabase(t, admin)}.Sanitize()+" TO "+role)
-		exec(t, admin, "GRANT ALL ON SCHEMA public TO "+role)
-		roleURL := withUser(t, dbURL, role, "pw")
+		_, admin, role, roleURL := newLoginRole(t)
 
 		release1 := map[string]string{
 			"00001_user_schema.sql": "-- +goose Up\nCREATE SCHEMA AUTHORIZATION " + role + ";\n",
@@ -139,6 +170,41 @@ func TestVersionTableStaysPutWhenSearchPathSchemaAppears(t *testing.T) {
 		require.Equal(t, int64(3), current)
 		require.Empty(t, pending)
 	})
+}
+
+// schemaFirstRelease2WithFiles is release 1's files and version 3, a new table.
+func schemaFirstRelease2WithFiles(release1 map[string]string) map[string]string {
+	files := map[string]string{"00003_notes.sql": "-- +goose Up\nCREATE TABLE public.notes (id bigint PRIMARY KEY);\n"}
+	for k, v := range release1 {
+		files[k] = v
+	}
+	return files
+}
+
+// newLoginRole creates a test database and a login role of the test's own with every
+// privilege on it and on its public schema. It returns the database's (superuser) URL, a
+// connection to it, the role and a URL that logs in as the role. The role is dropped after the
+// database.
+func newLoginRole(t *testing.T) (dbURL string, admin *pgx.Conn, role, roleURL string) {
+	t.Helper()
+	role = "tm_vt_" + randomSuffix(t)
+	srv := serverURL(t)
+	// Registered before the database: cleanups run in reverse, so the role goes after it.
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), srv)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = c.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	dbURL = newTestDB(t)
+	admin = connect(t, dbURL)
+	exec(t, admin, "CREATE ROLE "+role+" LOGIN PASSWORD 'pw'")
+	exec(t, admin, "GRANT ALL ON DATABASE "+pgx.Identifier{currentDatabase(t, admin)}.Sanitize()+" TO "+role)
+	exec(t, admin, "GRANT ALL ON SCHEMA public TO "+role)
+	return dbURL, admin, role, withUser(t, dbURL, role, "pw")
 }
 
 // runTwoReleases migrates target with release 1 and then release 2 of the schema-first set,
@@ -354,4 +420,36 @@ func withUser(t testing.TB, dbURL, user, password string) string {
 	cfg, err := pgx.ParseConfig(dbURL)
 	require.NoError(t, err)
 	return fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", user, password, cfg.Host, cfg.Port, cfg.Database)
+}
+
+// TestSchemaTenantTableStaysInItsSchema: schema-per-tenant targets keep their table inside
+// their schema, whatever else the database holds: a database-per-tenant style
+// public.goose_db_version and another tenant's table are neither used nor a conflict, and a
+// migration that sets the session's search_path elsewhere does not move the table (goose's
+// unqualified table then recorded the next version in public's).
+func TestSchemaTenantTableStaysInItsSchema(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	conn := connect(t, dbURL)
+	exec(t, conn, `CREATE TABLE public.goose_db_version (id serial PRIMARY KEY, version_id bigint NOT NULL,
+		is_applied boolean NOT NULL, tstamp timestamp DEFAULT now())`)
+	exec(t, conn, `INSERT INTO public.goose_db_version (version_id, is_applied) VALUES (0, true), (7, true)`)
+	files := map[string]string{
+		"00001_a.sql": "-- +goose Up\nCREATE TABLE a (id int);\nSET search_path = public;\n",
+		"00002_b.sql": "-- +goose Up\nSELECT 1;\n",
+	}
+	for _, schema := range []string{"acme", "globex"} {
+		m := newMigrator(t, Config{FS: sqlFS(files)})
+		res, err := m.Migrate(ctx, Target{DatabaseURL: dbURL, Schema: schema})
+		require.NoError(t, err)
+		require.Equal(t, []int64{1, 2}, res.Applied)
+		require.Equal(t, []int64{0, 1, 2}, appliedVersions(t, conn, schema))
+		in, err := m.Inspect(ctx, Target{DatabaseURL: dbURL, Schema: schema})
+		require.NoError(t, err)
+		require.Nil(t, in.Conflict)
+		require.Equal(t, VersionTable{Schema: schema, Name: "goose_db_version"}, in.Table)
+	}
+	require.Equal(t, []string{"acme", "globex", "public"}, versionTables(t, conn))
+	require.Equal(t, []int64{0, 7}, appliedVersions(t, conn, "public"), "public's table untouched")
 }
