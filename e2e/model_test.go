@@ -34,9 +34,9 @@ import (
 //
 // The seed is logged; TENANTMIGRATE_MODEL_SEED=N replays its sequence of
 // choices (the timing of the processes is not replayed, so a race may need
-// a few runs). By default one seed runs for TENANTMIGRATE_MODEL_TIME (55s)
-// of steps or TENANTMIGRATE_MODEL_STEPS steps, about a minute in all (the
-// CI budget issue 17 asks for);
+// a few runs). By default one seed runs for TENANTMIGRATE_MODEL_TIME (55s,
+// its setup included) or TENANTMIGRATE_MODEL_STEPS steps, about a minute in
+// all (the CI budget issue 17 asks for);
 // TENANTMIGRATE_MODEL=1 runs seed after seed (TENANTMIGRATE_MODEL_STEPS
 // each, default 150) for TENANTMIGRATE_MODEL_TIME (default 20m).
 func TestModel(t *testing.T) {
