@@ -146,3 +146,49 @@ func TestOldReleaseJobDoesNotHoldBackNewRelease(t *testing.T) {
 	require.Equal(t, len(tenants), fleettest.CountCompleted(t, admin.Pool(), fleettest.IDs(tenants), 3))
 	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
 }
+
+// TestOldReleaseLeavesNewerStateAlone: a tenant the new release (latest 3)
+// left FAILED at 3 (its last run failed after version 3 committed) is not
+// run or recorded by the old release (latest 2), whatever triggers the run:
+// a request, a migrate-now, a queued job. Before, the old release's run
+// found nothing pending and rewrote the state as COMPLETED.
+func TestOldReleaseLeavesNewerStateAlone(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	oldSource := fleettest.Migrations(
+		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
+		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
+	)
+	cp := pgtest.NewDatabase(t)
+	newer := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: fleetMigrations()})
+	tenants := addSchemaTenants(t, newer, "newer", 1, 1)
+	_, err := newer.MigrateTenant(ctx, tenants[0].ID)
+	require.NoError(t, err)
+	_, err = newer.Pool().Exec(ctx, `UPDATE tenantmigrate.tenants SET migrations_status = 'FAILED', last_error = 'connection lost after the commit' WHERE id = $1`, tenants[0].ID)
+	require.NoError(t, err)
+	requireFailedAt3 := func(what string) {
+		t.Helper()
+		st, err := newer.TenantState(ctx, tenants[0].ID)
+		require.NoError(t, err)
+		require.Equal(t, tenantmigrate.StatusFailed, st.MigrationsStatus, "%s rewrote the newer release's state", what)
+		require.EqualValues(t, 3, *st.MigrationsVersion, what)
+	}
+
+	old := startOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Strategy: tenantmigrate.StrategyFullFleet, RunWorkers: true,
+		Migrations: oldSource, Queue: tenantmigrate.QueueConfig{FleetRescanInterval: -1, Workers: 2}})
+	require.NoError(t, old.EnsureMigrated(ctx, tenants[0].ID), "the old release serves the tenant: it has every version it knows")
+	requireFailedAt3("a request")
+	_, err = old.MigrateTenant(ctx, tenants[0].ID)
+	require.NoError(t, err)
+	requireFailedAt3("a migrate-now")
+	oldQueue, err := queue.New(queue.Config{Pool: newer.Pool(), Latest: 2})
+	require.NoError(t, err)
+	n, err := oldQueue.Enqueue(ctx, fleettest.IDs(tenants))
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	waitFor(t, 60*time.Second, "the old release's job to complete", func() bool {
+		return fleettest.LastJob(t, newer.Pool(), tenants[0].ID).State == "completed"
+	})
+	requireFailedAt3("a queued job")
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2, 3)
+}
