@@ -34,14 +34,15 @@ import (
 //
 // The seed is logged; TENANTMIGRATE_MODEL_SEED=N replays its sequence of
 // choices (the timing of the processes is not replayed, so a race may need
-// a few runs). By default one seed runs for TENANTMIGRATE_MODEL_TIME (35s)
-// of steps or TENANTMIGRATE_MODEL_STEPS steps, about a minute in all;
+// a few runs). By default one seed runs for TENANTMIGRATE_MODEL_TIME (55s,
+// its setup included) or TENANTMIGRATE_MODEL_STEPS steps, about a minute in
+// all (the CI budget issue 17 asks for);
 // TENANTMIGRATE_MODEL=1 runs seed after seed (TENANTMIGRATE_MODEL_STEPS
 // each, default 150) for TENANTMIGRATE_MODEL_TIME (default 20m).
 func TestModel(t *testing.T) {
 	t.Parallel()
 	long := os.Getenv("TENANTMIGRATE_MODEL") == "1"
-	budget := envDuration(t, "TENANTMIGRATE_MODEL_TIME", map[bool]time.Duration{false: 35 * time.Second, true: 20 * time.Minute}[long])
+	budget := envDuration(t, "TENANTMIGRATE_MODEL_TIME", map[bool]time.Duration{false: 55 * time.Second, true: 20 * time.Minute}[long])
 	steps := envInt(t, "TENANTMIGRATE_MODEL_STEPS", map[bool]int{false: 1 << 30, true: 150}[long])
 	seed := uint64(time.Now().UnixNano())
 	fixedSeed := os.Getenv("TENANTMIGRATE_MODEL_SEED") != ""

@@ -17,8 +17,8 @@ const (
 )
 
 // liveStates are the job states in which a job still has work ahead of it. A
-// tenant has at most one migrate_tenant job in these states; completed,
-// cancelled and discarded jobs do not block a later enqueue.
+// tenant has at most one migrate_tenant job per target in these states;
+// completed, cancelled and discarded jobs do not block a later enqueue.
 //
 // River requires available, pending, running and scheduled in a custom
 // ByState (insert_opts.go, requiredV3states) and allows leaving out
@@ -34,9 +34,9 @@ var liveStates = []rivertype.JobState{ //nolint:gochecknoglobals // read-only
 
 // MigrateTenantArgs are the arguments of a migrate_tenant job.
 type MigrateTenantArgs struct {
-	// TenantID is the tenant to migrate. Only this field takes part in the
-	// job's uniqueness, so fields added later do not let a tenant have two
-	// live jobs.
+	// TenantID is the tenant to migrate. With Target, the only fields that
+	// take part in the job's uniqueness, so fields added later do not let a
+	// tenant have two live jobs of one release.
 	TenantID string `json:"tenant_id" river:"unique"`
 	// Target is the latest version of the release that queued the job: the
 	// version the tenant should reach. An instance whose source ends below
@@ -44,14 +44,25 @@ type MigrateTenantArgs struct {
 	// complete it without migrating); it snoozes it, using no attempt, for
 	// an instance of that release. 0 (jobs queued before this field): any
 	// instance runs it.
-	Target int64 `json:"target,omitempty"`
+	//
+	// Target is part of the unique key: a tenant has at most one live job
+	// per release, and a live job of an older release (one an old instance
+	// runs, or snoozed for its server) does not swallow a newer release's
+	// enqueue, which would leave the tenant at the old release's version
+	// until a rollout hands it out again. Runs of two releases' jobs of one
+	// tenant are serialized by the tenant's migration lock; the later one
+	// finds the tenant done (or records nothing above its own latest). A 0
+	// Target is left out of the JSON, and so of the key: such jobs keep the
+	// key of jobs queued before Target was unique (tenant id alone).
+	Target int64 `json:"target,omitempty" river:"unique"`
 }
 
 // Kind returns KindMigrateTenant.
 func (MigrateTenantArgs) Kind() string { return KindMigrateTenant }
 
-// InsertOpts makes migrate_tenant jobs unique per tenant while live
-// (available, pending, retryable, running or scheduled), whoever inserts them.
+// InsertOpts makes migrate_tenant jobs unique per tenant and target (the
+// release that queued them) while live (available, pending, retryable,
+// running or scheduled), whoever inserts them.
 func (MigrateTenantArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{
 		UniqueOpts: river.UniqueOpts{

@@ -107,8 +107,8 @@ type fleetScanWorker struct {
 }
 
 // Work runs the scan. A failed scan is retried like any job; enqueueing is
-// idempotent (migrate_tenant jobs are unique per tenant), so a retry only
-// adds the tenants the failed attempt did not reach. A scan interrupted by
+// idempotent (migrate_tenant jobs are unique per tenant and target), so a
+// retry only adds the tenants the failed attempt did not reach. A scan interrupted by
 // Stop goes back to the queue without using an attempt, as in
 // tenantWorker.Work.
 func (w *fleetScanWorker) Work(ctx context.Context, job *river.Job[FleetScanArgs]) error {
