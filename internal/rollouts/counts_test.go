@@ -103,8 +103,13 @@ func TestRolloutCountsUnderConcurrentWrites(t *testing.T) {
 					if txErr != nil {
 						return txErr
 					}
-					_, err = tx.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET state = 'COMPLETED', duration_ms = 5 WHERE rollout_id = $1 AND wave = $2`,
-						r.ID, rng.IntN(3))
+					// It locks the rollout first, as every writer of many
+					// rows does (see Release).
+					_, err = tx.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts WHERE id = $1 FOR NO KEY UPDATE`, r.ID)
+					if err == nil {
+						_, err = tx.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET state = 'COMPLETED', duration_ms = 5 WHERE rollout_id = $1 AND wave = $2`,
+							r.ID, rng.IntN(3))
+					}
 					_ = tx.Rollback(ctx)
 				}
 				if err != nil {

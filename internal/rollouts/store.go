@@ -669,9 +669,19 @@ func (s *Store) Release(ctx context.Context, target int64, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants rt SET state = 'PENDING', claimed_at = NULL, claimed_by = NULL
-		FROM tenantmigrate.rollouts r
-		WHERE r.id = rt.rollout_id AND r.target_version = $1 AND rt.tenant_id = ANY($2) AND rt.state = 'QUEUED'`, target, ids)
+	// The rollout's row first, FOR SHARE as a claim takes it: the other
+	// writers of many rows at once (Step's settling of stale claims, Resume)
+	// lock it before their rows, so that they and this update, whose rows
+	// come in no particular order, take turns instead of deadlocking.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts WHERE target_version = $1 FOR SHARE`, target); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants rt SET state = 'PENDING', claimed_at = NULL, claimed_by = NULL
+			FROM tenantmigrate.rollouts r
+			WHERE r.id = rt.rollout_id AND r.target_version = $1 AND rt.tenant_id = ANY($2) AND rt.state = 'QUEUED'`, target, ids)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("release tenants of rollout to %d: %w", target, err)
 	}
