@@ -45,7 +45,8 @@ func TestLateResultNeverLandsOnNewTarget(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	cp := pgtest.NewDatabase(t)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: slowSource()})
+	var logs logBuffer
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: slowSource(), Logger: logs.logger()})
 	dbA, dbB := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
 	addTenantAt(t, o, "acme", dbA, "")
 
@@ -58,6 +59,8 @@ func TestLateResultNeverLandsOnNewTarget(t *testing.T) {
 	require.NoError(t, o.DeleteTenant(ctx, "acme"))
 	addTenantAt(t, o, "acme", dbB, "")
 	require.NoError(t, <-done)
+	// The result computed for A was dropped, and the log says so.
+	require.Contains(t, logs.String(), `"msg":"tenant changed during its run; result not recorded, running it again","tenant_id":"acme"`)
 
 	st, err := o.TenantState(ctx, "acme")
 	require.NoError(t, err)

@@ -115,6 +115,29 @@ func queryBool(t *testing.T, url, sql string) bool {
 	return b
 }
 
+// controlPlaneSnapshot returns, per table of the control plane's schema
+// (River's included), a digest of its rows: two snapshots are equal exactly
+// when nothing was inserted, updated or deleted in between.
+func controlPlaneSnapshot(t *testing.T, url string) map[string]string {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	require.NoError(t, err)
+	defer conn.Close(context.WithoutCancel(t.Context()))
+	rows, err := conn.Query(t.Context(), `SELECT tablename FROM pg_tables WHERE schemaname = 'tenantmigrate' ORDER BY 1`)
+	require.NoError(t, err)
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.NotEmpty(t, tables)
+	snap := make(map[string]string, len(tables))
+	for _, table := range tables {
+		var digest string
+		require.NoError(t, conn.QueryRow(t.Context(), `SELECT count(*) || ':' || coalesce(md5(string_agg(r::text, ',' ORDER BY r::text)), '')
+			FROM tenantmigrate.`+pgx.Identifier{table}.Sanitize()+` r`).Scan(&digest))
+		snap[table] = digest
+	}
+	return snap
+}
+
 // writeMigrations writes goose SQL files (name -> Up statement) into a new
 // directory.
 func writeMigrations(t *testing.T, files map[string]string) string {

@@ -127,6 +127,7 @@ func TestMigrateDryRun(t *testing.T) {
 	schemaDB := pgtest.NewDatabase(t)
 	f.add("schema-tenant", schemaDB, "--schema", "tenant_schema")
 	before := f.tenants()
+	snapshot := controlPlaneSnapshot(t, f.url)
 
 	r := f.run("migrate", "--all", "--dry-run")
 	requireCode(t, 0, r)
@@ -135,8 +136,10 @@ func TestMigrateDryRun(t *testing.T) {
 	require.Regexp(t, `(?m)^schema-tenant\s+0\s+1, 2, 3, 4$`, r.stdout)
 	require.Contains(t, r.stdout, "dry run: 2 tenants would be migrated to version 4; nothing was changed")
 
-	// Nothing was written: not the control plane, not the tenants.
+	// Nothing was written: not the control plane (no table of it, rollouts,
+	// runs, instances and River's jobs included), not the tenants.
 	require.Equal(t, before, f.tenants())
+	require.Equal(t, snapshot, controlPlaneSnapshot(t, f.url))
 	require.False(t, queryBool(t, dbURL, "SELECT to_regclass('goose_db_version') IS NOT NULL"))
 	require.False(t, queryBool(t, schemaDB, "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'tenant_schema')"))
 
