@@ -251,6 +251,23 @@ func (m *Manager) hasWaiting(server string) bool {
 	return m.waiting[server] > 0
 }
 
+// Free returns how many slots of server no process holds now: its cap
+// less the slots held (0 when runs hold more than the cap). After a
+// release it is how many waiting jobs can start at once, which may be more
+// than the one slot released: two slots released together each see both
+// free.
+func (m *Manager) Free(ctx context.Context, server string) (int, error) {
+	row, err := m.row(ctx, server)
+	if err != nil {
+		return 0, err
+	}
+	n, err := m.running(ctx, row.id)
+	if err != nil {
+		return 0, fmt.Errorf("count held slots of server %s: %w", server, err)
+	}
+	return max(row.cap-n, 0), nil
+}
+
 // running counts the slots of the server numbered id held now, by every
 // process.
 func (m *Manager) running(ctx context.Context, id int32) (int, error) {
