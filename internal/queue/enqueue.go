@@ -70,6 +70,7 @@ func (q *Queue) Enqueue(ctx context.Context, ids []string) (inserted int, err er
 // takes it exclusive, for as long as its transaction lasts: the few
 // milliseconds of a rollout claim.
 const enqueueOrderLock int64 = 0x746d_6571 << 32
+
 // Remaining counts live migrate_tenant jobs: available, pending, retryable,
 // running or scheduled. The state condition is served by River's
 // river_job_prioritized_fetching_index (state first), so the count reads the
