@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/riverqueue/river"
 )
@@ -11,8 +12,8 @@ import (
 // snooze it asked for.
 //
 // River records a job's snooze after Work returns, in its completer's next
-// batch: within 50 ms under load, up to 250 ms when it is idle (River
-// v0.51.2, internal/jobcompleter). Until then the job is still running in
+// batch: every 250 ms, or 50 ms once 100 job results wait (River v0.51.2,
+// internal/jobcompleter). Until then the job is still running in
 // the control plane, so whatever looks for waiting jobs meanwhile (a
 // released slot of its server waking the oldest) does not see it, and the
 // snooze, once recorded, lasts its whole delay. AfterSnooze runs after
@@ -21,8 +22,18 @@ import (
 // then.
 type afterSnooze struct {
 	mu      sync.Mutex
-	pending map[int64]func(context.Context) // job id -> WaitError.AfterSnooze
+	pending map[int64]pendingAfter // by job id
 }
+
+type pendingAfter struct {
+	f     func(context.Context) // WaitError.AfterSnooze
+	added time.Time
+}
+
+// afterSnoozeExpiry is how long a registration waits for its event: one
+// River dropped (a full subscription channel) is forgotten after it, and
+// its job waits its snooze's delay, as it would without AfterSnooze.
+const afterSnoozeExpiry = time.Minute
 
 // add registers f for the snooze of job id that Work is returning.
 func (a *afterSnooze) add(id int64, f func(context.Context)) {
@@ -32,17 +43,28 @@ func (a *afterSnooze) add(id int64, f func(context.Context)) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.pending == nil {
-		a.pending = map[int64]func(context.Context){}
+		a.pending = map[int64]pendingAfter{}
 	}
-	a.pending[id] = f
+	a.pending[id] = pendingAfter{f: f, added: time.Now()}
 }
 
 func (a *afterSnooze) take(id int64) func(context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	f := a.pending[id]
+	p := a.pending[id]
 	delete(a.pending, id)
-	return f
+	return p.f
+}
+
+// expire forgets the registrations older than afterSnoozeExpiry.
+func (a *afterSnooze) expire(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, p := range a.pending {
+		if now.Sub(p.added) > afterSnoozeExpiry {
+			delete(a.pending, id)
+		}
+	}
 }
 
 // reset forgets every registration: after Stop no event comes for them.
@@ -53,15 +75,17 @@ func (a *afterSnooze) reset() {
 }
 
 // run calls the registered functions as River reports the snoozes
-// recorded, one at a time, until ctx ends or the subscription closes. An
-// event River dropped (a full subscription channel) leaves its function
-// registered until the job snoozes again or the queue stops; the job then
-// waits its snooze's delay, as it would without this.
+// recorded, one at a time, until ctx ends or the subscription closes, and
+// forgets those whose event never came (afterSnoozeExpiry).
 func (a *afterSnooze) run(ctx context.Context, events <-chan *river.Event) {
+	t := time.NewTicker(afterSnoozeExpiry / 2)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-t.C:
+			a.expire(now)
 		case ev, ok := <-events:
 			if !ok {
 				return
