@@ -136,10 +136,13 @@ func (o *Orchestrator) wakeFreed(ctx context.Context, server string) {
 // waitError puts back a queued job whose run server held back. A job
 // held because the server was full looks again once its snooze is
 // recorded (queue.WaitError.AfterSnooze): a slot released meanwhile woke
-// nothing, the job being still running in the control plane then.
+// nothing, the job being still running in the control plane then. One held
+// for a request of this process waiting for the server does not: the slot
+// it would find free is the request's, and the request's release wakes
+// the jobs.
 func (o *Orchestrator) waitError(held error, server string) error {
 	we := &queue.WaitError{Delay: o.heldDelay(held), Err: held}
-	if errors.Is(held, servers.ErrFull) && server != "" {
+	if errors.Is(held, servers.ErrFull) && !errors.Is(held, servers.ErrRequestWaits) && server != "" {
 		we.AfterSnooze = func(ctx context.Context) { o.wakeFreed(ctx, server) }
 	}
 	return we

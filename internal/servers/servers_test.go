@@ -203,7 +203,8 @@ func TestWaitingRunGoesFirst(t *testing.T) {
 	// finding it so once the slot is free, until the request has it.
 	require.Eventually(t, func() bool {
 		_, err := a.Take(ctx, "db1:5432", false)
-		return errors.Is(err, servers.ErrFull) && strings.Contains(err.Error(), "a request of this process waits")
+		return errors.Is(err, servers.ErrFull) && errors.Is(err, servers.ErrRequestWaits) &&
+			strings.Contains(err.Error(), "a request of this process waits")
 	}, 10*time.Second, 5*time.Millisecond)
 	held.Release(ctx)
 	_, err = a.Take(ctx, "db1:5432", false)
