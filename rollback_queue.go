@@ -10,7 +10,6 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
-	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
@@ -130,7 +129,7 @@ func (r *jobRunner) RollbackTenant(ctx context.Context, tenantID string, to int6
 		return err
 	}
 	if out.Held != nil {
-		return &queue.WaitError{Delay: o.heldDelay(out.Held), Err: out.Held}
+		return o.waitError(out.Held, out.Server)
 	}
 	if err := outcomeErr(tenantID, out); err != nil {
 		if !out.Interrupted {

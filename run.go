@@ -9,7 +9,6 @@ import (
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
-	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 )
 
@@ -200,7 +199,7 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 		return err
 	}
 	if out.Held != nil {
-		return &queue.WaitError{Delay: o.heldDelay(out.Held), Err: out.Held}
+		return o.waitError(out.Held, out.Server)
 	}
 	err = outcomeErr(tenantID, out)
 	if err != nil && !out.Interrupted {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
@@ -72,7 +73,7 @@ func (o *Orchestrator) newServers() *servers.Manager {
 		ProbeInterval: o.cfg.Servers.ProbeInterval,
 		Probe:         o.probeServer,
 		OnUp:          func(ctx context.Context, server string) { o.wakeServer(ctx, server, 0) },
-		OnFree:        func(ctx context.Context, server string) { o.wakeServer(ctx, server, 1) },
+		OnFree:        o.wakeFreed,
 		Logger:        o.logger,
 	})
 }
@@ -116,6 +117,42 @@ func (o *Orchestrator) wakeServer(ctx context.Context, server string, n int) {
 	if err != nil && ctx.Err() == nil {
 		o.logger.Warn("wake jobs of database server", "server", server, "err", err)
 	}
+}
+
+// wakeFreed wakes the jobs of server that can start now a slot of it was
+// released: as many of the oldest waiting as it has free slots, not one
+// per release. Two slots released together (two runs of the server ending
+// at once, in one process or two) would otherwise each wake the same
+// oldest job, which stays the oldest waiting until a producer fetches it,
+// and leave the other slot idle until some job's snooze ends (fullSnooze).
+// A job woken beyond the free slots finds the server full and waits again;
+// one woken that a producer has already made available is fetched anyway.
+func (o *Orchestrator) wakeFreed(ctx context.Context, server string) {
+	free, err := o.servers.Free(ctx, server)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.logger.Warn("count free slots of database server", "server", server, "err", err)
+		}
+		free = 1 // the slot just released
+	}
+	if free > 0 {
+		o.wakeServer(ctx, server, free)
+	}
+}
+
+// waitError puts back a queued job whose run server held back. A job
+// held because the server was full looks again once its snooze is
+// recorded (queue.WaitError.AfterSnooze): a slot released meanwhile woke
+// nothing, the job being still running in the control plane then. One held
+// for a request of this process waiting for the server does not: the slot
+// it would find free is the request's, and the request's release wakes
+// the jobs.
+func (o *Orchestrator) waitError(held error, server string) error {
+	we := &queue.WaitError{Delay: o.heldDelay(held), Err: held}
+	if errors.Is(held, servers.ErrFull) && !errors.Is(held, servers.ErrRequestWaits) && server != "" {
+		we.AfterSnooze = func(ctx context.Context) { o.wakeFreed(ctx, server) }
+	}
+	return we
 }
 
 // heldDelay is how long a queued job whose run its server held back waits

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // Enqueue inserts a migrate_tenant job for each tenant id, aimed at
@@ -35,7 +36,17 @@ func (q *Queue) Enqueue(ctx context.Context, ids []string) (inserted int, err er
 				InsertOpts: q.insertOpts,
 			})
 		}
-		results, err := q.client.InsertMany(ctx, params)
+		var results []*rivertype.JobInsertResult
+		err := pgx.BeginFunc(ctx, q.cfg.Pool, func(tx pgx.Tx) error {
+			// Sorted batches run beside each other; EnqueueTx's, in the
+			// caller's order, do not (enqueueOrderLock).
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, enqueueOrderLock); err != nil {
+				return err
+			}
+			var err error
+			results, err = q.client.InsertManyTx(ctx, tx, params)
+			return err
+		})
 		if err != nil {
 			return inserted, fmt.Errorf("enqueue %d tenants (%d inserted before): %w", len(ids), inserted, err)
 		}
@@ -47,6 +58,18 @@ func (q *Queue) Enqueue(ctx context.Context, ids []string) (inserted int, err er
 	}
 	return inserted, nil
 }
+
+// enqueueOrderLock is the control-plane advisory lock ("tmeq") that keeps
+// batch inserts of migrate_tenant jobs in different orders from
+// deadlocking. A batch takes the unique-index entries of its tenants' jobs
+// one after the other, so two batches with two tenants in common, in
+// opposite orders, can each wait for the other. Enqueue sorts its batches
+// by tenant id, one order for all, and takes the lock shared: its batches
+// (a fleet scan's concurrent pages) run beside each other. EnqueueTx keeps
+// the caller's order (a rollout's batch, its servers taking turns) and
+// takes it exclusive, for as long as its transaction lasts: the few
+// milliseconds of a rollout claim.
+const enqueueOrderLock int64 = 0x746d_6571 << 32
 
 // Remaining counts live migrate_tenant jobs: available, pending, retryable,
 // running or scheduled. The state condition is served by River's
@@ -81,13 +104,22 @@ func (q *Queue) EnqueueFleetScan(ctx context.Context, gen int64) error {
 // Enqueue does, in one InsertManyTx: the jobs exist exactly when tx
 // commits. A rollout's feeder marks a batch QUEUED and queues it in one
 // transaction this way. Tenants that already have a live job are skipped;
-// it returns how many jobs were inserted.
+// it returns how many were inserted.
+//
+// The jobs are inserted in the order of ids (a repeat is left out), which
+// is the order River fetches them in: their ids follow it, and they share
+// their scheduled time. A rollout's batch comes with its servers taking
+// turns, so that the first jobs fetched fill every server's slots rather
+// than one server's while its jobs wait. That order is not one fixed for
+// all, so tx takes enqueueOrderLock exclusive first, until it ends.
 func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, ids []string) (inserted int, err error) {
-	batch := slices.Clone(ids)
-	slices.Sort(batch)
-	batch = slices.Compact(batch)
-	params := make([]river.InsertManyParams, 0, len(batch))
-	for _, id := range batch {
+	seen := make(map[string]bool, len(ids))
+	params := make([]river.InsertManyParams, 0, len(ids))
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
 		params = append(params, river.InsertManyParams{
 			Args:       MigrateTenantArgs{TenantID: id, Target: q.cfg.Latest},
 			InsertOpts: q.insertOpts,
@@ -95,6 +127,9 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, ids []string) (inserte
 	}
 	if len(params) == 0 {
 		return 0, nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, enqueueOrderLock); err != nil {
+		return 0, fmt.Errorf("enqueue %d tenants: %w", len(ids), err)
 	}
 	results, err := q.client.InsertManyTx(ctx, tx, params)
 	if err != nil {

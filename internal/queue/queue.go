@@ -266,6 +266,11 @@ type Queue struct {
 	// are serialised by lifeMu, which nothing a job does takes.
 	lifeMu     sync.Mutex
 	cancelWork context.CancelCauseFunc
+
+	// after runs WaitError.AfterSnooze on River's job_snoozed events, from
+	// Start to Stop; afterDone is closed when its loop has returned.
+	after     *afterSnooze
+	afterDone chan struct{}
 }
 
 // New builds a Queue and its River client. It does not touch the database;
@@ -276,6 +281,7 @@ func New(cfg Config) (*Queue, error) {
 		return nil, err
 	}
 
+	after := &afterSnooze{}
 	rcfg := &river.Config{
 		ID:                   cfg.ID,
 		Schema:               Schema,
@@ -290,10 +296,10 @@ func New(cfg Config) (*Queue, error) {
 	if cfg.RunWorkers {
 		workers := river.NewWorkers()
 		snooze := cmp.Or(cfg.NewerReleaseSnooze, DefaultNewerReleaseSnooze)
-		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable, latest: cfg.Latest, snooze: snooze}); err != nil {
+		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable, after: after, latest: cfg.Latest, snooze: snooze}); err != nil {
 			return nil, fmt.Errorf("queue: register %s worker: %w", KindMigrateTenant, err)
 		}
-		if err := addRollbackWorker(workers, cfg.Runner, cfg.IsRetryable); err != nil {
+		if err := addRollbackWorker(workers, cfg.Runner, cfg.IsRetryable, after); err != nil {
 			return nil, err
 		}
 		if cfg.FleetScan != nil {
@@ -322,6 +328,7 @@ func New(cfg Config) (*Queue, error) {
 		cfg:        cfg,
 		client:     client,
 		insertOpts: &river.InsertOpts{MaxAttempts: cfg.MaxAttempts},
+		after:      after,
 	}, nil
 }
 
@@ -375,6 +382,13 @@ func (q *Queue) Start(ctx context.Context) error {
 		return fmt.Errorf("queue: start: %w", err)
 	}
 	q.cancelWork = cancelWork
+	events, unsubscribe := q.client.Subscribe(river.EventKindJobSnoozed)
+	q.afterDone = make(chan struct{})
+	go func() {
+		defer close(q.afterDone)
+		defer unsubscribe()
+		q.after.run(workCtx, events)
+	}()
 	if q.cfg.FleetScan != nil && q.cfg.ScheduleFleetScan {
 		// The leader's RunOnStart insert comes only after River has started
 		// its maintenance services one after the other, each after a random
@@ -418,6 +432,8 @@ func (q *Queue) Stop(ctx context.Context) error {
 	}
 	q.cancelWork(nil)
 	q.cancelWork = nil
+	<-q.afterDone
+	q.after.reset()
 	return err
 }
 

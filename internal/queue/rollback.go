@@ -40,6 +40,7 @@ type rollbackWorker struct {
 	river.WorkerDefaults[RollbackTenantArgs]
 	runner      RollbackRunner
 	isRetryable func(error) bool
+	after       *afterSnooze
 }
 
 // Work runs one attempt, as tenantWorker.Work does for migrations.
@@ -49,6 +50,7 @@ func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenant
 		return nil
 	}
 	if we := (*WaitError)(nil); errors.As(err, &we) {
+		w.after.add(job.ID, we.AfterSnooze)
 		return river.JobSnooze(we.Delay) // its server is full or DOWN: no attempt
 	}
 	if Interrupted(ctx) {
@@ -62,12 +64,12 @@ func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenant
 
 // addRollbackWorker registers the rollback_tenant worker when runner
 // implements RollbackRunner.
-func addRollbackWorker(workers *river.Workers, runner Runner, isRetryable func(error) bool) error {
+func addRollbackWorker(workers *river.Workers, runner Runner, isRetryable func(error) bool, after *afterSnooze) error {
 	rr, ok := runner.(RollbackRunner)
 	if !ok {
 		return nil
 	}
-	if err := river.AddWorkerSafely(workers, &rollbackWorker{runner: rr, isRetryable: isRetryable}); err != nil {
+	if err := river.AddWorkerSafely(workers, &rollbackWorker{runner: rr, isRetryable: isRetryable, after: after}); err != nil {
 		return fmt.Errorf("queue: register %s worker: %w", KindRollbackTenant, err)
 	}
 	return nil

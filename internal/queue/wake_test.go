@@ -2,6 +2,8 @@ package queue_test
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,4 +66,47 @@ func TestWakeNotifiesForAvailableJob(t *testing.T) {
 	require.NoError(t, q.Wake(ctx, []int64{res.Job.ID}))
 	eventually(t, 30*time.Second, "woken job completed", func() bool { return lastJobState(t, pool, "t1") == "completed" })
 	require.Equal(t, []int{1}, runAttempts(t, pool, "t1"))
+}
+
+// TestAfterSnoozeRunsOnceSnoozeIsRecorded: a job whose Runner asks it to
+// wait with WaitError.AfterSnooze has AfterSnooze called on its process
+// once River has recorded the snooze, not while the job still shows as
+// running: whatever AfterSnooze reads of the queue (the server's waiting
+// jobs) includes the job, waiting for its time. The job then runs again
+// when woken, with no attempt used by the wait.
+func TestAfterSnoozeRunsOnceSnoozeIsRecorded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t, newControlPlane(t), nil)
+	seen := make(chan string, 1)
+	runner := &recordingRunner{pool: pool}
+	var runs atomic.Int32
+	runner.fail = func(context.Context, string, int) error {
+		if runs.Add(1) > 1 {
+			return nil
+		}
+		return &queue.WaitError{Delay: time.Hour, Err: errors.New("server full"), AfterSnooze: func(ctx context.Context) {
+			var state string
+			err := pool.QueryRow(ctx, `SELECT state::text FROM `+queue.Schema+`.river_job WHERE args->>'tenant_id' = 't1'`).Scan(&state)
+			if err != nil {
+				state = err.Error()
+			}
+			seen <- state
+		}}
+	}
+	q := startWorkers(t, queue.Config{Pool: pool, Runner: runner})
+
+	_, err := q.Enqueue(ctx, []string{"t1"})
+	require.NoError(t, err)
+	select {
+	case state := <-seen:
+		require.Equal(t, "scheduled", state, "AfterSnooze ran before River recorded the snooze")
+	case <-time.After(30 * time.Second):
+		t.Fatal("AfterSnooze not called")
+	}
+	var id int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT id FROM `+queue.Schema+`.river_job WHERE args->>'tenant_id' = 't1'`).Scan(&id))
+	require.NoError(t, q.Wake(ctx, []int64{id}))
+	eventually(t, 30*time.Second, "woken job completed", func() bool { return lastJobState(t, pool, "t1") == "completed" })
+	require.Equal(t, []jobRow{{State: "completed", Attempt: 1}}, tenantJobs(t, pool, "t1"))
 }

@@ -31,6 +31,11 @@ type FleetScanFunc func(ctx context.Context, latest int64, includeStale bool) (s
 type WaitError struct {
 	Delay time.Duration
 	Err   error
+	// AfterSnooze, when set, is called on this process once River has
+	// recorded the job's snooze: for a job whose server was full, a slot
+	// released between the run's look and that record woke nothing, and
+	// AfterSnooze looks again. Runs one at a time, after Work returned.
+	AfterSnooze func(ctx context.Context)
 }
 
 func (e *WaitError) Error() string { return "wait: " + e.Err.Error() }
@@ -43,6 +48,7 @@ type tenantWorker struct {
 
 	runner      Runner
 	isRetryable func(error) bool
+	after       *afterSnooze
 	latest      int64         // Config.Latest
 	snooze      time.Duration // Config.NewerReleaseSnooze
 }
@@ -77,6 +83,7 @@ func (w *tenantWorker) Work(ctx context.Context, job *river.Job[MigrateTenantArg
 		return nil
 	}
 	if we := (*WaitError)(nil); errors.As(err, &we) {
+		w.after.add(job.ID, we.AfterSnooze)
 		return river.JobSnooze(we.Delay)
 	}
 	if Interrupted(ctx) {

@@ -136,3 +136,104 @@ func TestFeederClaimWithoutJobHandedOutAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{feeder}, got, "handed out again; the live claimer's tenant stays its")
 }
+
+// TestClaimServersTakeTurns: a claim takes the tenants the rollout's order
+// gives (wave, then position: the canaries first, alone in their wave) and
+// returns them with their servers taking turns within each wave: the
+// first three of a wave over three servers cover all three, each server's
+// tenants keep their position order, and a server whose tenants ran out
+// leaves the others to alternate. The queue fetches jobs in this order,
+// so the first ones fetched fill every server's slots. Tenant ids are in
+// server order here (tenant-0001 to 0010 on db0, and so on; 0021 to 0030
+// on db2 and db3, alternately), the order a sort by id would queue them
+// in.
+func TestClaimServersTakeTurns(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := backlogFleet(t, 30)
+	_, err := pool.Exec(ctx, `UPDATE tenantmigrate.tenants SET server = CASE
+		WHEN substr(id, 8)::int <= 10 THEN 'db0:5432'
+		WHEN substr(id, 8)::int <= 20 THEN 'db1:5432'
+		WHEN substr(id, 8)::int % 2 = 1 THEN 'db2:5432'
+		ELSE 'db3:5432' END`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE tenantmigrate.tenants SET server = NULL WHERE id = 'tenant-0005'`) // not known yet
+	require.NoError(t, err)
+	s := NewStore(pool, nil)
+	r, _, err := s.Ensure(ctx, 2, Options{CanarySelector: "canary=true", Waves: []WaveSize{{Count: 3}, {Percent: 100}}})
+	require.NoError(t, err)
+	serverOf := map[string]string{}
+	rows, err := pool.Query(ctx, `SELECT id, coalesce(server, '') FROM tenantmigrate.tenants`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id, server string
+		require.NoError(t, rows.Scan(&id, &server))
+		serverOf[id] = server
+	}
+	require.NoError(t, rows.Err())
+	m := members(t, pool, r.ID)
+
+	// The canary wave: the three canaries (0010 on db0, 0020 on db1, 0030
+	// on db3), and nothing of the next wave while it is open.
+	got, err := s.Claim(ctx, 2, 30, 0, nil)
+	require.NoError(t, err)
+	sorted := slices.Clone(got)
+	slices.Sort(sorted)
+	require.Equal(t, []string{"tenant-0010", "tenant-0020", "tenant-0030"}, sorted)
+	for _, id := range got {
+		_, err := s.Done(ctx, 2, Result{TenantID: id, Status: "COMPLETED", Duration: time.Millisecond})
+		require.NoError(t, err)
+	}
+	state, err := s.Step(ctx, 2)
+	require.NoError(t, err)
+	require.Equal(t, StateRunning, state)
+
+	// Two claims of the second wave: 10, then the other 17.
+	var claimed []string
+	for _, n := range []int{10, 30} {
+		got, err := s.Claim(ctx, 2, n, 0, nil)
+		require.NoError(t, err)
+		// Which tenants: the first n PENDING ones in position order, as
+		// before.
+		var pending []string
+		for id, mm := range m {
+			if mm.Wave == 1 && !slices.Contains(claimed, id) {
+				pending = append(pending, id)
+			}
+		}
+		slices.SortFunc(pending, func(a, b string) int { return int(m[a].Position - m[b].Position) })
+		want := slices.Clone(pending[:min(n, len(pending))])
+		have := slices.Clone(got)
+		slices.Sort(want)
+		slices.Sort(have)
+		require.Equal(t, want, have, "a claim of %d takes the first PENDING tenants in position order", n)
+
+		// In which order: round by round over the servers.
+		rounds := map[string]int{} // server -> tenants of it returned so far
+		servers := map[string]bool{}
+		for _, id := range got {
+			servers[serverOf[id]] = true
+		}
+		require.Greater(t, len(servers), 2)
+		lastRound, lastPos := 0, map[string]int64{}
+		for i, id := range got {
+			srv := serverOf[id]
+			round := rounds[srv]
+			rounds[srv]++
+			require.GreaterOrEqual(t, round, lastRound, "%s (#%d) comes after a later round", id, i)
+			lastRound = round
+			if p, ok := lastPos[srv]; ok {
+				require.Greater(t, m[id].Position, p, "%s: a server's tenants keep their position order", id)
+			}
+			lastPos[srv] = m[id].Position
+		}
+		first := map[string]bool{}
+		for _, id := range got[:len(servers)] {
+			first[serverOf[id]] = true
+		}
+		require.Len(t, first, len(servers), "the first %d of %v cover every server", len(servers), got)
+		claimed = append(claimed, got...)
+	}
+	require.Len(t, claimed, 27)
+	require.Contains(t, claimed, "tenant-0005", "the tenant whose server is not known is claimed too")
+}

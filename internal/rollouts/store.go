@@ -580,12 +580,31 @@ const runnerDead = `(EXISTS (SELECT 1 FROM tenantmigrate.instances i
 	OR j.attempted_at < now() - $6::interval AND NOT EXISTS (SELECT 1 FROM tenantmigrate.instances i
 		WHERE i.id = j.attempted_by[cardinality(j.attempted_by)]))`
 
+// claimOrder closes a claim's statement, "WITH c AS (...) UPDATE ...
+// RETURNING tenant_id, wave, position", into one that returns the claimed
+// ids (an UPDATE's RETURNING comes in no set order) by wave, then round
+// by round over the servers of the wave's claimed tenants: each server's
+// first tenant, in position order, then each one's second, and so on.
+// Tenants whose server is not known yet (tenants.server NULL) count as one
+// server.
+const claimOrder = `)
+	SELECT u.tenant_id FROM u LEFT JOIN tenantmigrate.tenants t ON t.id = u.tenant_id
+	ORDER BY u.wave, row_number() OVER (PARTITION BY u.wave, t.server ORDER BY u.position), u.position`
+
 // Claim hands out up to n PENDING tenants of the open waves of the RUNNING
 // rollout to target, in wave order, marking them QUEUED, and calls enqueue
 // with them in the same transaction (nil: the caller runs them itself, as
 // migrate --all does, and claimer is the key of its Claimer). Concurrent
 // claims get disjoint tenants. It returns nothing when the rollout is not
 // running.
+//
+// Which tenants a claim takes is the rollout's order (wave, then
+// position); the order it returns them in, within each wave, has their
+// database servers take turns (claimOrder): the queue fetches jobs in the
+// order they were inserted, and a server's cap holds back all but a few
+// of its tenants' jobs at once, so a batch with one server's tenants first
+// would leave the other servers idle until those jobs had each been
+// fetched and put back.
 func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, enqueue func(ctx context.Context, tx pgx.Tx, ids []string) error) ([]string, error) {
 	if n <= 0 {
 		return nil, nil
@@ -611,10 +630,10 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, e
 		rows, err := tx.Query(ctx, `WITH c AS (
 				SELECT tenant_id FROM tenantmigrate.rollout_tenants
 				WHERE rollout_id = $1 AND state = 'PENDING' AND wave <= $2
-				ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
-			UPDATE tenantmigrate.rollout_tenants rt SET state = 'QUEUED', claimed_at = now(), claimed_by = NULLIF($4, 0::bigint)
+				ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED),
+			u AS (UPDATE tenantmigrate.rollout_tenants rt SET state = 'QUEUED', claimed_at = now(), claimed_by = NULLIF($4, 0::bigint)
 			FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
-			RETURNING rt.tenant_id`, id, wave, n, claimer)
+			RETURNING rt.tenant_id, rt.wave, rt.position`+claimOrder, id, wave, n, claimer)
 		if err != nil {
 			return err
 		}
@@ -641,10 +660,10 @@ func (s *Store) Claim(ctx context.Context, target int64, n int, claimer int64, e
 						AND NOT EXISTS (SELECT 1 FROM tenantmigrate.river_job j
 							WHERE j.kind = 'migrate_tenant' AND j.state = 'running' AND j.args->>'tenant_id' = rt.tenant_id
 								AND NOT `+runnerDead+`)
-					ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED)
-				UPDATE tenantmigrate.rollout_tenants rt SET claimed_at = now(), claimed_by = $4
+					ORDER BY wave, position LIMIT $3 FOR UPDATE SKIP LOCKED),
+				u AS (UPDATE tenantmigrate.rollout_tenants rt SET claimed_at = now(), claimed_by = $4
 				FROM c WHERE rt.rollout_id = $1 AND rt.tenant_id = c.tenant_id
-				RETURNING rt.tenant_id`, id, wave, n, claimer, TakeOverAfter.String(), legacyRunnerTimeout.String())
+				RETURNING rt.tenant_id, rt.wave, rt.position`+claimOrder, id, wave, n, claimer, TakeOverAfter.String(), legacyRunnerTimeout.String())
 			if err != nil {
 				return err
 			}

@@ -18,6 +18,11 @@ import (
 // server is taken.
 var ErrFull = errors.New("server is at its cap of concurrent migrations")
 
+// ErrRequestWaits is wrapped by the error of a Take without wait that a
+// run of this process waiting for the server holds back (see Take); it
+// wraps ErrFull. The server may have a free slot: the waiting run takes it.
+var ErrRequestWaits = fmt.Errorf("%w: a request of this process waits for it", ErrFull)
+
 // ErrDown is wrapped by the *DownError of Manager.Take for a server that is
 // DOWN.
 var ErrDown = errors.New("server is down")
@@ -179,7 +184,7 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 		m.addWaiting(server, 1)
 		defer m.addWaiting(server, -1)
 	} else if m.hasWaiting(server) {
-		return nil, fmt.Errorf("server %s: %w (a request of this process waits for it)", server, ErrFull)
+		return nil, fmt.Errorf("server %s: %w", server, ErrRequestWaits)
 	}
 	backoff := 20 * time.Millisecond
 	for {
@@ -249,6 +254,23 @@ func (m *Manager) hasWaiting(server string) bool {
 	m.waitMu.Lock()
 	defer m.waitMu.Unlock()
 	return m.waiting[server] > 0
+}
+
+// Free returns how many slots of server no process holds now: its cap
+// less the slots held (0 when runs hold more than the cap). After a
+// release it is how many waiting jobs can start at once, which may be more
+// than the one slot released: two slots released together each see both
+// free.
+func (m *Manager) Free(ctx context.Context, server string) (int, error) {
+	row, err := m.row(ctx, server)
+	if err != nil {
+		return 0, err
+	}
+	n, err := m.running(ctx, row.id)
+	if err != nil {
+		return 0, fmt.Errorf("count held slots of server %s: %w", server, err)
+	}
+	return max(row.cap-n, 0), nil
 }
 
 // running counts the slots of the server numbered id held now, by every

@@ -203,7 +203,8 @@ func TestWaitingRunGoesFirst(t *testing.T) {
 	// finding it so once the slot is free, until the request has it.
 	require.Eventually(t, func() bool {
 		_, err := a.Take(ctx, "db1:5432", false)
-		return errors.Is(err, servers.ErrFull) && strings.Contains(err.Error(), "a request of this process waits")
+		return errors.Is(err, servers.ErrFull) && errors.Is(err, servers.ErrRequestWaits) &&
+			strings.Contains(err.Error(), "a request of this process waits")
 	}, 10*time.Second, 5*time.Millisecond)
 	held.Release(ctx)
 	_, err = a.Take(ctx, "db1:5432", false)
@@ -293,4 +294,40 @@ func listByName(t *testing.T, m *servers.Manager) map[string]tenanttype.Server {
 		out[s.Server] = s
 	}
 	return out
+}
+
+// TestFreeCountsEveryProcess: Free is the server's cap less the slots held
+// by every process, and what OnFree sees after a release: both slots when
+// the other one was released already (two runs ending together each wake
+// as many jobs as can start, not one each).
+func TestFreeCountsEveryProcess(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := newPool(t)
+	freeAtRelease := make(chan int, 2)
+	var a *servers.Manager
+	a = newManager(t, servers.Config{Pool: pool, MaxPerServer: 2, OnFree: func(ctx context.Context, server string) {
+		n, err := a.Free(ctx, server)
+		require.NoError(t, err)
+		freeAtRelease <- n
+	}})
+	b := newManager(t, servers.Config{Pool: pool, MaxPerServer: 2})
+
+	free := func(m *servers.Manager) int {
+		n, err := m.Free(ctx, "db1:5432")
+		require.NoError(t, err)
+		return n
+	}
+	require.Equal(t, 2, free(a), "a server never used")
+	s1, err := a.Take(ctx, "db1:5432", false)
+	require.NoError(t, err)
+	require.Equal(t, 1, free(b))
+	s2, err := b.Take(ctx, "db1:5432", false)
+	require.NoError(t, err)
+	require.Equal(t, 0, free(a))
+	require.Equal(t, 0, free(b))
+
+	s2.Release(ctx)
+	s1.Release(ctx)
+	require.Equal(t, 2, <-freeAtRelease, "a's release after b's sees both slots free")
 }
