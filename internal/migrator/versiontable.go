@@ -110,14 +110,14 @@ type queryRower[R interface{ Scan(...any) error }] func(ctx context.Context, sql
 func resolveVersionTable[R interface{ Scan(...any) error }](
 	ctx context.Context, queryRow queryRower[R], schema string, configured *VersionTable, defaultName string,
 ) (VersionTable, bool, error) {
+	if schema != "" {
+		t := schemaVersionTable(schema, configured, defaultName)
+		exists, err := versionTableExists(ctx, queryRow, t)
+		return t, exists, err
+	}
 	name := defaultName
 	if configured != nil {
 		name = configured.Name
-	}
-	if schema != "" {
-		t := VersionTable{Schema: schema, Name: name}
-		exists, err := versionTableExists(ctx, queryRow, t)
-		return t, exists, err
 	}
 
 	// Every schema but the system's own (pg_catalog, pg_toast, temporary schemas and
@@ -150,6 +150,17 @@ func resolveVersionTable[R interface{ Scan(...any) error }](
 	default:
 		return VersionTable{Schema: DefaultVersionTableSchema, Name: name}, false, nil
 	}
+}
+
+// schemaVersionTable is the version table of a schema-per-tenant target: inside the tenant
+// schema, always (other schemas belong to other tenants), named defaultName unless configured
+// names one. It needs no query: resolveVersionTable adds whether it exists.
+func schemaVersionTable(schema string, configured *VersionTable, defaultName string) VersionTable {
+	name := defaultName
+	if configured != nil {
+		name = configured.Name
+	}
+	return VersionTable{Schema: schema, Name: name}
 }
 
 // versionTableExistsQuery reports whether table $2 exists in schema $1, as pg_tables would
