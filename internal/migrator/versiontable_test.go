@@ -453,3 +453,54 @@ func TestSchemaTenantTableStaysInItsSchema(t *testing.T) {
 	require.Equal(t, []string{"acme", "globex", "public"}, versionTables(t, conn))
 	require.Equal(t, []int64{0, 7}, appliedVersions(t, conn, "public"), "public's table untouched")
 }
+
+// TestVersionTableExistsFindsOneRowAmongManySchemas: in a database of schema tenants, where
+// every schema has a goose_db_version, the existence check reads only the one pg_class row of
+// the asked schema, through both keys of pg_class_relname_nsp_index, even in a new database
+// whose pg_class has not been analyzed (where a pg_tables query by schemaname and tablename
+// read every schema's goose_db_version, BENCHMARKS.md section 11), and answers as pg_tables.
+func TestVersionTableExistsFindsOneRowAmongManySchemas(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	conn := connect(t, newTestDB(t))
+	const schemas = 300
+	exec(t, conn, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP
+		EXECUTE format('CREATE SCHEMA t%%s; CREATE TABLE t%%s.goose_db_version (id int PRIMARY KEY)', i, i);
+	END LOOP; END $$`, schemas))
+	exec(t, conn, `CREATE SCHEMA v; CREATE VIEW v.goose_db_version AS SELECT 1 AS id`)
+	exec(t, conn, `CREATE SCHEMA e`)
+
+	// The last schema's row comes last in pg_class_relname_nsp_index order: a scan by relname
+	// alone reads every schema's row before it.
+	last := fmt.Sprintf("t%d", schemas)
+	var plan []map[string]any
+	require.NoError(t, conn.QueryRow(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+versionTableExistsQuery,
+		last, "goose_db_version").Scan(&plan))
+	var scans []map[string]any
+	var walk func(map[string]any)
+	walk = func(n map[string]any) {
+		if n["Relation Name"] == "pg_class" {
+			scans = append(scans, n)
+		}
+		kids, _ := n["Plans"].([]any)
+		for _, k := range kids {
+			walk(k.(map[string]any))
+		}
+	}
+	walk(plan[0]["Plan"].(map[string]any))
+	require.Len(t, scans, 1, "pg_class scans: %v", plan)
+	require.Equal(t, "pg_class_relname_nsp_index", scans[0]["Index Name"], "plan: %v", plan)
+	require.Contains(t, scans[0]["Index Cond"], "relnamespace", "both keys of the index: %v", plan)
+	require.EqualValues(t, 1, scans[0]["Actual Rows"], "pg_class rows read: %v", plan)
+
+	for _, c := range []struct {
+		schema, table string
+		want          bool
+	}{{last, "goose_db_version", true}, {"t1", "goose_db_version", true}, {"t1", "other", false},
+		{"v", "goose_db_version", false}, {"e", "goose_db_version", false}, {"missing", "goose_db_version", false}} {
+		got, err := versionTableExists(ctx, conn.QueryRow, VersionTable{Schema: c.schema, Name: c.table})
+		require.NoError(t, err)
+		require.Equal(t, c.want, got, "%s.%s", c.schema, c.table)
+		require.Equal(t, tableExists(t, conn, c.schema, c.table), got, "as pg_tables: %s.%s", c.schema, c.table)
+	}
+}
