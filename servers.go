@@ -51,9 +51,11 @@ func ServerOf(databaseURL string, labels map[string]string) string {
 // Delays of a queued job held back by its server.
 const (
 	// fullSnooze is the mean wait of a job whose server is full. A
-	// released slot wakes the server's oldest waiting job at once (OnFree),
-	// so this is only the fallback for a release nobody announced: a
-	// process killed while it held slots. It is long on purpose: each
+	// released slot wakes as many of the server's oldest waiting jobs as it
+	// has free slots (OnFree, wakeFreed), and a job held just then looks
+	// again once its snooze is recorded (waitError), so this is only the
+	// fallback for a release nobody announced: a process killed while it
+	// held slots. It is long on purpose: each
 	// return of a job that finds its server still full is a fetch, a run
 	// up to the slot and a snooze, and at a second (the old value) the
 	// jobs waiting behind a full server came back about 25 times per

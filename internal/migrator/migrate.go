@@ -83,12 +83,12 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 
 	// A schema target's table has one place and Migrate does not need to know beforehand
 	// whether it exists (the check under the lock and goose look): no query for it, one per
-	// tenant less at fleet scale.
-	table := schemaVersionTable(t.Schema, m.versionTable, goose.DefaultTablename)
-	if t.Schema == "" {
-		if table, _, err = resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable, goose.DefaultTablename); err != nil {
-			return res, err
-		}
+	// tenant less at fleet scale. A database target's is found in its database.
+	var table VersionTable
+	if t.Schema != "" {
+		table = schemaVersionTable(t.Schema, m.versionTable, goose.DefaultTablename)
+	} else if table, _, err = resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable, goose.DefaultTablename); err != nil {
+		return res, err
 	}
 	p, err := m.newProvider(db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target))
 	if err != nil {
