@@ -396,7 +396,7 @@ func (e *fleetEnv) reset(ctx context.Context, control bool) error {
 			return err
 		}
 	}
-	if err := e.srv.exec(ctx, "CHECKPOINT"); err != nil {
+	if err := e.srv.checkpoint(ctx); err != nil {
 		return err
 	}
 	if e.o.verbose {

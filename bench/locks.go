@@ -103,7 +103,7 @@ func (b *bench) locks(ctx context.Context) error {
 			if _, err := before.Migrate(ctx, target); err != nil {
 				return fmt.Errorf("migrate to %d: %w", locksFrom, err)
 			}
-			if err := b.srv.exec(ctx, "CHECKPOINT"); err != nil {
+			if err := b.srv.checkpoint(ctx); err != nil {
 				return err
 			}
 			run, err := b.locksRun(ctx, modes[mode], target)

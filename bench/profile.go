@@ -341,7 +341,7 @@ func (b *bench) profile(ctx context.Context) error {
 	if err := setup(ctx); err != nil {
 		return err
 	}
-	if err := b.srv.exec(ctx, "CHECKPOINT"); err != nil {
+	if err := b.srv.checkpoint(ctx); err != nil {
 		return err
 	}
 	if err := sleep(ctx, b.o.settle); err != nil {
