@@ -482,10 +482,7 @@ func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 		// statement, one snapshot: Fill's commit inserts the rows and
 		// deletes the backlog at once, so it sees one or the other.
 		var open bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenantmigrate.rollout_tenants
-				WHERE rollout_id = $1 AND wave = $2 AND state IN ('PENDING', 'QUEUED'))
-			OR EXISTS (SELECT 1 FROM tenantmigrate.rollout_backlog b, tenantmigrate.rollouts r
-				WHERE b.rollout_id = $1 AND r.id = $1 AND r.wave_ends[$2 + 1] > b.head)`, id, wave).Scan(&open); err != nil || open {
+		if err := tx.QueryRow(ctx, waveOpenQuery, id, wave).Scan(&open); err != nil || open {
 			return err
 		}
 		// The wave finished and passed.
@@ -512,6 +509,30 @@ func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 	return state, nil
 }
 
+// waveOpenQuery ($1 rollout, $2 wave) is whether wave has a tenant to run
+// or running, or members not yet inserted (Advance); pendingLeftQuery
+// whether any wave up to $2 has a tenant to run (settleStale). Both run
+// once or twice per tenant that ends, so each reads its partial index
+// (rollout_tenants_pending_idx, _queued_idx) and never the table: written
+// as EXISTS over "state IN (...)" or over the PENDING rows alone, the
+// planner took a sequential scan whenever the statistics still said most
+// rows were PENDING (as they do from the rollout's creation until
+// autovacuum analyzes it), and that scan reads past every tenant already
+// done, 13 to 66 buffers over a 10,000-schema run (BENCHMARKS.md section
+// 11.3), the whole table near the end of a rollout of 1M. ORDER BY the
+// index's own order, LIMIT 1, in a scalar subquery (EXISTS drops ORDER BY)
+// leaves the index the only cheap plan.
+const (
+	waveOpenQuery = `SELECT (SELECT true FROM tenantmigrate.rollout_tenants
+			WHERE rollout_id = $1 AND wave = $2 AND state = 'PENDING' ORDER BY position LIMIT 1) IS NOT NULL
+		OR EXISTS (SELECT 1 FROM tenantmigrate.rollout_tenants
+			WHERE rollout_id = $1 AND wave = $2 AND state = 'QUEUED')
+		OR EXISTS (SELECT 1 FROM tenantmigrate.rollout_backlog b, tenantmigrate.rollouts r
+			WHERE b.rollout_id = $1 AND r.id = $1 AND r.wave_ends[$2 + 1] > b.head)`
+	pendingLeftQuery = `SELECT (SELECT true FROM tenantmigrate.rollout_tenants
+			WHERE rollout_id = $1 AND wave <= $2 AND state = 'PENDING' ORDER BY wave, position LIMIT 1) IS NOT NULL`
+)
+
 func (s *Store) openNext(ctx context.Context, tx pgx.Tx, id, target int64, wave int) error {
 	_, err := tx.Exec(ctx, `UPDATE tenantmigrate.rollouts SET current_wave = $2, wave_done_at = NULL, updated_at = now() WHERE id = $1`, id, wave+1)
 	if err == nil {
@@ -532,8 +553,7 @@ func (s *Store) openNext(ctx context.Context, tx pgx.Tx, id, target int64, wave 
 // is bounded by the tenants in flight.
 func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wave int) error {
 	var pending bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenantmigrate.rollout_tenants
-		WHERE rollout_id = $1 AND wave <= $2 AND state = 'PENDING')`, id, wave).Scan(&pending); err != nil || pending {
+	if err := tx.QueryRow(ctx, pendingLeftQuery, id, wave).Scan(&pending); err != nil || pending {
 		return err
 	}
 	_, err := tx.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants rt
