@@ -186,14 +186,24 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 	} else if m.hasWaiting(server) {
 		return nil, fmt.Errorf("server %s: %w", server, ErrRequestWaits)
 	}
+	// ended is the error of a wait that ended: the server stayed full for
+	// as long as the run could wait. A look under way when ctx ends fails
+	// with ctx's error; that is the same end (nothing ran), not a fault of
+	// the control plane, so a request gets its 503 with Retry-After.
+	ended := func(err error) error {
+		if wait && ctx.Err() != nil {
+			return fmt.Errorf("server %s: %w: %w", server, ErrFull, context.Cause(ctx))
+		}
+		return err
+	}
 	backoff := 20 * time.Millisecond
 	for {
 		if wait && ctx.Err() != nil {
-			return nil, fmt.Errorf("server %s: %w: %w", server, ErrFull, context.Cause(ctx))
+			return nil, ended(nil)
 		}
 		row, err := m.row(ctx, server)
 		if err != nil {
-			return nil, err
+			return nil, ended(err)
 		}
 		if row.state == string(stateDown) {
 			return nil, &DownError{Server: server, Since: row.since, LastError: row.lastError}
@@ -202,7 +212,7 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 			key := slotKey(row.id, i)
 			ok, err := m.tryLock(ctx, key)
 			if err != nil {
-				return nil, fmt.Errorf("take a slot of server %s: %w", server, err)
+				return nil, ended(fmt.Errorf("take a slot of server %s: %w", server, err))
 			}
 			if !ok {
 				continue
@@ -214,7 +224,7 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 			if err != nil || n > row.cap {
 				m.unlock(ctx, key)
 				if err != nil {
-					return nil, fmt.Errorf("take a slot of server %s: %w", server, err)
+					return nil, ended(fmt.Errorf("take a slot of server %s: %w", server, err))
 				}
 				break
 			}
@@ -227,7 +237,7 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("server %s: %w: %w", server, ErrFull, context.Cause(ctx))
+			return nil, ended(nil)
 		case <-t.C:
 		}
 		backoff = min(2*backoff, maxTakeBackoff)

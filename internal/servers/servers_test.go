@@ -180,6 +180,40 @@ func TestTakeWaits(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
+// TestTakeWaitEndsInsideALook: a wait that ends while Take is reading the
+// control plane (here its servers table is locked, so the read blocks past
+// the deadline) ends as a full server, ErrFull with the deadline, not as
+// the read's error: the request gets its 503 with Retry-After, not "request
+// ended" (TestFullServerHoldsOnlyItsOwnRequests failed so once under load).
+func TestTakeWaitEndsInsideALook(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := newPool(t)
+	m := newManager(t, servers.Config{Pool: pool, MaxPerServer: 1})
+	s, err := m.Take(ctx, "db1:5432", false) // the server's row exists
+	require.NoError(t, err)
+	s.Release(ctx)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = tx.Exec(ctx, `LOCK TABLE tenantmigrate.servers IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = m.Take(wctx, "db1:5432", true)
+	require.ErrorIs(t, err, servers.ErrFull)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// Without a wait, the read's error is the answer, as before.
+	nctx, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	_, err = m.Take(nctx, "db1:5432", false)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, servers.ErrFull)
+}
+
 // TestWaitingRunGoesFirst: while a run of a process waits for its server
 // (a request), the queue's jobs of that process take no slot of it, even a
 // free one, so the slot a release frees goes to the waiting run; the
