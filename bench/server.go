@@ -123,15 +123,16 @@ func (s *server) exec(ctx context.Context, sql string, args ...any) error {
 // kernel's (sync), so that every timed run starts from clean buffers, the
 // file system's included.
 //
-// The sync matters after a reset: dropping a database deletes its files, up
-// to about 150,000 of them for 10,000 schemas, and on ext4 without a journal
-// (this bench's VMs) the inode allocator skips every free inode whose inode
-// table block is still dirty and whose deletion is under 300 s old
-// (recently_deleted in fs/ext4/ialloc.c). The next run's every new relation
-// file then walks past those inodes: perf put 17 s of a 5,000-schema
-// migrate --all in recently_deleted and ~40 s in the lookups around it,
-// and the run after the larger drop paid it, not the other. Written
-// back, the blocks are clean and the inodes are free again.
+// On ext4 without a journal (this bench's VMs), the inode allocator skips
+// every free inode deleted less than 60 s ago, or less than 360 s ago while
+// its inode-table block is dirty (recently_deleted in fs/ext4/ialloc.c),
+// checking each one for every new file. After a large deletion (a dropped
+// database of 10,000 schemas is ~430,000 files) the next runs' relation
+// files walk past all of them: perf put 47 s of a 5,000-schema
+// migrate --all's server CPU there (BENCHMARKS.md section 11.3). The sync
+// cleans the blocks, which leaves the 60 s; the files created meanwhile
+// dirty them again, so it does not cure it: the schemas bench keeps the
+// previous run's database (retireDB) instead of dropping it.
 func (s *server) checkpoint(ctx context.Context) error {
 	if err := s.exec(ctx, "CHECKPOINT"); err != nil {
 		return err
