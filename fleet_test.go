@@ -24,12 +24,16 @@ const bgKey = "background-test-key-0123456789"
 
 // fleetMigrations are three transactional migrations, none of which can run
 // twice in one schema: a second run would fail, not pass unnoticed.
-func fleetMigrations() fstest.MapFS {
-	return fleettest.Migrations(
+func fleetMigrations() fstest.MapFS { return fleetRelease(3) }
+
+// fleetRelease is the release of fleetMigrations' first n files:
+// fleetRelease(2) is the release before it, in the rolling-deploy tests.
+func fleetRelease(n int) fstest.MapFS {
+	return fleettest.Migrations([]string{
 		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
 		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
 		"CREATE TABLE invoices (id bigserial PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id));",
-	)
+	}[:n]...)
 }
 
 // newOrchestrator builds an Orchestrator (not started) and closes it when
@@ -166,10 +170,7 @@ func TestFullFleetThreeInstances(t *testing.T) {
 func TestFullFleetNewReleaseScansAtOnce(t *testing.T) {
 	t.Parallel()
 	cp := pgtest.NewDatabase(t)
-	v2 := fleettest.Migrations(
-		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
-		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
-	)
+	v2 := fleetRelease(2)
 	admin := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: v2})
 	tenants := addSchemaTenants(t, admin, "rel", 1, 5)
 

@@ -20,10 +20,7 @@ import (
 // ends COMPLETED at 3, each version applied once, with no rescan needed.
 func TestRollingDeployLosesNoWork(t *testing.T) {
 	t.Parallel()
-	oldSource := fleettest.Migrations(
-		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
-		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
-	)
+	oldSource := fleetRelease(2)
 	for _, order := range []string{"OldFirst", "NewFirst"} {
 		t.Run(order, func(t *testing.T) {
 			t.Parallel()
@@ -96,10 +93,7 @@ func TestRollingDeployLosesNoWork(t *testing.T) {
 func TestOldReleaseJobDoesNotHoldBackNewRelease(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	oldSource := fleettest.Migrations(
-		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
-		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
-	)
+	oldSource := fleetRelease(2)
 	cp := pgtest.NewDatabase(t)
 	admin := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: oldSource})
 	tenants := addSchemaTenants(t, admin, "held", 1, 4)
@@ -155,10 +149,7 @@ func TestOldReleaseJobDoesNotHoldBackNewRelease(t *testing.T) {
 func TestOldReleaseLeavesNewerStateAlone(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	oldSource := fleettest.Migrations(
-		"CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);",
-		"ALTER TABLE accounts ADD COLUMN plan text NOT NULL DEFAULT 'free';",
-	)
+	oldSource := fleetRelease(2)
 	cp := pgtest.NewDatabase(t)
 	newer := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: fleetMigrations()})
 	tenants := addSchemaTenants(t, newer, "newer", 1, 1)

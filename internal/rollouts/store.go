@@ -510,18 +510,19 @@ func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 }
 
 // waveOpenQuery ($1 rollout, $2 wave) is whether wave has a tenant to run
-// or running, or members not yet inserted (Advance); pendingLeftQuery
-// whether any wave up to $2 has a tenant to run (settleStale). Both run
-// once or twice per tenant that ends, so each reads its partial index
-// (rollout_tenants_pending_idx, _queued_idx) and never the table: written
-// as EXISTS over "state IN (...)" or over the PENDING rows alone, the
-// planner took a sequential scan whenever the statistics still said most
-// rows were PENDING (as they do from the rollout's creation until
-// autovacuum analyzes it), and that scan reads past every tenant already
-// done, 13 to 66 buffers over a 10,000-schema run (BENCHMARKS.md section
-// 11.3), the whole table near the end of a rollout of 1M. ORDER BY the
-// index's own order, LIMIT 1, in a scalar subquery (EXISTS drops ORDER BY)
-// leaves the index the only cheap plan.
+// or running, or members not yet inserted (Step); pendingLeftQuery whether
+// any wave up to $2 has a tenant to run (settleStale). Both run once or
+// twice per tenant that ends, so each reads the partial indexes
+// (rollout_tenants_pending_idx, _queued_idx) and never the table. Written
+// as EXISTS over "state IN (...)" or over the PENDING rows, the planner
+// took a sequential scan whenever the statistics still said most rows
+// were PENDING (as they do from the rollout's creation until autovacuum
+// analyzes it), and that scan reads past every tenant already done: 13 to
+// 66 buffers over a 10,000-schema run (BENCHMARKS.md section 11.3), the
+// whole table near the end of a rollout of 1M. For the PENDING rows, ORDER
+// BY the index's own order and LIMIT 1, in a scalar subquery (EXISTS drops
+// ORDER BY), leaves the index the only cheap plan; the QUEUED rows are the
+// few in flight, and the planner reads their index for EXISTS already.
 const (
 	waveOpenQuery = `SELECT (SELECT true FROM tenantmigrate.rollout_tenants
 			WHERE rollout_id = $1 AND wave = $2 AND state = 'PENDING' ORDER BY position LIMIT 1) IS NOT NULL
