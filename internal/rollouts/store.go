@@ -31,7 +31,7 @@ const behindWhere = `(migrations_version < $1 OR migrations_version IS NULL
 const TakeOverAfter = 10 * time.Second
 
 // DefaultStaleClaim is how long a QUEUED tenant whose job is gone (no live
-// migrate_tenant job names it) waits before Advance hands it out again. A
+// migrate_tenant job names it) waits before Step puts it back to PENDING (settleStale), to be handed out again. A
 // feeder claims a tenant and queues its job in one transaction, and a job
 // records its result (Done) before it ends, so such a tenant's run ended
 // without a result: its job was cancelled by a halt that a resume cleared
