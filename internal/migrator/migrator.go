@@ -140,6 +140,10 @@ type Migrator struct {
 	// another tenant on a shared catalog row inside a group; TransactionModeTenant runs them
 	// alone from then on (see txmode.go).
 	sharedCatalog sync.Map
+	// stepwise holds the versions (int64) of transactional SQL files whose statements
+	// TransactionModeTenant sends one at a time, waiting for each, as goose does, instead of in
+	// a pipeline: one was refused there with a syntax error (see pipeline.go).
+	stepwise sync.Map
 
 	logger *slog.Logger
 }

@@ -133,6 +133,7 @@ func parseStatements(fsys fs.FS) (map[string]parsedSQL, error) {
 type recording struct {
 	began      bool
 	statements []string
+	args       [][]any // each statement's arguments
 }
 
 // recordingConnector is a database/sql connector whose one connection records the statements
@@ -154,8 +155,13 @@ func (c recordingConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, er
 	return c.Begin()
 }
 
-func (c recordingConn) ExecContext(_ context.Context, query string, _ []driver.NamedValue) (driver.Result, error) {
+func (c recordingConn) ExecContext(_ context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	c.rec.statements = append(c.rec.statements, query)
+	values := make([]any, len(args))
+	for i, a := range args {
+		values[i] = a.Value
+	}
+	c.rec.args = append(c.rec.args, values)
 	return driver.RowsAffected(0), nil
 }
 
@@ -228,7 +234,11 @@ func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, 
 	if err != nil {
 		return nil, err
 	}
-	r := tenantRun{m: m, db: db, conn: conn, store: store, target: target}
+	simple, err := simpleProtocol(conn)
+	if err != nil {
+		return nil, err
+	}
+	r := tenantRun{m: m, db: db, conn: conn, store: store, target: target, simpleProtocol: simple}
 	for _, st := range steps {
 		if st.tx {
 			err = r.runGroup(ctx, st.migrations)
@@ -279,6 +289,8 @@ type tenantRun struct {
 	store   database.Store
 	target  slog.Attr
 	results []*goose.MigrationResult // committed so far, in order
+	// simpleProtocol: the URL chose the simple protocol, so no group is pipelined (pipeline.go).
+	simpleProtocol bool
 }
 
 // runGroup applies transactional SQL migrations in one transaction with their version rows.
@@ -292,6 +304,14 @@ func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 		done, err := r.tryGroup(ctx, group)
 		if err == nil {
 			return nil
+		}
+		if f := group[done]; isSyntaxError(err.Err) && r.pipelined(f) {
+			// Perhaps a statement of several commands, which only the simple protocol takes:
+			// from now on the file runs statement by statement, as goose runs it (pipeline.go).
+			r.m.stepwise.Store(f.Version, struct{}{})
+			r.m.logger.DebugContext(ctx, "migration statement refused in a pipeline; running the group again with the file statement by statement",
+				r.target, slog.Int64("version", f.Version), slog.String("source", path.Base(f.Path)), slog.String("err", err.Err.Error()))
+			continue
 		}
 		var pgErr *pgconn.PgError
 		enumValue := errors.As(err.Err, &pgErr) && pgErr.Code == sqlUnsafeNewEnumValue
@@ -319,7 +339,8 @@ func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 	return nil
 }
 
-// tryGroup runs group in one transaction. On success it appends the results; on failure it
+// tryGroup runs group in one transaction: its files in pipelines (pipeline.go), a file that
+// may not be pipelined statement by statement. On success it appends the results; on failure it
 // returns how many of its migrations ran before the failing one and the *goose.PartialError to
 // report (the transaction is rolled back and nothing of the group is recorded).
 func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *goose.PartialError) {
@@ -339,21 +360,30 @@ func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *
 		return fail(err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	for ; i < len(group); i++ {
-		s := group[i]
+	for i < len(group) {
 		start = time.Now()
-		for _, stmt := range r.m.parsed[path.Base(s.Path)].statements {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		if !r.pipelined(group[i]) {
+			res, err := r.execFile(ctx, tx, group[i])
+			if err != nil {
 				return fail(err)
 			}
+			results = append(results, res)
+			i++
+			continue
 		}
-		if err := r.store.Insert(ctx, tx, database.InsertRequest{Version: s.Version}); err != nil {
+		n := 1
+		for i+n < len(group) && r.pipelined(group[i+n]) {
+			n++
+		}
+		res, done, err := r.pipeline(ctx, group[i:i+n])
+		results = append(results, res...)
+		for _, d := range res {
+			start = start.Add(d.Duration) // on failure, the failing file's own time
+		}
+		i += done
+		if err != nil {
 			return fail(err)
 		}
-		res := newResult(s)
-		res.Empty = len(r.m.parsed[path.Base(s.Path)].statements) == 0
-		res.Duration = time.Since(start)
-		results = append(results, res)
 	}
 	start = time.Now()
 	if err := tx.Commit(); err != nil {
