@@ -24,9 +24,10 @@ import (
 //
 //   - The statements are goose's own: New has goose parse every file once (parseStatements),
 //     exactly as goose would when applying it, and keeps the statements it would execute
-//     and whether it would use a transaction.
-//   - The version rows are written by goose's store (database.Store.Insert), in the group's
-//     transaction, one per file, in version order: the version table holds exactly the rows
+//     and whether it would use a transaction. A group sends them, each its own query, in a
+//     pipeline, without waiting for each answer (pipeline.go).
+//   - The version rows are written with goose's store's statement (database.Store.Insert), in
+//     the group's transaction, one per file, in version order: the version table holds exactly the rows
 //     goose writes in file mode, with consecutive ids. Only their tstamp differs: now() is the
 //     transaction's start time, so the rows of one group share it.
 //   - A group ends before a "-- +goose NO TRANSACTION" file and before a Go migration; those run
