@@ -244,8 +244,16 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 			// The tenants behind that it lacks (registered since it began)
 			// join its last wave, as a fleet scan adds them: otherwise this
 			// run would end with the rollout and leave them behind.
-			if _, err := o.rollouts.AddLate(ctx, o.latest, sel.IncludeStale); err != nil {
+			_, active, err := o.rollouts.AddLate(ctx, o.latest, sel.IncludeStale)
+			if err != nil {
 				return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
+			}
+			if !active {
+				// It ended since it was read: this run migrates the tenants
+				// behind itself, as after a completed rollout.
+				if r, err = o.rollouts.Get(ctx, r.ID); err != nil {
+					return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
+				}
 			}
 		}
 		if r != nil && r.State.Active() {

@@ -219,8 +219,20 @@ func (o *Orchestrator) scanFleet(ctx context.Context, latest int64, includeStale
 	case r.State.Active():
 		// Tenants behind that it does not hold (registered since it
 		// began) join its last wave.
-		if n, err = o.rollouts.AddLate(ctx, latest, includeStale); err != nil {
+		var active bool
+		if n, active, err = o.rollouts.AddLate(ctx, latest, includeStale); err != nil {
 			return 0, fmt.Errorf("fleet scan: %w", err)
+		}
+		if !active {
+			// It ended since it was read (its last tenant finished): the
+			// tenants behind are queued as after it, or, aborted, not.
+			if r, err = o.rollouts.Get(ctx, r.ID); err != nil {
+				return 0, fmt.Errorf("fleet scan: %w", err)
+			}
+			if r.State == RolloutCompleted {
+				return o.fleet.ScanAt(ctx, latest, includeStale)
+			}
+			break
 		}
 		o.feeder.Wake()
 	case r.State == RolloutCompleted:

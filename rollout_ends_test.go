@@ -121,3 +121,95 @@ func TestMigrateTenantsRolloutAddsLate(t *testing.T) {
 		require.EqualValues(t, 2, vs[tn.ID], tn.ID)
 	}
 }
+
+// endRolloutWhileAddingLate runs add (a fleet scan, a migrate --all) while
+// the running rollout r is locked, and, once add waits for the lock to add
+// the tenants behind that r lacks, completes r and lets add go on: the
+// rollout ended between add's read of it and its adding, as when its last
+// tenant finishes then.
+func endRolloutWhileAddingLate(t *testing.T, o *tenantmigrate.Orchestrator, r *tenantmigrate.Rollout, add func()) {
+	t.Helper()
+	ctx := t.Context()
+	holder, err := o.Pool().Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = holder.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts WHERE id = $1 FOR UPDATE`, r.ID)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		add()
+	}()
+	waitFor(t, 30*time.Second, "the late tenants' adding to wait for the rollout", func() bool {
+		var n int
+		require.NoError(t, o.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%rollouts%FOR UPDATE%'`).Scan(&n))
+		return n > 0
+	})
+	_, err = holder.Exec(ctx, `UPDATE tenantmigrate.rollouts SET state = 'COMPLETED', finished_at = now() WHERE id = $1`, r.ID)
+	require.NoError(t, err)
+	require.NoError(t, holder.Commit(ctx))
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the adding did not end")
+	}
+}
+
+// TestScheduleFleetRolloutEndsMeanwhile: a fleet scan that finds the rollout
+// running, and the rollout complete before it adds the tenant registered
+// since, queues that tenant as after a completed rollout. Before, it added
+// nothing to the ended rollout and queued nothing: "scheduled 0", and the
+// tenant stayed behind (e2e TestServeUnreachableTenantFixedThroughAdminAPI
+// once waited a minute for a job that never came).
+func TestScheduleFleetRolloutEndsMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	rolloutFleet(t, cp, "ends", 2)
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
+	r, created, err := o.StartRollout(ctx, "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	late := addSchemaTenants(t, o, "ends-new", 1, 1)[0]
+
+	var n int
+	endRolloutWhileAddingLate(t, o, r, func() {
+		n, err = o.ScheduleFleet(ctx, false)
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, n, "every tenant behind queued, the late one too")
+	var jobs int
+	require.NoError(t, o.Pool().QueryRow(ctx, `SELECT count(*) FROM tenantmigrate.river_job
+		WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, late.ID).Scan(&jobs))
+	require.Equal(t, 1, jobs, "the late tenant's job")
+}
+
+// TestMigrateTenantsRolloutEndsMeanwhile: the same for migrate --all, which
+// then migrates the tenants behind itself instead of following the ended
+// rollout and leaving the late one behind.
+func TestMigrateTenantsRolloutEndsMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	tenants := rolloutFleet(t, cp, "endsm", 2)
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
+	r, created, err := o.StartRollout(ctx, "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	late := addSchemaTenants(t, o, "endsm-new", 1, 1)
+
+	var res tenantmigrate.MigrateResult
+	endRolloutWhileAddingLate(t, o, r, func() {
+		runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		res, err = o.MigrateTenants(runCtx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
+	})
+	require.NoError(t, err)
+	require.True(t, res.OK(), "%+v", res)
+	require.EqualValues(t, 3, res.Completed, "every tenant behind, the late one too")
+	vs, _ := rolloutVersions(t, o, append(tenants, late...))
+	for _, tn := range append(tenants, late...) {
+		require.EqualValues(t, 2, vs[tn.ID], tn.ID)
+	}
+}

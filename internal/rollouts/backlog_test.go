@@ -174,9 +174,10 @@ func TestRolloutFillKeepsMembershipOfCreation(t *testing.T) {
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `INSERT INTO tenantmigrate.tenants (id, database_url, migrations_version) VALUES ('tenant-late', '\x00', 1)`)
 	require.NoError(t, err)
-	added, err := s.AddLate(ctx, 2, false)
+	added, active, err := s.AddLate(ctx, 2, false)
 	require.NoError(t, err)
 	require.Zero(t, added, "no late tenants while the rest is being inserted")
+	require.True(t, active)
 
 	waiting, err := s.Fill(ctx, 2)
 	require.NoError(t, err)
@@ -190,13 +191,14 @@ func TestRolloutFillKeepsMembershipOfCreation(t *testing.T) {
 	require.Equal(t, "PENDING", got[migrated].State, "a member migrated meanwhile stays in the rollout; its run finds it done")
 	require.NotContains(t, got, "tenant-late")
 
-	added, err = s.AddLate(ctx, 2, false)
+	added, active, err = s.AddLate(ctx, 2, false)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), added)
+	require.True(t, active)
 	got = members(t, pool, r.ID)
 	require.Len(t, got, 61)
 	require.Equal(t, member{Wave: 1, Position: 60, State: "PENDING"}, got["tenant-late"])
-	added, err = s.AddLate(ctx, 2, false)
+	added, _, err = s.AddLate(ctx, 2, false)
 	require.NoError(t, err)
 	require.Zero(t, added)
 	r, err = s.Get(ctx, r.ID)
@@ -378,7 +380,7 @@ func TestAddLateConcurrent(t *testing.T) {
 	)
 	for range callers {
 		wg.Go(func() {
-			n, err := s.AddLate(ctx, 2, false)
+			n, _, err := s.AddLate(ctx, 2, false)
 			errs <- err
 			total.Add(n)
 		})

@@ -96,7 +96,7 @@ func TestRolloutCountsUnderConcurrentWrites(t *testing.T) {
 					// Late tenants join the last wave.
 					from := 301 + rng.IntN(60)
 					addTenants(from, from+rng.IntN(5))
-					_, err = s.AddLate(ctx, 2, false)
+					_, _, err = s.AddLate(ctx, 2, false)
 				case 7:
 					// A write rolled back moves nothing.
 					tx, txErr := pool.Begin(ctx)

@@ -890,20 +890,28 @@ func (c *Claimer) Release(ctx context.Context) {
 // it does not hold (registered, or fallen behind, since it began), at the
 // end of its last wave, in the order of the rest (md5 of the id).
 // FAILED_STALE tenants come only with includeStale. It returns how many it
-// added; 0 when target has no active rollout, or when the rollout's later
-// waves are still being inserted (Fill): the members not yet inserted
-// would look late, so tenants added meanwhile wait for the next call.
-func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (int64, error) {
-	var added int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// added, and whether target has an active rollout: a caller that read the
+// rollout as active before may find it ended since (its last tenant
+// finished, Step completed it), and must then queue the tenants behind
+// itself. It adds none, with active true, while the rollout's later waves
+// are still being inserted (Fill): the members not yet inserted would look
+// late, so tenants added meanwhile wait for the next call.
+func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (added int64, active bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Lock the rollout first, in a statement of its own: the insert
 		// below then takes its snapshot after a concurrent AddLate has
 		// committed, and sees the tenants it added (within one statement,
 		// the lock would wait but the snapshot would not, and both would
-		// insert the same tenant).
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts
-			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED') FOR UPDATE`, target); err != nil {
+		// insert the same tenant). The same holds for a Step that completes
+		// the rollout meanwhile: the lock waits for it, and the rollout is
+		// then no longer active.
+		tag, err := tx.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts
+			WHERE target_version = $1 AND state IN ('RUNNING', 'HALTED') FOR UPDATE`, target)
+		if err != nil {
 			return err
+		}
+		if active = tag.RowsAffected() > 0; !active {
+			return nil
 		}
 		return tx.QueryRow(ctx, `WITH r AS (
 			SELECT id, total, cardinality(wave_ends) AS waves FROM tenantmigrate.rollouts
@@ -923,10 +931,10 @@ func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (i
 		SELECT n FROM c`, target, includeStale).Scan(&added)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("add late tenants to rollout to %d: %w", target, err)
+		return 0, false, fmt.Errorf("add late tenants to rollout to %d: %w", target, err)
 	}
 	if added > 0 {
 		s.logger.InfoContext(ctx, "tenants behind added to the last wave of the rollout", "version", target, "tenants", added)
 	}
-	return added, nil
+	return added, active, nil
 }
