@@ -71,7 +71,9 @@ func (r *tenantRun) execFile(ctx context.Context, tx *sql.Tx, s *goose.Source) (
 
 // pipeline applies files, the next files of a group, in the group's open transaction on the
 // locked session, in one pipeline (see the file comment). It returns the results of the files
-// done and, on failure, how many of them were done before the failing one and its error.
+// done and, on failure, how many of them were done before the failing one and its error. A
+// failure after the last file's answers (at the sync: the session ended, or a file's own COMMIT
+// left a deferred check to it) is the last file's, as a failed COMMIT of the group is.
 func (r *tenantRun) pipeline(ctx context.Context, files []*goose.Source) (results []*goose.MigrationResult, done int, retErr error) {
 	inserts, err := versionInserts(r.store, files)
 	if err != nil {
@@ -123,7 +125,7 @@ func (r *tenantRun) pipeline(ctx context.Context, files []*goose.Source) (result
 			start = time.Now()
 			results = append(results, res)
 		}
-		done = len(files)
+		done = len(files) - 1 // the sync's error is the last file's
 		if res, err := p.GetResults(); err != nil {
 			_ = p.Close()
 			return err
@@ -131,8 +133,15 @@ func (r *tenantRun) pipeline(ctx context.Context, files []*goose.Source) (result
 			_ = p.Close()
 			return fmt.Errorf("tenant mode pipeline: got %T, want the sync", res)
 		}
-		return p.Close()
+		if err := p.Close(); err != nil {
+			return err
+		}
+		done = len(files)
+		return nil
 	})
+	if err != nil && done == len(files)-1 && len(results) == len(files) {
+		results = results[:done] // the last file's answers came, but it failed at the sync
+	}
 	return results, done, err
 }
 

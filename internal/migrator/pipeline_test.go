@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
@@ -116,4 +117,64 @@ func TestTenantModeLargePipeline(t *testing.T) {
 	tx := transactions(versionRows(t, conn, "public"))
 	require.Len(t, tx, 2)
 	require.Len(t, tx[1], nFiles)
+}
+
+// A tenant whose pipeline was already sent when another tenant's run found the file of several
+// commands (and marked it stepwise) still runs the file again statement by statement: the retry
+// follows what this run sent, not what the Migrator would send now.
+func TestTenantModeSeveralCommandsFoundMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	const key = 0x7e57_0042
+	files := map[string]string{
+		"00001_wait.sql": fmt.Sprintf("-- +goose Up\nCREATE TABLE a (id int);\nSELECT pg_advisory_xact_lock(%d);\n", key),
+		"00002_both.sql": "-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE b (id int);\nINSERT INTO b VALUES (2);\n-- +goose StatementEnd\n",
+	}
+	m := newMigrator(t, Config{FS: sqlFS(files), TransactionMode: TransactionModeTenant})
+	first, second := newTestDB(t), newTestDB(t)
+	holder := connect(t, first)
+	exec(t, holder, "SELECT pg_advisory_lock($1)", int64(key))
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Migrate(ctx, Target{DatabaseURL: first})
+		done <- err
+	}()
+	// The first tenant's pipeline, 00002 in it, is on the server, waiting in 00001.
+	conn := connect(t, first)
+	waitFor(t, 30*time.Second, "the first run to wait in 00001", func() bool {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'`).Scan(&n))
+		return n > 0
+	})
+	// Meanwhile the second tenant finds 00002 refused and marks it.
+	_, err := m.Migrate(ctx, Target{DatabaseURL: second})
+	require.NoError(t, err)
+	_, stepwise := m.stepwise.Load(int64(2))
+	require.True(t, stepwise)
+
+	exec(t, holder, "SELECT pg_advisory_unlock($1)", int64(key))
+	require.NoError(t, <-done, "the first tenant ran 00002 again statement by statement")
+	require.Equal(t, [][]int64{{0}, {1, 2}}, transactions(versionRows(t, conn, "public")))
+}
+
+// A failure the server reports only at the pipeline's sync, after the last file's answers, is the
+// last file's: here a file's own COMMIT leaves its deferred check to the sync.
+func TestTenantModeFailureAtTheSync(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dbURL := newTestDB(t)
+	files := map[string]string{
+		"00001_a.sql": "-- +goose Up\nCREATE TABLE a (id int);\n",
+		"00002_deferred.sql": "-- +goose Up\nCREATE TABLE p (id int PRIMARY KEY);\n" +
+			"CREATE TABLE c (id int REFERENCES p DEFERRABLE INITIALLY DEFERRED);\nCOMMIT;\nINSERT INTO c VALUES (1);\n",
+	}
+	_, err := newMigrator(t, Config{FS: sqlFS(files), TransactionMode: TransactionModeTenant}).Migrate(ctx, Target{DatabaseURL: dbURL})
+	var applyErr *ApplyError
+	require.ErrorAs(t, err, &applyErr)
+	require.Equal(t, int64(2), applyErr.Version)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23503", pgErr.Code) // foreign_key_violation
 }

@@ -302,11 +302,13 @@ type tenantRun struct {
 // from the failing file as file mode would, without running the whole group again.
 func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 	for len(group) > 0 {
-		done, err := r.tryGroup(ctx, group)
+		done, inPipeline, err := r.tryGroup(ctx, group)
 		if err == nil {
 			return nil
 		}
-		if f := group[done]; isSyntaxError(err.Err) && r.pipelined(f) {
+		// Whether this attempt sent the file in a pipeline, not whether the Migrator would now:
+		// another tenant's run may have marked it stepwise while this one's pipeline was in flight.
+		if f := group[done]; isSyntaxError(err.Err) && inPipeline {
 			// Perhaps a statement of several commands, which only the simple protocol takes:
 			// from now on the file runs statement by statement, as goose runs it (pipeline.go).
 			r.m.stepwise.Store(f.Version, struct{}{})
@@ -342,19 +344,21 @@ func (r *tenantRun) runGroup(ctx context.Context, group []*goose.Source) error {
 
 // tryGroup runs group in one transaction: its files in pipelines (pipeline.go), a file that
 // may not be pipelined statement by statement. On success it appends the results; on failure it
-// returns how many of its migrations ran before the failing one and the *goose.PartialError to
-// report (the transaction is rolled back and nothing of the group is recorded).
-func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *goose.PartialError) {
+// returns how many of its migrations ran before the failing one, whether that one was sent in a
+// pipeline, and the *goose.PartialError to report (the transaction is rolled back and nothing of
+// the group is recorded).
+func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, bool, *goose.PartialError) {
 	var (
-		results []*goose.MigrationResult
-		i       int
-		start   = time.Now()
+		results    []*goose.MigrationResult
+		i          int
+		start      = time.Now()
+		inPipeline bool
 	)
-	fail := func(err error) (int, *goose.PartialError) {
+	fail := func(err error) (int, bool, *goose.PartialError) {
 		res := newResult(group[i])
 		res.Error = err
 		res.Duration = time.Since(start)
-		return i, &goose.PartialError{Applied: r.results, Failed: res, Err: err}
+		return i, inPipeline, &goose.PartialError{Applied: r.results, Failed: res, Err: err}
 	}
 	tx, err := r.conn.BeginTx(ctx, nil)
 	if err != nil {
@@ -363,6 +367,7 @@ func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	for i < len(group) {
 		start = time.Now()
+		inPipeline = false
 		if !r.pipelined(group[i]) {
 			res, err := r.execFile(ctx, tx, group[i])
 			if err != nil {
@@ -376,6 +381,7 @@ func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *
 		for i+n < len(group) && r.pipelined(group[i+n]) {
 			n++
 		}
+		inPipeline = true
 		res, done, err := r.pipeline(ctx, group[i:i+n])
 		results = append(results, res...)
 		for _, d := range res {
@@ -387,6 +393,7 @@ func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *
 		}
 	}
 	start = time.Now()
+	inPipeline = false
 	if err := tx.Commit(); err != nil {
 		// Which file a deferred check belongs to is unknown: report the last one.
 		i = len(group) - 1
@@ -394,7 +401,7 @@ func (r *tenantRun) tryGroup(ctx context.Context, group []*goose.Source) (int, *
 	}
 	results[len(results)-1].Duration += time.Since(start)
 	r.results = append(r.results, results...)
-	return 0, nil
+	return 0, false, nil
 }
 
 // runAlone applies one migration the way goose's runIndividually does: a NO TRANSACTION SQL
