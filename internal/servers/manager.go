@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,6 +76,11 @@ type Config struct {
 	// a server was released, so that waiting work can go ahead at once.
 	// Defaults to nothing.
 	OnUp, OnFree func(ctx context.Context, server string)
+	// MaxTakeBackoff bounds the pause between two looks of a run waiting
+	// in Take for a slot. A slot released by this process wakes its oldest
+	// waiting run at once; the looks find slots released by other
+	// processes. Defaults to DefaultMaxTakeBackoff (200ms).
+	MaxTakeBackoff time.Duration
 	// Logger receives the changes of state and the errors of the prober.
 	// Defaults to discarding.
 	Logger *slog.Logger
@@ -92,8 +98,10 @@ type Manager struct {
 	idMu sync.Mutex
 	ids  map[string]int32 // server -> servers.id, which never changes
 
-	waitMu  sync.Mutex
-	waiting map[string]int // server -> runs of this process waiting in Take(wait)
+	waitMu sync.Mutex
+	// waiting holds, per server, a wake-up per run of this process waiting
+	// in Take(wait), oldest first (see wakeWaiter).
+	waiting map[string][]chan struct{}
 
 	prober startstop.BaseStartStop // the background prober of Start
 }
@@ -120,6 +128,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.OnFree == nil {
 		cfg.OnFree = func(context.Context, string) {}
+	}
+	if cfg.MaxTakeBackoff <= 0 {
+		cfg.MaxTakeBackoff = DefaultMaxTakeBackoff
 	}
 	return &Manager{cfg: cfg, held: map[int64]bool{}, ids: map[string]int32{}}
 }
@@ -150,6 +161,7 @@ func (s *Slot) Release(ctx context.Context) {
 		ctx, cancel := cleanupCtx(ctx)
 		defer cancel()
 		s.m.unlock(ctx, s.key)
+		s.m.wakeWaiter(s.server)
 		s.m.cfg.OnFree(ctx, s.server)
 	})
 }
@@ -180,9 +192,11 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 	// server takes no slot and is put back (it is woken when a slot frees),
 	// so a freed slot goes to the waiting request, not to the job woken by
 	// the release.
+	var woken <-chan struct{} // a slot of the server was released here
 	if wait {
-		m.addWaiting(server, 1)
-		defer m.addWaiting(server, -1)
+		var leave func()
+		woken, leave = m.addWaiter(server)
+		defer leave()
 	} else if m.hasWaiting(server) {
 		return nil, fmt.Errorf("server %s: %w", server, ErrRequestWaits)
 	}
@@ -239,31 +253,71 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 			t.Stop()
 			return nil, ended(nil)
 		case <-t.C:
+		case <-woken:
+			t.Stop()
 		}
-		backoff = min(2*backoff, maxTakeBackoff)
+		backoff = min(2*backoff, m.cfg.MaxTakeBackoff)
 	}
 }
 
-// maxTakeBackoff bounds the pause between two looks of a run waiting for a
-// slot (a request waits for it).
-const maxTakeBackoff = 200 * time.Millisecond
+// DefaultMaxTakeBackoff is the default of Config.MaxTakeBackoff.
+const DefaultMaxTakeBackoff = 200 * time.Millisecond
 
-func (m *Manager) addWaiting(server string, d int) {
+// addWaiter registers a run of this process waiting for a slot of server.
+// It returns the run's wake-up and the function that removes it when the
+// run stops waiting.
+func (m *Manager) addWaiter(server string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	m.waitMu.Lock()
+	if m.waiting == nil {
+		m.waiting = map[string][]chan struct{}{}
+	}
+	m.waiting[server] = append(m.waiting[server], ch)
+	m.waitMu.Unlock()
+	return ch, func() {
+		m.waitMu.Lock()
+		defer m.waitMu.Unlock()
+		ws := slices.DeleteFunc(m.waiting[server], func(c chan struct{}) bool { return c == ch })
+		if len(ws) == 0 {
+			delete(m.waiting, server)
+		} else {
+			m.waiting[server] = ws
+		}
+		if len(ch) > 0 {
+			// Woken but gone (its wait ended, or a look of its own took a
+			// slot first): the wake-up is the next run's.
+			m.wakeLocked(server)
+		}
+	}
+}
+
+// wakeWaiter wakes the oldest run of this process waiting for a slot of
+// server that is not woken yet, after a slot was released here: the slot
+// goes to the run that has waited longest at once, instead of staying free
+// until some waiting run's next look (up to MaxTakeBackoff and its jitter
+// later) and going to whichever looks first. A run of another process, or
+// one of this process that looks by its timer meanwhile, may still take it
+// first; the woken run then waits again.
+func (m *Manager) wakeWaiter(server string) {
 	m.waitMu.Lock()
 	defer m.waitMu.Unlock()
-	if m.waiting == nil {
-		m.waiting = map[string]int{}
-	}
-	m.waiting[server] += d
-	if m.waiting[server] <= 0 {
-		delete(m.waiting, server)
+	m.wakeLocked(server)
+}
+
+func (m *Manager) wakeLocked(server string) {
+	for _, c := range m.waiting[server] {
+		select {
+		case c <- struct{}{}:
+			return
+		default: // woken already, and not looked yet: the next one
+		}
 	}
 }
 
 func (m *Manager) hasWaiting(server string) bool {
 	m.waitMu.Lock()
 	defer m.waitMu.Unlock()
-	return m.waiting[server] > 0
+	return len(m.waiting[server]) > 0
 }
 
 // Free returns how many slots of server no process holds now: its cap
