@@ -249,10 +249,16 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 				return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
 			}
 			if !active {
-				// It ended since it was read: this run migrates the tenants
-				// behind itself, as after a completed rollout.
-				if r, err = o.rollouts.Get(ctx, r.ID); err != nil {
+				// It ended since it was read. Completed (its last tenant
+				// finished) or aborted, this run migrates the tenants behind
+				// itself, as it does after either; superseded by a newer
+				// release, it follows the rollout, which ends at once.
+				cur, err := o.rollouts.Get(ctx, r.ID)
+				if err != nil {
 					return MigrateResult{}, fmt.Errorf("start rollout: %w", err)
+				}
+				if cur.State == RolloutCompleted || cur.State == RolloutAborted {
+					r = cur
 				}
 			}
 		}

@@ -124,10 +124,10 @@ func TestMigrateTenantsRolloutAddsLate(t *testing.T) {
 
 // endRolloutWhileAddingLate runs add (a fleet scan, a migrate --all) while
 // the running rollout r is locked, and, once add waits for the lock to add
-// the tenants behind that r lacks, completes r and lets add go on: the
-// rollout ended between add's read of it and its adding, as when its last
-// tenant finishes then.
-func endRolloutWhileAddingLate(t *testing.T, o *tenantmigrate.Orchestrator, r *tenantmigrate.Rollout, add func()) {
+// the tenants behind that r lacks, ends r in state end and lets add go on:
+// the rollout ended between add's read of it and its adding, as when its
+// last tenant finishes then (COMPLETED).
+func endRolloutWhileAddingLate(t *testing.T, o *tenantmigrate.Orchestrator, r *tenantmigrate.Rollout, end tenantmigrate.RolloutState, add func()) {
 	t.Helper()
 	ctx := t.Context()
 	holder, err := o.Pool().Begin(ctx)
@@ -146,7 +146,7 @@ func endRolloutWhileAddingLate(t *testing.T, o *tenantmigrate.Orchestrator, r *t
 			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%rollouts%FOR UPDATE%'`).Scan(&n))
 		return n > 0
 	})
-	_, err = holder.Exec(ctx, `UPDATE tenantmigrate.rollouts SET state = 'COMPLETED', finished_at = now() WHERE id = $1`, r.ID)
+	_, err = holder.Exec(ctx, `UPDATE tenantmigrate.rollouts SET state = $2, finished_at = now() WHERE id = $1`, r.ID, string(end))
 	require.NoError(t, err)
 	require.NoError(t, holder.Commit(ctx))
 	select {
@@ -174,7 +174,7 @@ func TestScheduleFleetRolloutEndsMeanwhile(t *testing.T) {
 	late := addSchemaTenants(t, o, "ends-new", 1, 1)[0]
 
 	var n int
-	endRolloutWhileAddingLate(t, o, r, func() {
+	endRolloutWhileAddingLate(t, o, r, tenantmigrate.RolloutCompleted, func() {
 		n, err = o.ScheduleFleet(ctx, false)
 	})
 	require.NoError(t, err)
@@ -200,7 +200,7 @@ func TestMigrateTenantsRolloutEndsMeanwhile(t *testing.T) {
 	late := addSchemaTenants(t, o, "endsm-new", 1, 1)
 
 	var res tenantmigrate.MigrateResult
-	endRolloutWhileAddingLate(t, o, r, func() {
+	endRolloutWhileAddingLate(t, o, r, tenantmigrate.RolloutCompleted, func() {
 		runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
 		res, err = o.MigrateTenants(runCtx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
@@ -211,5 +211,35 @@ func TestMigrateTenantsRolloutEndsMeanwhile(t *testing.T) {
 	vs, _ := rolloutVersions(t, o, append(tenants, late...))
 	for _, tn := range append(tenants, late...) {
 		require.EqualValues(t, 2, vs[tn.ID], tn.ID)
+	}
+}
+
+// TestMigrateTenantsRolloutSupersededMeanwhile: a rollout superseded by a
+// newer release in that window is followed, and ends the run: this older
+// migrate --all does not migrate the fleet outside any rollout (the
+// superseded rollout may have been halted on a broken version).
+func TestMigrateTenantsRolloutSupersededMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	tenants := rolloutFleet(t, cp, "supm", 2)
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
+	r, created, err := o.StartRollout(ctx, "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	late := addSchemaTenants(t, o, "supm-new", 1, 1)
+
+	var res tenantmigrate.MigrateResult
+	endRolloutWhileAddingLate(t, o, r, tenantmigrate.RolloutSuperseded, func() {
+		runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		res, err = o.MigrateTenants(runCtx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
+	})
+	require.NoError(t, err)
+	require.False(t, res.Interrupted, "%+v", res)
+	require.Zero(t, res.Completed, "%+v", res)
+	vs, _ := rolloutVersions(t, o, append(tenants, late...))
+	for _, tn := range tenants {
+		require.EqualValues(t, 1, vs[tn.ID], tn.ID)
 	}
 }

@@ -86,7 +86,10 @@ func (s *Store) Fill(ctx context.Context, target int64) (waiting bool, err error
 // has ended. busy reports that another process holds it (and target is the
 // rollout's).
 func (s *Store) fillOne(ctx context.Context, id, target int64) (busy bool, err error) {
-	var inserted int64
+	var (
+		inserted int64
+		filled   bool // the rest of an active rollout is in
+	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// A client that dies in the middle of the insert is noticed within
 		// a second (PostgreSQL 14 and later), not when the insert ends, so
@@ -113,7 +116,8 @@ func (s *Store) fillOne(ctx context.Context, id, target int64) (busy bool, err e
 		if err != nil {
 			return err
 		}
-		if state.Active() {
+		filled = state.Active()
+		if filled {
 			// Every id of the backlog at its position in the order of the
 			// whole rollout (canaries, then md5 of the id, then the id for
 			// a collision): the same rows and positions as one transaction
@@ -154,6 +158,15 @@ func (s *Store) fillOne(ctx context.Context, id, target int64) (busy bool, err e
 	if inserted > 0 {
 		s.analyze(ctx, id)
 		s.logger.InfoContext(ctx, "rollout's later waves inserted", "rollout_id", id, "tenants", inserted)
+	}
+	if filled {
+		// The tenants registered while the rest was inserted: AddLate added
+		// none of them meanwhile (the fleet scan or migrate --all that
+		// asked has moved on), so they join the last wave now. FAILED_STALE
+		// tenants stay out, as without includeStale.
+		if _, _, err := s.AddLate(ctx, target, false); err != nil && ctx.Err() == nil {
+			s.logger.WarnContext(ctx, "add the tenants registered while the rollout's rest was inserted", "rollout_id", id, "err", err)
+		}
 	}
 	return false, nil
 }

@@ -895,7 +895,8 @@ func (c *Claimer) Release(ctx context.Context) {
 // finished, Step completed it), and must then queue the tenants behind
 // itself. It adds none, with active true, while the rollout's later waves
 // are still being inserted (Fill): the members not yet inserted would look
-// late, so tenants added meanwhile wait for the next call.
+// late, so tenants registered meanwhile are added by the Fill that inserts
+// the rest.
 func (s *Store) AddLate(ctx context.Context, target int64, includeStale bool) (added int64, active bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Lock the rollout first, in a statement of its own: the insert

@@ -186,17 +186,22 @@ type serverRow struct {
 // ctx's error); without, it returns an error wrapping ErrFull at once. For a
 // DOWN server it returns a *DownError, waiting or not. Any other error is
 // the control plane's.
-func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, error) {
+func (m *Manager) Take(ctx context.Context, server string, wait bool) (slot *Slot, err error) {
 	// Runs that wait (a request, a migrate-now, a batch) go before the
 	// queue's in this process: a queued job that finds one waiting for its
 	// server takes no slot and is put back (it is woken when a slot frees),
 	// so a freed slot goes to the waiting request, not to the job woken by
 	// the release.
-	var woken <-chan struct{} // a slot of the server was released here
+	var (
+		woken     <-chan struct{} // a slot of the server was released here
+		wokenUsed bool            // woken, and no look since found the server full
+	)
 	if wait {
-		var leave func()
+		var leave func(passOn bool)
 		woken, leave = m.addWaiter(server)
-		defer leave()
+		// A run that took a wake-up and ends without a slot (its wait
+		// ended during the look) passes it on: the released slot is free.
+		defer func() { leave(slot == nil && wokenUsed) }()
 	} else if m.hasWaiting(server) {
 		return nil, fmt.Errorf("server %s: %w", server, ErrRequestWaits)
 	}
@@ -247,6 +252,7 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 		if !wait {
 			return nil, fmt.Errorf("server %s: %w", server, ErrFull)
 		}
+		wokenUsed = false // the look found the slot taken by another
 		t := time.NewTimer(backoff/2 + rand.N(backoff))
 		select {
 		case <-ctx.Done():
@@ -255,6 +261,7 @@ func (m *Manager) Take(ctx context.Context, server string, wait bool) (*Slot, er
 		case <-t.C:
 		case <-woken:
 			t.Stop()
+			wokenUsed = true
 		}
 		backoff = min(2*backoff, m.cfg.MaxTakeBackoff)
 	}
@@ -265,8 +272,9 @@ const DefaultMaxTakeBackoff = 200 * time.Millisecond
 
 // addWaiter registers a run of this process waiting for a slot of server.
 // It returns the run's wake-up and the function that removes it when the
-// run stops waiting.
-func (m *Manager) addWaiter(server string) (<-chan struct{}, func()) {
+// run stops waiting; passOn hands the next waiter the wake-up the run took
+// and did not use.
+func (m *Manager) addWaiter(server string) (<-chan struct{}, func(passOn bool)) {
 	ch := make(chan struct{}, 1)
 	m.waitMu.Lock()
 	if m.waiting == nil {
@@ -274,7 +282,7 @@ func (m *Manager) addWaiter(server string) (<-chan struct{}, func()) {
 	}
 	m.waiting[server] = append(m.waiting[server], ch)
 	m.waitMu.Unlock()
-	return ch, func() {
+	return ch, func(passOn bool) {
 		m.waitMu.Lock()
 		defer m.waitMu.Unlock()
 		ws := slices.DeleteFunc(m.waiting[server], func(c chan struct{}) bool { return c == ch })
@@ -283,7 +291,7 @@ func (m *Manager) addWaiter(server string) (<-chan struct{}, func()) {
 		} else {
 			m.waiting[server] = ws
 		}
-		if len(ch) > 0 {
+		if passOn || len(ch) > 0 {
 			// Woken but gone (its wait ended, or a look of its own took a
 			// slot first): the wake-up is the next run's.
 			m.wakeLocked(server)

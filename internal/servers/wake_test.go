@@ -26,7 +26,7 @@ func TestWakeWaiterOldestFirst(t *testing.T) {
 	b, leaveB := m.addWaiter("s1")
 	c, leaveC := m.addWaiter("s1")
 	other, leaveOther := m.addWaiter("s2")
-	defer leaveOther()
+	defer leaveOther(false)
 
 	m.wakeWaiter("s1")
 	m.wakeWaiter("s1") // a second slot released before a looked: b's
@@ -39,15 +39,19 @@ func TestWakeWaiterOldestFirst(t *testing.T) {
 	m.wakeWaiter("s1")
 	require.False(t, woken(b))
 	// a leaves (its wait ended) without using the wake-up: b gets it.
-	leaveA()
+	leaveA(false)
 	require.True(t, woken(b))
 	require.False(t, woken(c))
 
-	leaveB()
+	leaveB(false)
 	m.wakeWaiter("s1")
 	require.True(t, woken(c))
-	leaveC()
-	require.False(t, m.hasWaiting("s1"))
+	// c took its wake-up and leaves without the slot: it says so.
+	d, leaveD := m.addWaiter("s1")
+	defer leaveD(false)
+	leaveC(true)
+	require.True(t, woken(d))
+	require.True(t, m.hasWaiting("s1"), "d")
 	require.True(t, m.hasWaiting("s2"))
 	m.wakeWaiter("s1") // nobody waits: nothing happens
 }
