@@ -485,6 +485,16 @@ func (s *Store) Step(ctx context.Context, target int64) (State, error) {
 		if err := tx.QueryRow(ctx, waveOpenQuery, id, wave).Scan(&open); err != nil || open {
 			return err
 		}
+		// The wave finished. Its failures again, in a snapshot taken after
+		// the one that found it finished: a result recorded between the two
+		// statements (the last tenant of the wave failing, say) finished
+		// it, and the check above did not see it. Without this the wave
+		// passed on the failure that should halt it, and the next wave's
+		// tenants were handed out until some later check halted it.
+		if halted, err := s.haltIfFailed(ctx, tx, id, wave); err != nil || halted {
+			state = StateHalted
+			return err
+		}
 		// The wave finished and passed.
 		switch {
 		case wave+1 >= waves:

@@ -100,7 +100,8 @@ func TestWakeUpPassedOnWhenWaitEnds(t *testing.T) {
 		s.Release(ctx)
 		return errors.Is(err, servers.ErrRequestWaits)
 	}, 30*time.Second, 2*time.Millisecond, "the first run to wait")
-	since = time.Now()
+	// The server's clock, which query_start is on.
+	require.NoError(t, observer.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&since))
 	next, leave := m.AddWaiter("db1:5432")
 	defer leave(false)
 	// The first run's look ended (its lock of the slot is this manager's:
