@@ -3,7 +3,6 @@ package rollouts
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -44,12 +43,7 @@ func TestStepHaltsOnFailureRecordedDuringIt(t *testing.T) {
 		st, err := s.Step(ctx, 2)
 		done <- stepped{st, err}
 	}()
-	require.Eventually(t, func() bool {
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%rollout_backlog%'`).Scan(&n)
-		return err == nil && n > 0
-	}, 30*time.Second, 2*time.Millisecond, "Step to look at the wave")
+	waitLocked(t, s, "rollout_backlog") // Step looks at the wave
 	// The canary's run fails now, as Done records it.
 	_, err = pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET state = 'FAILED', last_error = 'boom', finished_at = now()
 		WHERE rollout_id = $1 AND tenant_id = 'tenant-0010'`, r.ID)

@@ -183,8 +183,14 @@ func (s *Store) Ensure(ctx context.Context, target int64, opts Options) (r *Roll
 		if !canary.Empty() {
 			canaryExpr = cond
 		}
+		// FAILED_STALE tenants come in with includeStale, or when they are
+		// unfinished members of the rollouts this one supersedes: FAILED
+		// there, or QUEUED or PENDING there with the failure recorded in
+		// tenants but not yet in that rollout (the run records the tenant
+		// first; its result then lands on a superseded rollout, and counts
+		// nowhere).
 		members := behindWhere + ` AND ($2 OR migrations_status IS DISTINCT FROM 'FAILED_STALE'
-			OR id IN (SELECT tenant_id FROM tenantmigrate.rollout_tenants WHERE rollout_id = ANY($3) AND state = 'FAILED'))`
+			OR id IN (SELECT tenant_id FROM tenantmigrate.rollout_tenants WHERE rollout_id = ANY($3) AND state IN ('FAILED', 'QUEUED', 'PENDING')))`
 		base := append([]any{target, opts.IncludeStale, superseded}, args...)
 		next := "$" + fmt.Sprint(len(base)+1) // the parameter after base
 		var canaries, rest int64
@@ -331,8 +337,10 @@ func (s *Store) Done(ctx context.Context, target int64, res Result) (halted bool
 		// waves, Store.Fill): a request or a migrate-now ran it before its
 		// turn. Its result counts all the same (a broken release halts
 		// whoever ran it), so the rest is inserted, by this call or the
-		// process inserting it, and the result recorded then.
-		if filled, ferr := s.awaitFill(ctx, target); ferr != nil || !filled {
+		// process inserting it, and the result recorded then. Recorded
+		// again even when awaitFill finds no backlog: a Fill that committed
+		// after the record above (its snapshot) inserted the row since.
+		if _, ferr := s.awaitFill(ctx, target); ferr != nil {
 			return false, ferr
 		}
 		rolloutID, wave, final, err = s.record(ctx, target, res)
@@ -346,7 +354,16 @@ func (s *Store) Done(ctx context.Context, target int64, res Result) (halted bool
 	if final != "FAILED" {
 		return false, nil
 	}
-	return s.haltIfFailed(ctx, s.pool, rolloutID, wave)
+	// The rollout's row first, as Step takes it: a halt and a resume by
+	// others cannot then land between the failure count and the halt.
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts WHERE id = $1 FOR NO KEY UPDATE`, rolloutID); err != nil {
+			return err
+		}
+		halted, err = s.haltIfFailed(ctx, tx, rolloutID, wave)
+		return err
+	})
+	return halted, err
 }
 
 // awaitFill inserts the backlog of the rollout to target, or waits for the
