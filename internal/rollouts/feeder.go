@@ -13,8 +13,10 @@ import (
 // Defaults of FeederConfig.
 const (
 	// DefaultFeedBatch is how many tenants a feeder queues at once; it
-	// queues a batch whenever fewer than that are in flight, so a rollout
-	// never has more than 2*DefaultFeedBatch live jobs.
+	// queues a batch whenever fewer than that are in flight, so with one
+	// feeder a rollout has at most 2*DefaultFeedBatch live jobs. The count
+	// and the claim are two statements, so N instances' feeders that count
+	// at once may each queue a batch: at most (N+1)*DefaultFeedBatch.
 	DefaultFeedBatch = 100
 	// DefaultFeedInterval is how often a feeder steps the rollout when
 	// nothing wakes it.
