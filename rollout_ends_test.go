@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
+	"github.com/tenantmigrate/tenantmigrate/internal/fleettest"
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
@@ -165,15 +166,13 @@ func endRolloutWhileAddingLate(t *testing.T, o *tenantmigrate.Orchestrator, r *t
 func TestScheduleFleetRolloutEndsMeanwhile(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	cp := pgtest.NewDatabase(t)
-	rolloutFleet(t, cp, "ends", 2)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
-	r, created, err := o.StartRollout(ctx, "test")
-	require.NoError(t, err)
-	require.True(t, created)
-	late := addSchemaTenants(t, o, "ends-new", 1, 1)[0]
+	o, r, _, lates := lateRolloutFleet(t, "ends")
+	late := lates[0]
 
-	var n int
+	var (
+		n   int
+		err error
+	)
 	endRolloutWhileAddingLate(t, o, r, tenantmigrate.RolloutCompleted, func() {
 		n, err = o.ScheduleFleet(ctx, false)
 	})
@@ -190,21 +189,8 @@ func TestScheduleFleetRolloutEndsMeanwhile(t *testing.T) {
 // rollout and leaving the late one behind.
 func TestMigrateTenantsRolloutEndsMeanwhile(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
-	cp := pgtest.NewDatabase(t)
-	tenants := rolloutFleet(t, cp, "endsm", 2)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
-	r, created, err := o.StartRollout(ctx, "test")
-	require.NoError(t, err)
-	require.True(t, created)
-	late := addSchemaTenants(t, o, "endsm-new", 1, 1)
-
-	var res tenantmigrate.MigrateResult
-	endRolloutWhileAddingLate(t, o, r, tenantmigrate.RolloutCompleted, func() {
-		runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		res, err = o.MigrateTenants(runCtx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
-	})
+	o, r, tenants, late := lateRolloutFleet(t, "endsm")
+	res, err := migrateAllWhileEnding(t, o, r, tenantmigrate.RolloutCompleted)
 	require.NoError(t, err)
 	require.True(t, res.OK(), "%+v", res)
 	require.EqualValues(t, 3, res.Completed, "every tenant behind, the late one too")
@@ -220,21 +206,8 @@ func TestMigrateTenantsRolloutEndsMeanwhile(t *testing.T) {
 // superseded rollout may have been halted on a broken version).
 func TestMigrateTenantsRolloutSupersededMeanwhile(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
-	cp := pgtest.NewDatabase(t)
-	tenants := rolloutFleet(t, cp, "supm", 2)
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
-	r, created, err := o.StartRollout(ctx, "test")
-	require.NoError(t, err)
-	require.True(t, created)
-	late := addSchemaTenants(t, o, "supm-new", 1, 1)
-
-	var res tenantmigrate.MigrateResult
-	endRolloutWhileAddingLate(t, o, r, tenantmigrate.RolloutSuperseded, func() {
-		runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		res, err = o.MigrateTenants(runCtx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
-	})
+	o, r, tenants, late := lateRolloutFleet(t, "supm")
+	res, err := migrateAllWhileEnding(t, o, r, tenantmigrate.RolloutSuperseded)
 	require.NoError(t, err)
 	require.False(t, res.Interrupted, "%+v", res)
 	require.Zero(t, res.Completed, "%+v", res)
@@ -242,4 +215,29 @@ func TestMigrateTenantsRolloutSupersededMeanwhile(t *testing.T) {
 	for _, tn := range tenants {
 		require.EqualValues(t, 1, vs[tn.ID], tn.ID)
 	}
+}
+
+// lateRolloutFleet registers 2 tenants at version 1, starts the rollout to
+// version 2 and registers one more tenant, which the rollout lacks.
+func lateRolloutFleet(t *testing.T, prefix string) (o *tenantmigrate.Orchestrator, r *tenantmigrate.Rollout, tenants, late []fleettest.SchemaTenant) {
+	t.Helper()
+	cp := pgtest.NewDatabase(t)
+	tenants = rolloutFleet(t, cp, prefix, 2)
+	o = newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2), Rollout: tenantmigrate.RolloutConfig{Waves: "100%"}})
+	r, created, err := o.StartRollout(t.Context(), "test")
+	require.NoError(t, err)
+	require.True(t, created)
+	return o, r, tenants, addSchemaTenants(t, o, prefix+"-new", 1, 1)
+}
+
+// migrateAllWhileEnding runs migrate --all while the rollout ends in
+// state end (endRolloutWhileAddingLate).
+func migrateAllWhileEnding(t *testing.T, o *tenantmigrate.Orchestrator, r *tenantmigrate.Rollout, end tenantmigrate.RolloutState) (res tenantmigrate.MigrateResult, err error) {
+	t.Helper()
+	endRolloutWhileAddingLate(t, o, r, end, func() {
+		runCtx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		defer cancel()
+		res, err = o.MigrateTenants(runCtx, tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
+	})
+	return res, err
 }
