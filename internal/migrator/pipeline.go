@@ -50,17 +50,17 @@ func (r *tenantRun) pipelined(s *goose.Source) bool {
 	return !stepwise && !r.simpleProtocol
 }
 
-// execFile applies one file of a group statement by statement in tx, with its version row, as
-// goose does.
-func (r *tenantRun) execFile(ctx context.Context, tx *sql.Tx, s *goose.Source) (*goose.MigrationResult, error) {
+// execFile applies one file statement by statement on db (a group's transaction, or the locked
+// session for a NO TRANSACTION file), with its version row, as goose does.
+func (r *tenantRun) execFile(ctx context.Context, db database.DBTxConn, s *goose.Source) (*goose.MigrationResult, error) {
 	start := time.Now()
 	statements := r.m.parsed[path.Base(s.Path)].statements
 	for _, stmt := range statements {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return nil, err
 		}
 	}
-	if err := r.store.Insert(ctx, tx, database.InsertRequest{Version: s.Version}); err != nil {
+	if err := r.store.Insert(ctx, db, database.InsertRequest{Version: s.Version}); err != nil {
 		return nil, err
 	}
 	res := newResult(s)

@@ -412,16 +412,11 @@ func (r *tenantRun) runAlone(ctx context.Context, s *goose.Source) error {
 	res := newResult(s)
 	var err error
 	if s.Type == goose.TypeSQL {
-		// A NO TRANSACTION file; transactional ones are groups.
-		statements := r.m.parsed[path.Base(s.Path)].statements
-		res.Empty = len(statements) == 0
-		for _, stmt := range statements {
-			if _, err = r.conn.ExecContext(ctx, stmt); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			err = r.store.Insert(ctx, r.conn, database.InsertRequest{Version: s.Version})
+		// A NO TRANSACTION file, on the locked session; transactional ones are groups.
+		res.Empty = len(r.m.parsed[path.Base(s.Path)].statements) == 0
+		var done *goose.MigrationResult
+		if done, err = r.execFile(ctx, r.conn, s); err == nil {
+			res = done
 		}
 	} else {
 		res.Empty, err = r.runGo(ctx, r.m.goMigration(s.Version))

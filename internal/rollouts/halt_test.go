@@ -34,15 +34,7 @@ func TestStepHaltsOnFailureRecordedDuringIt(t *testing.T) {
 	_, err = holder.Exec(ctx, `LOCK TABLE tenantmigrate.rollout_backlog IN ACCESS EXCLUSIVE MODE`)
 	require.NoError(t, err)
 
-	type stepped struct {
-		state State
-		err   error
-	}
-	done := make(chan stepped, 1)
-	go func() {
-		st, err := s.Step(ctx, 2)
-		done <- stepped{st, err}
-	}()
+	done := goAsync(func() (State, error) { return s.Step(ctx, 2) })
 	waitLocked(t, s, "rollout_backlog") // Step looks at the wave
 	// The canary's run fails now, as Done records it.
 	_, err = pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET state = 'FAILED', last_error = 'boom', finished_at = now()
@@ -52,7 +44,7 @@ func TestStepHaltsOnFailureRecordedDuringIt(t *testing.T) {
 
 	got := <-done
 	require.NoError(t, got.err)
-	require.Equal(t, StateHalted, got.state)
+	require.Equal(t, StateHalted, got.v)
 	r, err = s.Get(ctx, r.ID)
 	require.NoError(t, err)
 	require.Equal(t, StateHalted, r.State)

@@ -20,6 +20,22 @@ func waitLocked(t *testing.T, s *Store, table string) {
 	}, 30*time.Second, 2*time.Millisecond)
 }
 
+// outcome is what a call started by goAsync returned.
+type outcome[T any] struct {
+	v   T
+	err error
+}
+
+// goAsync runs f in a goroutine; its outcome comes on the channel.
+func goAsync[T any](f func() (T, error)) <-chan outcome[T] {
+	ch := make(chan outcome[T], 1)
+	go func() {
+		v, err := f()
+		ch <- outcome[T]{v, err}
+	}()
+	return ch
+}
+
 // TestDoneOfMemberInsertedDuringIt: a failure of a member beyond the head,
 // whose Done finds no row (the rest not yet in) and then no backlog (Fill
 // committed between the two statements), is still recorded and halts.
@@ -53,22 +69,16 @@ func TestDoneOfMemberInsertedDuringIt(t *testing.T) {
 	_, err = fill.Exec(ctx, `DELETE FROM tenantmigrate.rollout_backlog WHERE rollout_id = $1`, r.ID)
 	require.NoError(t, err)
 
-	type result struct {
-		halted bool
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		h, err := s.Done(ctx, 2, Result{TenantID: outside, Status: "FAILED_STALE", Err: "boom", FailedVersion: 2})
-		done <- result{h, err}
-	}()
+	done := goAsync(func() (bool, error) {
+		return s.Done(ctx, 2, Result{TenantID: outside, Status: "FAILED_STALE", Err: "boom", FailedVersion: 2})
+	})
 	waitLocked(t, s, "rollout_backlog") // record found no row; awaitFill looks
 	require.NoError(t, fill.Commit(ctx))
 
 	got := <-done
 	require.NoError(t, got.err)
 	require.Equal(t, "FAILED", members(t, pool, r.ID)[outside].State, "the failure is recorded")
-	require.True(t, got.halted, "and halts the rollout")
+	require.True(t, got.v, "and halts the rollout")
 }
 
 // TestEnsureTakesInFailureNotYetRecorded: a tenant whose run in the rollout
@@ -124,15 +134,9 @@ func TestDoneHaltsNotOnFailureResumedMeanwhile(t *testing.T) {
 	_, err = other.Exec(ctx, `SELECT 1 FROM tenantmigrate.rollouts WHERE id = $1 FOR SHARE`, r.ID)
 	require.NoError(t, err)
 
-	type result struct {
-		halted bool
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		h, err := s.Done(ctx, 2, Result{TenantID: "tenant-0010", Status: "FAILED_STALE", Err: "boom", FailedVersion: 2})
-		done <- result{h, err}
-	}()
+	done := goAsync(func() (bool, error) {
+		return s.Done(ctx, 2, Result{TenantID: "tenant-0010", Status: "FAILED_STALE", Err: "boom", FailedVersion: 2})
+	})
 	waitLocked(t, s, "tenantmigrate.rollouts")
 	_, err = other.Exec(ctx, `UPDATE tenantmigrate.rollouts SET state = 'HALTED', halt_reason = 'wave 1: 1 failed' WHERE id = $1`, r.ID)
 	require.NoError(t, err)
@@ -145,7 +149,7 @@ func TestDoneHaltsNotOnFailureResumedMeanwhile(t *testing.T) {
 
 	got := <-done
 	require.NoError(t, got.err)
-	require.False(t, got.halted)
+	require.False(t, got.v, "halted")
 	r, err = s.Get(ctx, r.ID)
 	require.NoError(t, err)
 	require.Zero(t, r.Failed, "the resume retries the failure")
