@@ -155,3 +155,47 @@ func TestDoneHaltsNotOnFailureResumedMeanwhile(t *testing.T) {
 	require.Zero(t, r.Failed, "the resume retries the failure")
 	require.Equal(t, StateRunning, r.State, "and is not undone by a halt on a failure it cleared")
 }
+
+// TestSettleStaleKeepsResultRecordedMeanwhile: Step's settling of a stale
+// claim (a feeder's claim older than StaleClaim whose job is gone) does not
+// undo a result recorded while it waited for the member's row. The failure
+// here is a request's run of the tenant, recorded after Step's statement
+// took its snapshot: the statement re-checks only the row it updates, so
+// its conditions must be on that row. Before, the stale claim's old
+// version decided, the failure went back to PENDING, was not counted, and
+// the rollout ran on instead of halting.
+func TestSettleStaleKeepsResultRecordedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := backlogFleet(t, 1)
+	s := NewStore(pool, nil)
+	r, _, err := s.Ensure(ctx, 2, Options{Waves: []WaveSize{{Percent: 100}}, HaltFailureRate: -1})
+	require.NoError(t, err)
+	got, err := s.Claim(ctx, 2, 1, 0, nil) // the feeder's: its job is gone
+	require.NoError(t, err)
+	require.Equal(t, []string{"tenant-0001"}, got)
+	_, err = pool.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET claimed_at = now() - $2::bigint * interval '1 millisecond'
+		WHERE rollout_id = $1`, r.ID, (DefaultStaleClaim + time.Second).Milliseconds())
+	require.NoError(t, err)
+
+	// The request's run records its failure: the tenant's state and the
+	// member's, committed once Step waits for the member's row.
+	rec, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = rec.Rollback(context.WithoutCancel(ctx)) }()
+	_, err = rec.Exec(ctx, `UPDATE tenantmigrate.tenants SET migrations_status = 'FAILED_STALE', last_error = 'boom', updated_at = now()
+		WHERE id = 'tenant-0001'`)
+	require.NoError(t, err)
+	_, err = rec.Exec(ctx, `UPDATE tenantmigrate.rollout_tenants SET state = 'FAILED', last_error = 'boom', failed_version = 2,
+		attempts = attempts + 1, finished_at = now() WHERE rollout_id = $1`, r.ID)
+	require.NoError(t, err)
+
+	step := goAsync(func() (State, error) { return s.Step(ctx, 2) })
+	waitLocked(t, s, "rollout_tenants")
+	require.NoError(t, rec.Commit(ctx))
+
+	res := <-step
+	require.NoError(t, res.err)
+	require.Equal(t, "FAILED", members(t, pool, r.ID)["tenant-0001"].State, "the failure recorded meanwhile is kept")
+	require.Equal(t, StateHalted, res.v, "and halts the rollout")
+}

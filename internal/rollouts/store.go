@@ -579,6 +579,12 @@ func (s *Store) openNext(ctx context.Context, tx pgx.Tx, id, target int64, wave 
 // to it, however long its migration runs. It
 // runs only when nothing is left to hand out in the open waves, so its cost
 // is bounded by the tenants in flight.
+//
+// The conditions on rt, the row updated, are what a result recorded while
+// the statement waited for that row is re-checked against (READ
+// COMMITTED re-evaluates only the updated row; q and t keep the versions
+// of the statement's snapshot): a member that is no longer the QUEUED
+// claim the statement saw is left as it now is.
 func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wave int) error {
 	var pending bool
 	if err := tx.QueryRow(ctx, pendingLeftQuery, id, wave).Scan(&pending); err != nil || pending {
@@ -597,6 +603,7 @@ func (s *Store) settleStale(ctx context.Context, tx pgx.Tx, id, target int64, wa
 		LEFT JOIN tenantmigrate.tenants t ON t.id = q.tenant_id
 		WHERE q.rollout_id = $1 AND q.wave <= $2 AND q.state = 'QUEUED'
 			AND rt.rollout_id = q.rollout_id AND rt.tenant_id = q.tenant_id
+			AND rt.state = 'QUEUED' AND rt.claimed_at IS NOT DISTINCT FROM q.claimed_at
 			AND (t.id IS NULL OR t.migrations_version >= $3 AND t.migrations_status = 'COMPLETED' OR t.migrations_version > $3
 				OR (t.migrations_status = 'FAILED_STALE' AND t.updated_at > q.claimed_at OR q.claimed_by IS NULL AND q.claimed_at < now() - $4::interval
 						OR q.claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_locks l
