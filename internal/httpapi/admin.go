@@ -50,6 +50,27 @@ type admin struct {
 func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	a := &admin{svc: cfg.Service, maxBody: cfg.MaxBodyBytes}
 	rt := newRouter()
+	a.routes(rt)
+	rt.finish()
+
+	for pattern, h := range cfg.AdminExtra {
+		if err := mountExtra(rt.mux, pattern, h); err != nil {
+			return nil, err
+		}
+	}
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "no such admin endpoint")
+	})
+	rt.mux.Handle("/admin", notFound)
+	if _, taken := cfg.AdminExtra["/admin/"]; !taken {
+		rt.mux.Handle("/admin/", notFound)
+	}
+	return requireKey(newKeyChecker(cfg.AdminAPIKeys), failures, rt.mux), nil
+}
+
+// routes registers the admin API's endpoints on rt. README.md's admin API
+// table lists every one (TestREADMEAdminTable).
+func (a *admin) routes(rt *router) {
 	rt.handle("GET /admin/tenants", http.HandlerFunc(a.listTenants))
 	rt.handle("GET /admin/tenants/{id}", a.withTenantID(a.getTenant))
 	rt.handle("POST /admin/tenants/{id}", a.withTenantID(a.createTenant))
@@ -70,21 +91,6 @@ func newAdminHandler(cfg Config, failures *failLimiter) (http.Handler, error) {
 	rt.handle("GET /admin/rollouts/{id}", a.withRolloutID(a.getRollout))
 	rt.handle("POST /admin/rollouts/{id}/resume", a.withRolloutID(a.resumeRollout))
 	rt.handle("POST /admin/rollouts/{id}/abort", a.withRolloutID(a.abortRollout))
-	rt.finish()
-
-	for pattern, h := range cfg.AdminExtra {
-		if err := mountExtra(rt.mux, pattern, h); err != nil {
-			return nil, err
-		}
-	}
-	notFound := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "no such admin endpoint")
-	})
-	rt.mux.Handle("/admin", notFound)
-	if _, taken := cfg.AdminExtra["/admin/"]; !taken {
-		rt.mux.Handle("/admin/", notFound)
-	}
-	return requireKey(newKeyChecker(cfg.AdminAPIKeys), failures, rt.mux), nil
 }
 
 // mountExtra registers one Config.AdminExtra handler, turning the panic of
