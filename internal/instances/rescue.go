@@ -45,25 +45,29 @@ const RescuesKey = "tenantmigrate_rescues"
 // Two rescuers may run it at once: the second blocks on the rows the first
 // updated, then finds them no longer running (PostgreSQL rechecks the WHERE
 // of an UPDATE on the new row version) and leaves them. A job whose owner
-// records its end first is not running either.
+// records its end first is not running either. That recheck sees only the
+// UPDATE's own WHERE, not the snapshot the CTEs read, so the UPDATE also
+// requires the attempt the CTEs saw (attempted_at): a job given back by
+// another rescuer and fetched again meanwhile, by a live instance or by
+// this one restarted, runs a new attempt and is left to it.
 const rescueSQL = `
 WITH dead AS (
     SELECT id FROM tenantmigrate.instances
     WHERE stopped_at IS NOT NULL OR heartbeat_at + timeout < now()
 ),
 stuck AS (
-    SELECT j.id, d.id AS instance
+    SELECT j.id, d.id AS instance, j.attempted_at
     FROM tenantmigrate.river_job j
     JOIN dead d ON d.id = j.attempted_by[cardinality(j.attempted_by)]
     WHERE j.state = 'running'
   UNION ALL
-    SELECT j.id, coalesce(j.attempted_by[cardinality(j.attempted_by)], '')
+    SELECT j.id, coalesce(j.attempted_by[cardinality(j.attempted_by)], ''), j.attempted_at
     FROM tenantmigrate.river_job j
     WHERE j.state = 'running' AND $1::bigint > 0 AND j.attempted_at < now() - $1::bigint * interval '1 microsecond'
       AND NOT EXISTS (SELECT 1 FROM tenantmigrate.instances i WHERE i.id = j.attempted_by[cardinality(j.attempted_by)])
 ),
 decided AS (
-    SELECT s.id, s.instance,
+    SELECT s.id, s.instance, s.attempted_at,
            coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) + 1 AS rescues,
            coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) < $2 AS free,
            coalesce((j.metadata->>'` + RescuesKey + `')::int, 0) >= $2 AND j.attempt >= j.max_attempts AS discard
@@ -79,7 +83,7 @@ UPDATE tenantmigrate.river_job j SET
         'error', format('instance %s died while running the job (rescue %s)', d.instance, d.rescues))) END,
     metadata = j.metadata || jsonb_build_object('` + RescuesKey + `', d.rescues, 'tenantmigrate_rescued_from', d.instance)
 FROM decided d
-WHERE j.id = d.id AND j.state = 'running'
+WHERE j.id = d.id AND j.state = 'running' AND j.attempted_at IS NOT DISTINCT FROM d.attempted_at
 RETURNING j.id, j.kind, coalesce(j.args->>'tenant_id', ''), d.instance, d.rescues, d.discard`
 
 // pruneSQL deletes the rows of dead instances that no running job names, so
