@@ -129,3 +129,77 @@ func TestStopDeadlineInterruptsInlineMigration(t *testing.T) {
 	require.Equal(t, int64(2), v)
 	fleettest.RequireAppliedOnce(t, []fleettest.SchemaTenant{f.tenant}, 1, 2)
 }
+
+// TestStopDeadlineAfterCommitStillRecords: Stop's deadline passes after
+// an inline run's migration committed but before its result was written to
+// the control plane (here: while Hooks.OnRun, which runs in that window,
+// is still busy). The migration is finished, so it must be recorded as usual
+// (RELIABILITY row 1: "they are recorded as usual"), as a failure is
+// (recordFailure writes "even when ctx has ended").
+func TestStopDeadlineAfterCommitStillRecords(t *testing.T) {
+	t.Parallel()
+	cp := pgtest.NewDatabase(t)
+	old := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: downMigrations(1, nil, nil)})
+	tenants := addSchemaTenants(t, old, "sdrec", 1, 1)
+	migrateAll(t, old, tenants)
+	id := tenants[0].ID
+
+	inHook := make(chan struct{}, 1)
+	o := startOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: downMigrations(2, nil, nil), Hooks: tenantmigrate.Hooks{
+		OnRun: func(ctx context.Context, e tenantmigrate.RunEvent) {
+			if e.TenantID == id && e.Err == nil {
+				inHook <- struct{}{}
+				<-ctx.Done() // busy until Stop's deadline cancels the run
+			}
+		},
+	}})
+	runErr := make(chan error, 1)
+	go func() {
+		_, err := o.MigrateTenant(context.Background(), id)
+		runErr <- err
+	}()
+	select {
+	case <-inHook:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run never reached its hook")
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_ = o.Stop(stopCtx)
+	err := <-runErr
+
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2) // committed
+	st, serr := o.TenantState(t.Context(), id)
+	require.NoError(t, serr)
+	require.Equal(t, int64(2), *st.MigrationsVersion,
+		"version 2 is committed in the tenant, the control plane keeps %d %s; MigrateTenant returned %v", *st.MigrationsVersion, st.MigrationsStatus, err)
+	require.NoError(t, err)
+}
+
+// TestAuditUndecryptableTenantCountsInRollout: a tenant of a rollout whose
+// URL no configured key decrypts is recorded FAILED_STALE by its run; the
+// rollout must learn of that result (RolloutHook.Done: "told the recorded
+// result of each run") so that its wave ends, instead of staying RUNNING.
+func TestAuditUndecryptableTenantCountsInRollout(t *testing.T) {
+	t.Parallel()
+	cp := pgtest.NewDatabase(t)
+	tenants := rolloutFleet(t, cp, "undec", 3)
+	// One more tenant at version 1, written under another key.
+	other := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV1(), EncryptionKey: "another-test-key-0123456789abcd"})
+	lost := addTenantAt(t, other, "undec-lost", tenants[0].URL, "undec_lost")
+	_, err := other.MigrateTenant(t.Context(), lost.ID)
+	require.NoError(t, err)
+
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2),
+		Rollout: tenantmigrate.RolloutConfig{Waves: "100%", HaltFailureRate: 0.5}})
+	res, err := o.MigrateTenants(t.Context(), tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
+	require.NoError(t, err)
+	st, err := o.TenantState(t.Context(), lost.ID)
+	require.NoError(t, err)
+	require.Equal(t, tenantmigrate.StatusFailedStale, st.MigrationsStatus, "the run recorded the undecryptable tenant failed")
+	require.NotNil(t, res.Rollout)
+	r, err := o.CurrentRollout(t.Context())
+	require.NoError(t, err)
+	require.NotNil(t, r)
+	require.Equal(t, tenantmigrate.RolloutCompleted, r.State, "rollout %+v; batch result %+v", r, res)
+}

@@ -113,3 +113,109 @@ func TestRepointedTenantIsMigratedUnderEveryStrategy(t *testing.T) {
 		})
 	}
 }
+
+// TestUpSuccessDoesNotOverwriteConcurrentRollback: an up run (the
+// admin API's migrate now) has finished its migration at version 3 but not
+// yet recorded it when a rollback to 1 undoes versions 3 and 2 and records
+// 1. The up run's late RecordSuccess must not put COMPLETED at 3 on a tenant
+// whose goose_db_version now ends at 1.
+func TestUpSuccessDoesNotOverwriteConcurrentRollback(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	migs := downMigrations(3, nil, nil)
+
+	hold := make(chan struct{})
+	inHook := make(chan struct{}, 1)
+	armed := make(chan bool, 1)
+	armed <- false
+	up := startOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: migs, Hooks: tenantmigrate.Hooks{
+		OnRun: func(ctx context.Context, e tenantmigrate.RunEvent) {
+			a := <-armed
+			armed <- false // only the first armed run waits
+			if a && e.Trigger == tenantmigrate.TriggerAdmin && e.Direction == tenantmigrate.DirectionUp {
+				inHook <- struct{}{}
+				<-hold // between the migration and its RecordSuccess
+			}
+		},
+	}})
+	cli := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: migs})
+	tenants := addSchemaTenants(t, cli, "upvsdown", 1, 1)
+	migrateAll(t, cli, tenants)
+	id := tenants[0].ID
+
+	<-armed
+	armed <- true
+	upDone := make(chan error, 1)
+	go func() {
+		_, err := up.MigrateTenant(context.Background(), id)
+		upDone <- err
+	}()
+	select {
+	case <-inHook:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the up run never reached its hook")
+	}
+
+	res, err := cli.Rollback(ctx, tenantmigrate.RollbackSelection{To: 1, IDs: []string{id}}, tenantmigrate.RollbackOptions{})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Completed, "%+v", res)
+	fleettest.RequireAppliedOnce(t, tenants, 1)
+
+	// The up run's instance hears of the rollback's pin (a rerun aims at it).
+	waitFor(t, 10*time.Second, "the up instance to hear of the pin", func() bool { return up.Target() == 1 })
+	close(hold)
+	<-upDone // its error, if any, is not the point
+
+	st, err := cli.TenantState(ctx, id)
+	require.NoError(t, err)
+	fleettest.RequireAppliedOnce(t, tenants, 1)
+	require.Equal(t, int64(1), *st.MigrationsVersion,
+		"the control plane records version %d %s, the tenant's goose_db_version ends at 1", *st.MigrationsVersion, st.MigrationsStatus)
+}
+
+// TestAuditStopDeadlineAfterCommitStillRecords: Stop's deadline passes after
+// an inline run's migration committed but before its result was written to
+// the control plane (here: while Hooks.OnRun, which runs in that window,
+// is still busy). The migration is finished, so it must be recorded as usual
+// (RELIABILITY row 1: "they are recorded as usual"), as a failure is
+// (recordFailure writes "even when ctx has ended").
+func TestAuditStopDeadlineAfterCommitStillRecords(t *testing.T) {
+	t.Parallel()
+	cp := pgtest.NewDatabase(t)
+	old := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: downMigrations(1, nil, nil)})
+	tenants := addSchemaTenants(t, old, "sdrec", 1, 1)
+	migrateAll(t, old, tenants)
+	id := tenants[0].ID
+
+	inHook := make(chan struct{}, 1)
+	o := startOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: downMigrations(2, nil, nil), Hooks: tenantmigrate.Hooks{
+		OnRun: func(ctx context.Context, e tenantmigrate.RunEvent) {
+			if e.TenantID == id && e.Err == nil {
+				inHook <- struct{}{}
+				<-ctx.Done() // busy until Stop's deadline cancels the run
+			}
+		},
+	}})
+	runErr := make(chan error, 1)
+	go func() {
+		_, err := o.MigrateTenant(context.Background(), id)
+		runErr <- err
+	}()
+	select {
+	case <-inHook:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run never reached its hook")
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_ = o.Stop(stopCtx)
+	err := <-runErr
+
+	fleettest.RequireAppliedOnce(t, tenants, 1, 2) // committed
+	st, serr := o.TenantState(t.Context(), id)
+	require.NoError(t, serr)
+	require.Equal(t, int64(2), *st.MigrationsVersion,
+		"version 2 is committed in the tenant, the control plane keeps %d %s; MigrateTenant returned %v", *st.MigrationsVersion, st.MigrationsStatus, err)
+	require.NoError(t, err)
+}

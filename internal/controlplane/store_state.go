@@ -29,14 +29,19 @@ func (s *Store) GetState(ctx context.Context, id string) (TenantState, error) {
 
 // RecordSuccess records that tenant id is at version after a successful run
 // that started from origin: status COMPLETED, no last error. It writes only
-// while the tenant's TargetSeq is origin's: the version was read from that
-// target. It returns ErrTenantNotFound when there is no such tenant, and
-// ErrStaleResult when its target changed (nothing written).
+// while the tenant's target and state are still origin's: the version was
+// read from that target, and no other run (a rollback or a force that moved
+// the tenant's version table after this run released its lock) recorded a
+// result meanwhile. It returns ErrTenantNotFound when there is no such
+// tenant, and ErrStaleResult when it changed (nothing written).
 func (s *Store) RecordSuccess(ctx context.Context, id string, origin RunOrigin, version int64) error {
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE tenantmigrate.tenants
 		SET migrations_version = $2, migrations_status = 'COMPLETED', last_error = NULL, updated_at = now()
-		WHERE id = $1 AND target_seq = $3`, id, version, origin.TargetSeq)
+		WHERE id = $1 AND target_seq = $3
+			AND migrations_version IS NOT DISTINCT FROM $4::bigint
+			AND migrations_status IS NOT DISTINCT FROM NULLIF($5, '')`,
+		id, version, origin.TargetSeq, origin.Version, string(origin.Status))
 	if err != nil {
 		return fmt.Errorf("record success of tenant %s: %w", quoteShort(id), err)
 	}

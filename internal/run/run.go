@@ -372,8 +372,8 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			attrs = append(attrs, slog.Int("attempt", req.Attempt))
 		}
 		if err == nil {
-			if rerr := e.cfg.Store.RecordSuccess(ctx, req.TenantID, controlplane.OriginOf(t), res.Version); rerr != nil {
-				if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < MaxStaleReruns {
+			if rerr := e.recordSuccess(ctx, t, res.Version); rerr != nil {
+				if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < MaxStaleReruns && ctx.Err() == nil {
 					e.cfg.Logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
 					continue
 				}
@@ -648,6 +648,14 @@ func cmpOr[T comparable](v, def T) T {
 // (its source lacks the newer versions) nor record over the newer state.
 func (e *Executor) newerRelease(version *int64) bool {
 	return version != nil && *version > e.cfg.Latest
+}
+
+// recordSuccess records a successful run of t (as it was read before the
+// run) at version, even when ctx has ended: the migration committed.
+func (e *Executor) recordSuccess(ctx context.Context, t controlplane.Tenant, version int64) error {
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	return e.cfg.Store.RecordSuccess(ctx, t.ID, controlplane.OriginOf(t), version)
 }
 
 // recordFailure records a failed run of t (as it was read before the run),
