@@ -30,6 +30,9 @@ var (
 	// tenant's database name is taken on the provision server. That database
 	// is left as it is, and no tenant is registered.
 	ErrDatabaseExists = provisioning.ErrDatabaseExists
+	// ErrProvisionTargetPinned is wrapped by ProvisionTenant's error while
+	// the fleet target is pinned below the latest version.
+	ErrProvisionTargetPinned = controlplane.ErrTargetPinned
 )
 
 // newProvisioner sets up o.provisioner when Config.Provision.URL is set.
@@ -97,6 +100,13 @@ func (o *Orchestrator) ProvisionTenant(ctx context.Context, id string) (Tenant, 
 	if err != nil {
 		return Tenant{}, fmt.Errorf("provision tenant %s: %w", id, err)
 	}
+	// A clone holds the latest version: not while a pin (a rollback) keeps
+	// the fleet below it. Checked again in the registration's transaction.
+	if ft, err := o.store.FleetTarget(ctx); err != nil {
+		return Tenant{}, fmt.Errorf("provision tenant %s: %w", id, err)
+	} else if ft.Version != nil && *ft.Version < o.latest {
+		return Tenant{}, fmt.Errorf("provision tenant %s: %w: pinned at %d, a new tenant would be at %d", id, ErrProvisionTargetPinned, *ft.Version, o.latest)
+	}
 	switch _, err := o.store.GetState(ctx, id); {
 	case err == nil:
 		return Tenant{}, fmt.Errorf("provision tenant %s: %w", id, ErrTenantExists)
@@ -118,9 +128,13 @@ func (o *Orchestrator) ProvisionTenant(ctx context.Context, id string) (Tenant, 
 			return o.recordProvisionedRun(ctx, tx, id, o.latest, started)
 		})
 	if err != nil {
-		// The tenant is not registered: its database goes too.
+		if errors.Is(err, controlplane.ErrOutcomeUnknown) {
+			// The tenant may be registered: its database stays.
+			return Tenant{}, fmt.Errorf("provision tenant %s: %w; its database %s was kept: see whether the tenant is registered, and if not, drop the database", id, err, db.Name)
+		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
+		// The tenant is not registered: its database goes too.
 		if derr := o.provisioner.Drop(cctx, id, db.Name, db.Token); derr != nil {
 			return Tenant{}, fmt.Errorf("provision tenant %s: %w (and its new database %s could not be dropped: %v)", id, err, db.Name, derr)
 		}

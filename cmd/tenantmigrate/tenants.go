@@ -81,6 +81,9 @@ canaries).`,
 				if len(args) == 2 || schema != "" {
 					return usageErr("--provision creates the tenant's database: give no TENANT_DATABASE_URL and no --schema")
 				}
+				if len(labelArgs) > 0 {
+					return usageErr("--provision sets no labels: set them afterwards with tenants label")
+				}
 				return runTenantsProvision(cmd, g, args[0])
 			}
 			if len(args) != 2 {

@@ -54,6 +54,14 @@ var (
 	// recorded a result meanwhile. Nothing was written: the result describes
 	// a target or a moment that is gone.
 	ErrStaleResult = errors.New("tenant changed since the run began; result not recorded")
+	// ErrTargetPinned is wrapped by Store.CreateProvisioned's error while the
+	// fleet target is pinned below the version the new tenant would be
+	// recorded at. Nothing was written.
+	ErrTargetPinned = errors.New("the fleet target is pinned below the latest version, and a provisioned tenant would be above it: clear the target first (tenantmigrate target clear)")
+	// ErrOutcomeUnknown is wrapped by Store.CreateProvisioned's error when
+	// the registration's COMMIT got no reply and its outcome could not be
+	// learnt: the tenant may be registered.
+	ErrOutcomeUnknown = errors.New("whether the registration committed is unknown")
 
 	// ErrInvalid is wrapped by the errors of ValidateTenantID,
 	// ValidateSchemaName, ValidateDatabaseURL and of the Store methods that

@@ -401,7 +401,8 @@ func serviceErrorStatus(err error) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, provisioning.ErrNotConfigured):
 		return http.StatusBadRequest, "provisioning is not configured on this server: start it with a provision URL (PROVISION_URL)"
-	case errors.Is(err, provisioning.ErrNotProvisioned), errors.Is(err, provisioning.ErrDatabaseExists):
+	case errors.Is(err, provisioning.ErrNotProvisioned), errors.Is(err, provisioning.ErrDatabaseExists),
+		errors.Is(err, controlplane.ErrTargetPinned):
 		// Names the tenant and the database, never a URL.
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, provisioning.ErrInvalid):

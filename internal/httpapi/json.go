@@ -153,6 +153,9 @@ func decodeCreate(body io.Reader, id string) (controlplane.Tenant, bool, error) 
 		if b.DatabaseURL != "" || b.Schema != "" {
 			return controlplane.Tenant{}, false, badRequest("provision creates the tenant's database: send it without databaseUrl and schema")
 		}
+		if len(b.Labels) > 0 {
+			return controlplane.Tenant{}, false, badRequest("provision sets no labels: send them afterwards with PATCH /admin/tenants/{id}")
+		}
 		return controlplane.Tenant{ID: id}, true, nil
 	}
 	if b.DatabaseURL == "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Database is a tenant database Create made.
@@ -39,7 +40,13 @@ func (p *Provisioner) Create(ctx context.Context, id string) (Database, error) {
 	if err != nil {
 		return Database{}, err
 	}
-	db := Database{Name: name, URL: url, Token: newToken()}
+	server, err := p.serverID(ctx)
+	if err != nil {
+		return Database{}, fmt.Errorf("create database %s for tenant %s: %w", name, id, p.redact(err))
+	}
+	// The token names the server, so that Drop on another one does not take
+	// the database for gone.
+	db := Database{Name: name, URL: url, Token: server + "-" + newToken()}
 	// A template dropped between EnsureTemplate and the clone (by hand, or
 	// by DropTemplate) is built again, once.
 	for attempt := 1; ; attempt++ {
@@ -48,9 +55,18 @@ func (p *Provisioner) Create(ctx context.Context, id string) (Database, error) {
 			return Database{}, err
 		}
 		db.TemplateBuilt = db.TemplateBuilt || built
-		err = p.clone(ctx, name)
+		err = p.withNameLock(ctx, name, func(conn *pgxpool.Conn) error {
+			if err := p.clone(ctx, conn, name); err != nil {
+				return err
+			}
+			return p.mark(ctx, conn, id, name, db.Token)
+		})
 		if err == nil {
 			break
+		}
+		var me markError
+		if errors.As(err, &me) {
+			return Database{}, fmt.Errorf("mark database %s of tenant %s: %w", name, id, p.redact(me.err))
 		}
 		if isCode(err, "3D000") && attempt < 2 { // invalid_catalog_name: no template
 			continue
@@ -60,29 +76,66 @@ func (p *Provisioner) Create(ctx context.Context, id string) (Database, error) {
 		}
 		return Database{}, fmt.Errorf("create database %s for tenant %s: %w", name, id, p.redact(err))
 	}
+	return db, nil
+}
+
+// clone runs the CREATE DATABASE of a tenant on conn.
+func (p *Provisioner) clone(ctx context.Context, conn *pgxpool.Conn, name string) error {
+	_, err := conn.Exec(ctx, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(p.template)+" STRATEGY "+p.cfg.Strategy)
+	return err
+}
+
+// markError is a failure of mark, after the clone.
+type markError struct{ err error }
+
+func (e markError) Error() string { return e.err.Error() }
+
+// mark puts the comment of tenant id's token on its new database name, and
+// drops the database when that fails.
+func (p *Provisioner) mark(ctx context.Context, conn *pgxpool.Conn, id, name, token string) error {
 	// The mark's commit need not wait for its WAL flush (one fsync less per
 	// provision): a crash that loses it leaves a database Drop refuses to
 	// drop, the safe side. The database itself is durable, as is the
 	// tenant's registration, a later commit.
-	if err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "COMMENT ON DATABASE "+ident(name)+" IS "+literal(comment(id, db.Token)))
+		_, err := tx.Exec(ctx, "COMMENT ON DATABASE "+ident(name)+" IS "+literal(comment(id, token)))
 		return err
 	}); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		_, _ = p.pool.Exec(cctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)")
-		return Database{}, fmt.Errorf("mark database %s of tenant %s: %w", name, id, p.redact(err))
+		return markError{err}
 	}
-	return db, nil
+	return nil
 }
 
-// clone runs the CREATE DATABASE of a tenant.
-func (p *Provisioner) clone(ctx context.Context, name string) error {
-	_, err := p.pool.Exec(ctx, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(p.template)+" STRATEGY "+p.cfg.Strategy)
-	return err
+// nameLockClass is the first key of the session advisory lock (two-int4
+// form, in the provision URL's database) that Create holds over a clone and
+// its mark and Drop over its check of the mark and the DROP DATABASE: a
+// Drop never drops, by name, a database created after its check.
+const nameLockClass int32 = 0x746d_7064 // "tmpd"
+
+// withNameLock runs f on a connection holding the lock of database name.
+func (p *Provisioner) withNameLock(ctx context.Context, name string, f func(conn *pgxpool.Conn) error) error {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1, hashtext($2))", nameLockClass, name); err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+		conn.Release()
+	}()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, hashtext($2))", nameLockClass, name); err != nil {
+		return err
+	}
+	return f(conn)
 }
 
 // Drop drops database name of tenant id if it is the one Create made with
@@ -91,22 +144,42 @@ func (p *Provisioner) clone(ctx context.Context, name string) error {
 // half-way can be repeated. A database of that name that Create did not make
 // for this token is left alone: the error wraps ErrNotProvisioned.
 func (p *Provisioner) Drop(ctx context.Context, id, name, token string) error {
-	var got *string
-	err := p.pool.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&got)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if server, _, ok := strings.Cut(token, "-"); ok {
+		here, err := p.serverID(ctx)
+		if err != nil {
+			return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
+		}
+		if server != here {
+			return fmt.Errorf("drop database %s of tenant %s: %w: it was created on another server than the provision server (was the provision URL changed?); nothing was dropped",
+				name, id, ErrNotProvisioned)
+		}
+	}
+	return p.withNameLock(ctx, name, func(conn *pgxpool.Conn) error {
+		var got *string
+		err := conn.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&got)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
+		}
+		if got == nil || *got != comment(id, token) {
+			return fmt.Errorf("drop database %s of tenant %s: %w: its comment is not the one tenantmigrate set when it created it (another database of that name?); it was left alone",
+				name, id, ErrNotProvisioned)
+		}
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
+		}
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
-	}
-	if got == nil || *got != comment(id, token) {
-		return fmt.Errorf("drop database %s of tenant %s: %w: its comment is not the one tenantmigrate set when it created it (another database of that name?); it was left alone",
-			name, id, ErrNotProvisioned)
-	}
-	if _, err := p.pool.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)"); err != nil {
-		return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
-	}
-	return nil
+	})
+}
+
+// serverID returns the provision server's system identifier, which its
+// physical replicas share.
+func (p *Provisioner) serverID(ctx context.Context) (string, error) {
+	var id string
+	err := p.pool.QueryRow(ctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&id)
+	return id, err
 }
 
 // comment is the comment Create puts on a tenant's database.

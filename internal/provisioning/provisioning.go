@@ -268,6 +268,12 @@ func withDatabase(connString, database string) (string, error) {
 			return "", errors.New("provision URL is not a valid URL")
 		}
 		u.Path, u.RawPath = "/"+database, ""
+		// A dbname (or database) query parameter overrides the path.
+		if q := u.Query(); q.Has("dbname") || q.Has("database") {
+			q.Del("dbname")
+			q.Del("database")
+			u.RawQuery = q.Encode()
+		}
 		return u.String(), nil
 	}
 	// Keyword/value: a later keyword overrides an earlier one.
