@@ -210,7 +210,8 @@ func (o *Orchestrator) runBackground(fn func(ctx context.Context)) bool {
 
 // cancelledByShutdown reports whether ctx, a migration run's, ended because a
 // Stop reached its deadline: the run is interrupted, not failed, and nothing
-// is recorded for it.
+// is recorded for it (but for a Down, which may have undone versions already:
+// see run.Executor.Run).
 func cancelledByShutdown(ctx context.Context) bool {
 	cause := context.Cause(ctx)
 	return ctx.Err() != nil && (errors.Is(cause, errShutdown) || errors.Is(cause, queue.ErrShutdown))

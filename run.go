@@ -107,6 +107,7 @@ func (o *Orchestrator) newExecutor() *run.Executor {
 		Store:           o.store,
 		Latest:          o.latest,
 		Target:          o.Target,
+		StoredTarget:    o.storedTarget,
 		RecordChecksums: o.recordChecksums,
 		UpToDate:        o.cache.addIf,
 		Interrupted:     cancelledByShutdown,

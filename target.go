@@ -108,6 +108,17 @@ func (o *Orchestrator) checkTarget(version int64) error {
 	return nil
 }
 
+// storedTarget reads the fleet target from the control plane, makes this
+// Orchestrator aim at it, and returns it (the executor's check under the
+// tenant's lock, run.Config.StoredTarget).
+func (o *Orchestrator) storedTarget(ctx context.Context) (int64, error) {
+	ft, err := o.FleetTarget(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return ft.Version, nil
+}
+
 // loadTarget reads the stored pin; a failure is logged and the previous
 // value kept.
 func (o *Orchestrator) loadTarget(ctx context.Context) {

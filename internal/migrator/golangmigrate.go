@@ -205,6 +205,11 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 	if len(pending) == 0 {
 		return res, nil
 	}
+	if t.CheckUpTo != nil {
+		if err := t.CheckUpTo(ctx); err != nil {
+			return res, err
+		}
+	}
 	if err := m.repairInvalidIndexes(ctx, conn, t.Schema, target); err != nil {
 		return res, err
 	}

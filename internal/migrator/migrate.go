@@ -90,7 +90,8 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	} else if table, _, err = resolveVersionTable(ctx, db.QueryRowContext, t.Schema, m.versionTable, goose.DefaultTablename); err != nil {
 		return res, err
 	}
-	p, err := m.newProvider(db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target))
+	afterLock := withUpToCheck(t, m.invalidIndexCheck(t.Schema, table, target))
+	p, err := m.newProvider(db, t.Schema, table, afterLock)
 	if err != nil {
 		return res, err
 	}
@@ -101,7 +102,7 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 	upFn := func(ctx context.Context) ([]*goose.MigrationResult, error) { return p.UpTo(ctx, upTo) }
 	if m.txMode == TransactionModeTenant {
 		upFn = func(ctx context.Context) ([]*goose.MigrationResult, error) {
-			return m.upTenant(ctx, p, db, t.Schema, table, m.invalidIndexCheck(t.Schema, table, target), target, upTo)
+			return m.upTenant(ctx, p, db, t.Schema, table, afterLock, target, upTo)
 		}
 	}
 	results, upErr := m.up(ctx, upFn, target)
@@ -143,6 +144,19 @@ func (m *Migrator) migrate(ctx context.Context, t Target, start time.Time) (res 
 		return res, nil
 	default:
 		return res, m.runError("up", upErr, partial)
+	}
+}
+
+// withUpToCheck runs t.CheckUpTo, when set, before check, under the tenant's lock.
+func withUpToCheck(t Target, check func(context.Context, *sql.Conn) error) func(context.Context, *sql.Conn) error {
+	if t.CheckUpTo == nil {
+		return check
+	}
+	return func(ctx context.Context, conn *sql.Conn) error {
+		if err := t.CheckUpTo(ctx); err != nil {
+			return err
+		}
+		return check(ctx, conn)
 	}
 }
 

@@ -12,6 +12,7 @@
 package migrator
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -258,6 +259,11 @@ type Target struct {
 	// UpTo, when positive, is the highest version Migrate applies: the fleet's pinned target
 	// (see down.go). Defaults to 0: every pending version.
 	UpTo int64
+
+	// CheckUpTo, when set, runs under the tenant's lock before Migrate applies anything: its
+	// error ends the run with nothing applied (the caller's cap, UpTo, read before the lock,
+	// may no longer hold: the fleet target was lowered meanwhile).
+	CheckUpTo func(ctx context.Context) error
 }
 
 // Result describes one Migrate run.

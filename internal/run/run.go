@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
@@ -88,6 +89,13 @@ type Config struct {
 	// Target is the version up runs aim at now: the fleet's pinned target,
 	// at most Latest, read at each run. Defaults to Latest.
 	Target func() int64
+	// StoredTarget, when set, reads the fleet target as the control plane
+	// stores it now (at most Latest). An up run reads it again under the
+	// tenant's lock, before it applies anything: when it is below the target
+	// the run read before the lock (a pin committed meanwhile, perhaps by a
+	// rollback that already undid the tenant), nothing is applied and the
+	// tenant is run again as it is now. Defaults to none.
+	StoredTarget func(ctx context.Context) (int64, error)
 	// ReadOnly, when not nil, refuses every run with this error (the root
 	// package's ErrReadOnly), before the tenant is read.
 	ReadOnly error
@@ -355,6 +363,11 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		started := time.Now()
 		res, err := e.migrate(ctx, req, t, target)
 		release()
+		if errors.Is(err, errTargetLowered) && rerun < MaxStaleReruns && ctx.Err() == nil {
+			e.cfg.Logger.Info("fleet target lowered before the run took the tenant's lock; nothing applied, running it again",
+				slog.String("tenant_id", req.TenantID), slog.String("trigger", req.Trigger))
+			continue
+		}
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err, Server: server}
 		unreachable := e.reportServer(ctx, server, err)
 		interrupted := err != nil && e.cfg.Interrupted(ctx)
@@ -381,6 +394,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 				return out, nil
 			}
 			e.cfg.Logger.Info("tenant migrated", append(attrs, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())...)
+			e.warnAbovePin(ctx, req, target, res)
 			if res.Version >= target {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
 			}
@@ -390,6 +404,15 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			return out, nil
 		}
 
+		if req.Direction == DirectionDown && (interrupted || (unreachable && req.HoldUnreachable)) {
+			// A Down that stopped may have undone versions before it did
+			// (committed, perhaps unreported): the tenant must not stay
+			// recorded at the version it had, which it may lack now. It is
+			// recorded FAILED at the version the run last saw, or at the one
+			// it had, and the rollback's next attempt (or an up run) moves it
+			// on from there.
+			_ = e.recordFailure(ctx, t, res, controlplane.StatusFailed, err)
+		}
 		if unreachable && req.HoldUnreachable && !interrupted {
 			// The server's failure, not the tenant's: no attempt, no state.
 			out.Held = fmt.Errorf("database server %s unreachable: %w", server, err)
@@ -631,8 +654,52 @@ func (e *Executor) migrate(ctx context.Context, req Request, t controlplane.Tena
 	if target < e.cfg.Latest {
 		mt.UpTo = target
 	}
+	if e.cfg.StoredTarget != nil {
+		mt.CheckUpTo = func(ctx context.Context) error {
+			stored, err := e.cfg.StoredTarget(ctx)
+			if err != nil {
+				// The control plane did not answer: the run goes on to the
+				// target it read, as before this check. Failing it would
+				// record a control-plane blip as the tenant's failure (and
+				// its connection error as the tenant server's); a pin set
+				// meanwhile also needs the control plane to undo the tenant.
+				e.cfg.Logger.WarnContext(ctx, "could not read the fleet target again under the tenant's lock; migrating to the target read before",
+					"tenant_id", req.TenantID, "version", target, "err", err)
+				return nil
+			}
+			if stored < target {
+				return fmt.Errorf("%w: from %d to %d", errTargetLowered, target, stored)
+			}
+			return nil
+		}
+	}
 	return e.cfg.Migrator.Migrate(ctx, mt)
 }
+
+// warnAbovePin logs an error when an up run that applied versions ended
+// above the fleet target as the control plane stores it now, which was
+// lowered while the run applied them (after its check under the tenant's
+// lock). A rollback that pinned that target selected its tenants by their
+// recorded versions, and this tenant's was still the one before the run: it
+// missed the tenant, which the operator must roll back again.
+func (e *Executor) warnAbovePin(ctx context.Context, req Request, target int64, res migrator.Result) {
+	if e.cfg.StoredTarget == nil || len(res.Applied) == 0 || req.Direction != "" && req.Direction != DirectionUp {
+		return
+	}
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	stored, err := e.cfg.StoredTarget(ctx)
+	if err != nil || stored >= res.Version || stored >= target {
+		return
+	}
+	e.cfg.Logger.ErrorContext(ctx, "tenant migrated above the fleet target, which was pinned while its migration ran: "+
+		"a rollback that selected tenants meanwhile missed it; roll it back again (tenantmigrate rollback --to "+strconv.FormatInt(stored, 10)+" --tenant "+req.TenantID+")",
+		"tenant_id", req.TenantID, "version", res.Version, "target", stored)
+}
+
+// errTargetLowered ends an up run, with nothing applied, whose target was
+// lowered after it was read (Config.StoredTarget).
+var errTargetLowered = errors.New("the fleet target was lowered since the run read it")
 
 func cmpOr[T comparable](v, def T) T {
 	var zero T
