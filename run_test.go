@@ -181,3 +181,37 @@ func TestFailureLoggedOnce(t *testing.T) {
 	require.Equal(t, int64(1), res.Failed)
 	require.Equal(t, 1, count(), "returned errors are not logged too:\n%s", logs.String())
 }
+
+// TestRunHookPanicRecovered: a panic in Hooks.OnRun during a request's
+// inline run (whose goroutine nothing above recovers: a panic there ended
+// the process) is logged, and the run's result is recorded as usual: the
+// request is served and the tenant is COMPLETED.
+func TestRunHookPanicRecovered(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	o := startOrchestrator(t, tenantmigrate.Config{
+		DatabaseURL: pgtest.NewDatabase(t),
+		Migrations:  fleetMigrations(),
+		Logger:      logs.logger(),
+		Hooks: tenantmigrate.Hooks{OnRun: func(context.Context, tenantmigrate.RunEvent) {
+			panic("hook bug")
+		}},
+	})
+	addTenantAt(t, o, "acme", pgtest.NewDatabase(t), "")
+
+	srv := httptest.NewServer(o.Middleware(http.NotFoundHandler()))
+	defer srv.Close()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+	require.NoError(t, err)
+	req.Host = "acme.local.dev"
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "served by the next handler")
+	st, err := o.TenantState(t.Context(), "acme")
+	require.NoError(t, err)
+	require.Equal(t, tenantmigrate.StatusCompleted, st.MigrationsStatus)
+	require.Equal(t, o.Latest(), *st.MigrationsVersion)
+	require.Contains(t, logs.String(), `"msg":"run hook panicked; the run's result is recorded as usual"`)
+	require.Contains(t, logs.String(), `"panic":"hook bug"`)
+}

@@ -282,7 +282,9 @@ type Hooks struct {
 	// every detail.
 	OnMigrationRun func(strategy Strategy, result string, d time.Duration)
 	// OnRun is called after every migration run of one tenant, whatever
-	// triggered it (see Trigger), before its result is recorded.
+	// triggered it (see Trigger), before its result is recorded. A panic in
+	// it, or in OnMigrationRun, is logged and recovered: the result is
+	// recorded as usual.
 	OnRun func(ctx context.Context, e RunEvent)
 }
 

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -112,8 +113,8 @@ type Config struct {
 	// nothing is recorded. Defaults to never.
 	Interrupted func(ctx context.Context) bool
 	// OnRun is called after every migration of a tenant (each Migrate call:
-	// a stale rerun is one more), on the running goroutine. Defaults to
-	// nothing.
+	// a stale rerun is one more), on the running goroutine; a panic in it is
+	// logged and recovered. Defaults to nothing.
 	OnRun func(ctx context.Context, e Event)
 	// Servers, when set, caps the runs per database server across every
 	// process and holds back the runs of a server that is DOWN; every
@@ -567,9 +568,23 @@ func (e *Executor) report(ctx context.Context, req Request, out Outcome, started
 		Interrupted: interrupted,
 	}
 	e.recordHistory(ctx, ev, databaseURL)
-	if e.cfg.OnRun != nil {
-		e.cfg.OnRun(ctx, ev)
+	e.onRun(ctx, ev)
+}
+
+// onRun calls Config.OnRun. A panic in it is logged and goes no further: the
+// run's result is still recorded, and a hook's bug does not end the process
+// (an inline run's goroutine has nothing above it that recovers).
+func (e *Executor) onRun(ctx context.Context, ev Event) {
+	if e.cfg.OnRun == nil {
+		return
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			e.cfg.Logger.ErrorContext(ctx, "run hook panicked; the run's result is recorded as usual",
+				"tenant_id", ev.TenantID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	e.cfg.OnRun(ctx, ev)
 }
 
 // recordHistory writes the history row of ev, a run on the tenant database
