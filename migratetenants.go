@@ -541,8 +541,9 @@ func (o *Orchestrator) batchAttempt(ctx context.Context, s selected, attempt int
 		SkipAtLatest: !s.explicit,
 		FailStatus: func(err error) controlplane.Status {
 			// A rollout's tenant fails in it for good (FAILED_STALE) after
-			// its last attempt, as a queued job's does.
-			if s.rollout && (last || !migrator.IsRetryable(err)) {
+			// its last attempt, as a queued job's does; never for its
+			// server stopping or starting (servers.IsShutdown).
+			if s.rollout && !servers.IsShutdown(err) && (last || !migrator.IsRetryable(err)) {
 				return controlplane.StatusFailedStale
 			}
 			return controlplane.StatusFailed

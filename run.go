@@ -10,6 +10,7 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
 	"github.com/tenantmigrate/tenantmigrate/internal/migrator"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
+	"github.com/tenantmigrate/tenantmigrate/internal/servers"
 )
 
 // This file connects every trigger of a tenant run to the one executor,
@@ -185,6 +186,13 @@ func (r *jobRunner) RunTenant(ctx context.Context, tenantID string, attempt, max
 		// without an attempt (a snooze): never FAILED_STALE for it.
 		HoldUnreachable: true,
 		FailStatus: func(err error) controlplane.Status {
+			if servers.IsShutdown(err) {
+				// A migration its server cut off as it stopped (or that
+				// found it starting) failed for the server, not the tenant:
+				// FAILED, so that the scans run it again, never
+				// FAILED_STALE.
+				return controlplane.StatusFailed
+			}
 			interrupted := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 			if attempt >= maxAttempts || (!interrupted && !migrator.IsRetryable(err)) {
 				return controlplane.StatusFailedStale

@@ -118,10 +118,34 @@ func listenConnect(ctx context.Context, connConfig *pgx.ConnConfig) (*pgx.Conn, 
 	return conn, nil
 }
 
-// receive delivers notifications until the connection fails or ctx is done.
+// listenIdleCheck is how long the listener waits for a notification before
+// it checks that its session still answers, and listenCheckTimeout how long
+// that check may take: a session lost without its connection closing (a
+// path that froze, a host that vanished) shows no error until the kernel's
+// keepalive gives up, tens of minutes later, and its changes go unheard.
+const (
+	listenIdleCheck    = 10 * time.Second
+	listenCheckTimeout = 5 * time.Second
+)
+
+// receive delivers notifications until the connection fails, stops
+// answering, or ctx is done.
 func receive(ctx context.Context, conn *pgx.Conn, onChange func(string), onReset func()) {
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, listenIdleCheck)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil && !conn.IsClosed() {
+			// Quiet: does the session still answer? Notifications that
+			// arrive during the check are kept for the next wait.
+			pctx, cancel := context.WithTimeout(ctx, listenCheckTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				continue
+			}
+			return
+		}
 		if err != nil {
 			return
 		}

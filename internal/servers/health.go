@@ -20,6 +20,16 @@ const (
 	stateDown state = "DOWN"
 )
 
+// IsShutdown reports whether err is PostgreSQL telling that the server is
+// stopping (57P01 admin_shutdown, which ends a migration a fast shutdown
+// or restart cuts off) or starting (57P03 cannot_connect_now): a failure of
+// the server, not of the tenant or its migration. A lost connection is not
+// one: it may be the migration crashing the server.
+func IsShutdown(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "57P01" || pgErr.Code == "57P03")
+}
+
 // IsConnectionError reports whether err, of a run or a probe, says that the
 // server could not be reached or dropped the connection: refused, timed out
 // or not resolved while connecting, a connection lost (EOF, reset), or the
@@ -41,7 +51,14 @@ func IsConnectionError(err error) bool {
 	}
 	var connectErr *pgconn.ConnectError
 	if errors.As(err, &connectErr) {
-		return true // dial, TLS or timeout while connecting: the server answered no message
+		// Dial, timeout, or the connection closed while connecting: the
+		// server answered no message. A TLS or authentication setting the
+		// server refuses (sslmode=require to a server without TLS, a
+		// certificate that does not verify) is the tenant's configuration,
+		// not an outage of its server.
+		var netErr net.Error
+		return errors.As(err, &netErr) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return false // a run's own deadline, after it connected
@@ -103,17 +120,22 @@ func (m *Manager) ReportFailure(ctx context.Context, server string, cause error)
 	if failures < m.cfg.FailureThreshold {
 		return false, nil
 	}
+	// Only while the count still stands: a run that reached the server since
+	// (ReportReachable) cleared it, and the server stays UP.
 	tag, err := m.cfg.Pool.Exec(ctx, `
 		UPDATE tenantmigrate.servers SET state = 'DOWN', since = now(), probed_at = now(), updated_at = now()
-		WHERE server = $1 AND state = 'UP'`, server)
+		WHERE server = $1 AND state = 'UP' AND failures >= $2`, server, m.cfg.FailureThreshold)
 	if err != nil {
 		return false, fmt.Errorf("mark server %s down: %w", server, err)
 	}
 	if tag.RowsAffected() == 1 {
 		m.cfg.Logger.Warn("database server down: its tenants wait until it answers",
 			"server", server, "failures", failures, "err", Summary(cause))
+		return true, nil
 	}
-	return true, nil
+	// Marked DOWN by another process meanwhile, or UP again.
+	d, err := m.IsDown(ctx, server)
+	return d != nil, err
 }
 
 // ReportReachable records that server answered: it clears its failures and,

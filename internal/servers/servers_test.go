@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -43,12 +44,38 @@ func TestOf(t *testing.T) {
 func TestIsConnectionError(t *testing.T) {
 	t.Parallel()
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	// Real connect errors: a closed port, and TLS asked of a server that
+	// refuses it (the server answered: the tenant's configuration).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closedPort := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	_, dialErr := pgconn.Connect(t.Context(), "postgres://u@"+closedPort+"/x?sslmode=disable&connect_timeout=5")
+	require.Error(t, dialErr)
+	noTLS, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer noTLS.Close()
+	go func() {
+		for {
+			c, err := noTLS.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 8)
+			_, _ = io.ReadFull(c, buf) // the SSLRequest
+			_, _ = c.Write([]byte("N"))
+			_ = c.Close()
+		}
+	}()
+	_, tlsErr := pgconn.Connect(t.Context(), "postgres://u@"+noTLS.Addr().String()+"/x?sslmode=require&connect_timeout=5")
+	require.ErrorContains(t, tlsErr, "server refused TLS connection")
 	for _, c := range []struct {
 		name string
 		err  error
 		want bool
 	}{
-		{"refused", fmt.Errorf("migrate: %w", &pgconn.ConnectError{Config: nil}), true},
+		{"refused", fmt.Errorf("migrate: %w", dialErr), true},
+		{"TLS refused", fmt.Errorf("migrate: %w", tlsErr), false},
 		{"net", refused, true},
 		{"57P03", &pgconn.PgError{Code: "57P03", Message: "the database system is starting up"}, true},
 		{"57P01", &pgconn.PgError{Code: "57P01"}, true},
