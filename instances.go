@@ -83,7 +83,8 @@ func (o *Orchestrator) releaseHeartbeatAfterFailedStart(ctx context.Context) {
 
 // recordDiscarded records FAILED_STALE for the tenants of migrate_tenant
 // jobs the rescue discarded: the instances that ran them kept dying, and the
-// jobs had no attempt left. Without it the tenant would keep the state of
+// jobs had no attempt left. A tenant COMPLETED at the target meanwhile is
+// left as it is. Without it the tenant would keep the state of
 // its last finished run, and the next fleet scan would hand the migration to
 // an instance again.
 func (o *Orchestrator) recordDiscarded(ctx context.Context, jobs []instances.Rescued) {
@@ -92,6 +93,11 @@ func (o *Orchestrator) recordDiscarded(ctx context.Context, jobs []instances.Res
 			continue
 		}
 		t, err := o.store.Get(ctx, j.TenantID)
+		if err == nil && o.exec.AtTarget(t) {
+			// Completed meanwhile (a migrate --all took it over): the
+			// discarded job no longer matters, and its tenant is fine.
+			continue
+		}
 		if err == nil {
 			err = o.store.RecordFailure(ctx, j.TenantID, controlplane.OriginOf(t), nil, controlplane.StatusFailedStale,
 				fmt.Sprintf("the instances running its migration died %d times in a row (the last one %s); not retried", j.Rescues, j.Instance))

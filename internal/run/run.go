@@ -623,6 +623,12 @@ func (e *Executor) recordHistory(ctx context.Context, ev Event, databaseURL stri
 	}
 }
 
+// AtTarget reports whether t is recorded COMPLETED at the target up runs
+// aim at now (or above it).
+func (e *Executor) AtTarget(t controlplane.Tenant) bool {
+	return e.atTarget(t, min(e.cfg.Target(), e.cfg.Latest))
+}
+
 func (e *Executor) atTarget(t controlplane.Tenant, target int64) bool {
 	return t.MigrationsVersion != nil && *t.MigrationsVersion >= target && t.MigrationsStatus == controlplane.StatusCompleted
 }
