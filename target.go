@@ -112,6 +112,9 @@ func (o *Orchestrator) checkTarget(version int64) error {
 // Orchestrator aim at it, and returns it (the executor's check under the
 // tenant's lock, run.Config.StoredTarget).
 func (o *Orchestrator) storedTarget(ctx context.Context) (int64, error) {
+	// Bounded: the tenant's lock is held meanwhile.
+	ctx, cancel := context.WithTimeout(ctx, targetReadTimeout)
+	defer cancel()
 	ft, err := o.FleetTarget(ctx)
 	if err != nil {
 		return 0, err

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tenantmigrate/tenantmigrate"
@@ -209,4 +210,69 @@ func TestRollbackMissingInFlightTenantIsNamed(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), res.Completed, "%+v", res)
 	require.Equal(t, []int64{1}, fleettest.AppliedVersions(t, tenants[0].URL, tenants[0].Schema))
+}
+
+// TestLoweredTargetAfterConflictRetry: an up run from 1 to 3 applies
+// 2 and meets a catalog conflict on 3 ("tuple concurrently updated"), which
+// Migrate retries under a new lock. The fleet target is pinned at 1 before
+// the retry: the retry's CheckUpTo ends it with errTargetLowered. Before,
+// the executor took that for "nothing applied" and started over, dropping
+// the result of the 2 it applied. The control plane records what the tenant
+// holds (2), and the tenant above the pin is named in the error log.
+func TestLoweredTargetAfterConflictRetry(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	cp := pgtest.NewDatabase(t)
+	logs := &logBuffer{}
+	migs := fleettest.Migrations(
+		"-- +goose Up\nCREATE SEQUENCE s;\n",
+		"-- +goose Up\nCREATE TABLE t2 (id int);\n",
+		"-- +goose Up\nSELECT pg_advisory_xact_lock(424242);\n"+
+			"-- +goose StatementBegin\nDO $$ BEGIN IF nextval('s') = 1 THEN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = 'tuple concurrently updated'; END IF; END $$;\n-- +goose StatementEnd\n"+
+			"CREATE TABLE t3 (id int);\n",
+	)
+	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: migs, Logger: logs.logger()})
+	tenants := addSchemaTenants(t, o, "rc", 1, 1)
+	id := tenants[0].ID
+	_, err := o.SetTarget(ctx, 1)
+	require.NoError(t, err)
+	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{IDs: []string{id}}, tenantmigrate.MigrateOptions{})
+	require.NoError(t, err)
+	_, err = o.ClearTarget(ctx)
+	require.NoError(t, err)
+
+	holder, err := pgx.Connect(ctx, tenants[0].URL)
+	require.NoError(t, err)
+	defer holder.Close(context.Background())
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_lock(424242)")
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := o.MigrateTenant(context.WithoutCancel(ctx), id)
+		done <- err
+	}()
+	waitFor(t, 30*time.Second, "version 3 to wait for the test's lock", func() bool {
+		var n int
+		require.NoError(t, holder.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(424242)%'`).Scan(&n))
+		return n > 0
+	})
+	require.Equal(t, []int64{1, 2}, fleettest.AppliedVersions(t, tenants[0].URL, tenants[0].Schema))
+	_, err = o.SetTarget(ctx, 1) // an operator's pin (or a rollback's), while 3 waits
+	require.NoError(t, err)
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_unlock(424242)")
+	require.NoError(t, err)
+	select {
+	case err := <-done:
+		t.Logf("up run returned %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the up run did not end")
+	}
+	applied := fleettest.AppliedVersions(t, tenants[0].URL, tenants[0].Schema)
+	st, err := o.TenantState(ctx, id)
+	require.NoError(t, err)
+	t.Logf("tenant holds %v; recorded %d %s", applied, *st.MigrationsVersion, st.MigrationsStatus)
+	require.Equal(t, applied[len(applied)-1], *st.MigrationsVersion, "the control plane does not record what the tenant holds")
+	require.Contains(t, logs.String(), "tenant migrated above the fleet target", "the tenant above the pin is not named")
 }

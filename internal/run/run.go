@@ -228,10 +228,11 @@ type Request struct {
 	// and records nothing. Defaults to none.
 	Limit func(ctx context.Context) (release func(), err error)
 	// HoldUnreachable: a run that fails because its server could not be
-	// reached (servers.IsConnectionError) records nothing and ends with
-	// Outcome.Held, so that the trigger runs it again later without using
-	// an attempt (a queued job, a batch). Without it such a failure is
-	// recorded like any other.
+	// reached (servers.IsConnectionError) records nothing (but for a Down,
+	// which may have undone versions already: FAILED at the version it last
+	// read) and ends with Outcome.Held, so that the trigger runs it again
+	// later without using an attempt (a queued job, a batch). Without it
+	// such a failure is recorded like any other.
 	HoldUnreachable bool
 	// RolloutID is the rollout the run counts toward, for the Event and the
 	// history; "" for none. Defaults to the one Config.Rollout admits the
@@ -296,7 +297,7 @@ type Outcome struct {
 	// the tenant).
 	Server string
 	// Held, when not nil, says the tenant's server held the run back and
-	// nothing was recorded: it wraps servers.ErrFull (no slot), is a
+	// nothing was recorded (see Request.HoldUnreachable for a Down): it wraps servers.ErrFull (no slot), is a
 	// *servers.DownError, or wraps the connection-level error of a run
 	// with Request.HoldUnreachable. The trigger runs the tenant again later.
 	Held error
@@ -364,10 +365,22 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		started := time.Now()
 		res, err := e.migrate(ctx, req, t, target)
 		release()
-		if errors.Is(err, errTargetLowered) && rerun < MaxStaleReruns && ctx.Err() == nil {
-			e.cfg.Logger.Info("fleet target lowered before the run took the tenant's lock; nothing applied, running it again",
-				slog.String("tenant_id", req.TenantID), slog.String("trigger", req.Trigger))
-			continue
+		if errors.Is(err, errTargetLowered) {
+			switch {
+			case len(res.Applied) > 0:
+				// The check of a later lock of this run (Migrate takes the
+				// lock again to retry a catalog conflict) found the target
+				// lowered: the run stopped there, and what it applied before
+				// stands, recorded as its success (and named: warnAbovePin).
+				err = nil
+			case rerun < MaxStaleReruns && ctx.Err() == nil:
+				e.cfg.Logger.Info("fleet target lowered before the run took the tenant's lock; nothing applied, running it again",
+					slog.String("tenant_id", req.TenantID), slog.String("trigger", req.Trigger))
+				continue
+			default:
+				// Lowered again and again: nothing ran, nothing failed.
+				return Outcome{From: t.MigrationsVersion, Version: versionOf(t), Server: server}, nil
+			}
 		}
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err, Server: server}
 		unreachable := e.reportServer(ctx, server, err)
@@ -387,9 +400,15 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		}
 		if err == nil {
 			if rerr := e.recordSuccess(ctx, t, res.Version); rerr != nil {
-				if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < MaxStaleReruns && ctx.Err() == nil {
-					e.cfg.Logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
-					continue
+				if errors.Is(rerr, controlplane.ErrStaleResult) {
+					if rerun < MaxStaleReruns && ctx.Err() == nil {
+						e.cfg.Logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
+						continue
+					}
+					// What another run recorded meanwhile stands: it came
+					// later than this run's read.
+					e.cfg.Logger.Info("tenant changed during its run; result not recorded", attrs...)
+					return out, nil
 				}
 				out.RecordErr = rerr
 				return out, nil
@@ -399,7 +418,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			if res.Version >= target {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
 			}
-			if inRollout {
+			if inRollout && res.Version >= target {
 				e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted, Duration: res.Duration})
 			}
 			return out, nil
