@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,15 +64,16 @@ func (m *Migrator) connConfig(t Target) (*pgx.ConnConfig, error) {
 		cfg.RuntimeParams = map[string]string{}
 	}
 	params := cfg.RuntimeParams
+	inOptions := optionsSettings(params["options"])
 	setDefault := func(key, value string) {
-		if _, ok := params[key]; !ok {
+		if _, ok := params[key]; !ok && !inOptions[key] {
 			params[key] = value
 		}
 	}
 	setDefault("application_name", defaultApplicationName)
 	setDefault("lock_timeout", m.lockTimeoutParam)
 	setDefault("statement_timeout", m.stmtTimeoutParam)
-	if _, ok := params["client_connection_check_interval"]; !ok {
+	if _, ok := params["client_connection_check_interval"]; !ok && !inOptions["client_connection_check_interval"] {
 		// Not a startup parameter: servers before PostgreSQL 14 would refuse the connection.
 		afterConnect := cfg.AfterConnect
 		cfg.AfterConnect = func(ctx context.Context, conn *pgconn.PgConn) error {
@@ -104,4 +106,55 @@ func setConnectionCheck(ctx context.Context, conn *pgconn.PgConn) error {
 		return fmt.Errorf("set client_connection_check_interval: %w", err)
 	}
 	return nil
+}
+
+// optionsSettings returns the names of the settings the URL's options parameter (libpq's
+// options, PGOPTIONS) gives with -c name=value, -cname=value or --name=value. PostgreSQL applies
+// the startup packet's own parameters after options, so a default sent as a parameter would
+// override the URL's setting.
+func optionsSettings(options string) map[string]bool {
+	if options == "" {
+		return nil
+	}
+	// Split on unescaped whitespace, as PostgreSQL's pg_split_opts does.
+	var args []string
+	var cur strings.Builder
+	escaped := false
+	for _, r := range options {
+		switch {
+		case escaped:
+			cur.WriteRune(r)
+			escaped = false
+		case r == '\\':
+			escaped = true
+		case r == ' ' || r == '\t' || r == '\n' || r == '\r':
+			if cur.Len() > 0 {
+				args = append(args, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		args = append(args, cur.String())
+	}
+	out := map[string]bool{}
+	add := func(setting string) {
+		if name, _, ok := strings.Cut(setting, "="); ok {
+			out[strings.ToLower(strings.ReplaceAll(name, "-", "_"))] = true
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "-c" && i+1 < len(args):
+			i++
+			add(args[i])
+		case strings.HasPrefix(a, "-c"):
+			add(a[2:])
+		case strings.HasPrefix(a, "--"):
+			add(a[2:])
+		}
+	}
+	return out
 }

@@ -181,6 +181,12 @@ func (m *Migrator) downGoose(ctx context.Context, t Target, to int64) (res Resul
 	if err := versionAfter(ctx, p, downErr, &res); err != nil {
 		return res, err
 	}
+	if res.Version < 0 && partial != nil {
+		// The target could not be read after the failure (it went away): the versions undone
+		// are gone, and the failed migration's Down rolled back with its transaction. -1 would
+		// leave the caller with the version the target had before the run, which it may lack.
+		res.Version = partial.Failed.Source.Version
+	}
 	if downErr == nil {
 		return res, nil
 	}

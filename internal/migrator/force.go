@@ -131,11 +131,13 @@ func (m *Migrator) ownLock(ctx context.Context, conn *sql.Conn, schema string) (
 	if schema != "" {
 		key = lockKey(schema)
 	}
-	var lockTimeout string
-	if err := conn.QueryRowContext(ctx, "SELECT current_setting('lock_timeout')").Scan(&lockTimeout); err != nil {
+	var lockTimeout, stmtTimeout string
+	if err := conn.QueryRowContext(ctx, "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')").Scan(&lockTimeout, &stmtTimeout); err != nil {
 		return nil, fmt.Errorf("acquire tenant migration lock: %w", err)
 	}
-	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false)", durationParam(m.lockWait)); err != nil {
+	// lock_timeout bounds the wait; statement_timeout must not cut it shorter (57014 is not
+	// retryable), so it is off while the lock is taken.
+	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', '0', false)", durationParam(m.lockWait)); err != nil {
 		return nil, fmt.Errorf("acquire tenant migration lock: %w", err)
 	}
 	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
@@ -150,7 +152,7 @@ func (m *Migrator) ownLock(ctx context.Context, conn *sql.Conn, schema string) (
 		defer cancel()
 		_, _ = conn.ExecContext(uctx, "SELECT pg_advisory_unlock($1)", key)
 	}
-	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false)", lockTimeout); err != nil {
+	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)", lockTimeout, stmtTimeout); err != nil {
 		unlock()
 		return nil, fmt.Errorf("acquire tenant migration lock: %w", err)
 	}

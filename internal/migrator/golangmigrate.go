@@ -253,8 +253,8 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 // tenantmigrate runs cannot deadlock; golang-migrate takes one lock only and waits holding none.
 // A wait that times out is an error wrapping ErrLockTimeout.
 func (m *Migrator) gmLock(ctx context.Context, conn *sql.Conn, schema string, table VersionTable) (func(), error) {
-	var database, lockTimeout string
-	if err := conn.QueryRowContext(ctx, "SELECT current_database(), current_setting('lock_timeout')").Scan(&database, &lockTimeout); err != nil {
+	var database, lockTimeout, stmtTimeout string
+	if err := conn.QueryRowContext(ctx, "SELECT current_database(), current_setting('lock_timeout'), current_setting('statement_timeout')").Scan(&database, &lockTimeout, &stmtTimeout); err != nil {
 		return nil, fmt.Errorf("acquire tenant migration lock: %w", err)
 	}
 	own := m.dbLockKey
@@ -273,7 +273,9 @@ func (m *Migrator) gmLock(ctx context.Context, conn *sql.Conn, schema string, ta
 		}
 		held = nil
 	}
-	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false)", durationParam(m.lockWait)); err != nil {
+	// lock_timeout bounds the wait; statement_timeout must not cut it shorter (57014 is not
+	// retryable), so it is off while the locks are taken.
+	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', '0', false)", durationParam(m.lockWait)); err != nil {
 		return nil, fmt.Errorf("acquire tenant migration lock: %w", err)
 	}
 	for _, k := range keys {
@@ -287,7 +289,7 @@ func (m *Migrator) gmLock(ctx context.Context, conn *sql.Conn, schema string, ta
 		}
 		held = append(held, k)
 	}
-	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false)", lockTimeout); err != nil {
+	if _, err := conn.ExecContext(ctx, "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)", lockTimeout, stmtTimeout); err != nil {
 		unlock()
 		return nil, fmt.Errorf("acquire tenant migration lock: %w", err)
 	}
