@@ -141,24 +141,19 @@ func (p *Provisioner) withNameLock(ctx context.Context, name string, f func(conn
 // Drop drops database name of tenant id if it is the one Create made with
 // token (its comment says so), ending its sessions (WITH (FORCE)). A
 // database that no longer exists is not an error, so a Drop that failed
-// half-way can be repeated. A database of that name that Create did not make
-// for this token is left alone: the error wraps ErrNotProvisioned.
+// half-way can be repeated; but when the token names another server than
+// the provision server's (the provision URL changed since), no database of
+// that name here says nothing of the one Create made, and the error wraps
+// ErrNotProvisioned. A database of that name that Create did not make for
+// this token is left alone: the error wraps ErrNotProvisioned. A database
+// that carries the token's comment is dropped wherever it now is (moved by
+// a dump and restore, which keep the comment).
 func (p *Provisioner) Drop(ctx context.Context, id, name, token string) error {
-	if server, _, ok := strings.Cut(token, "-"); ok {
-		here, err := p.serverID(ctx)
-		if err != nil {
-			return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
-		}
-		if server != here {
-			return fmt.Errorf("drop database %s of tenant %s: %w: it was created on another server than the provision server (was the provision URL changed?); nothing was dropped",
-				name, id, ErrNotProvisioned)
-		}
-	}
 	return p.withNameLock(ctx, name, func(conn *pgxpool.Conn) error {
 		var got *string
 		err := conn.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&got)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+			return p.goneHere(ctx, id, name, token)
 		}
 		if err != nil {
 			return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
@@ -172,6 +167,25 @@ func (p *Provisioner) Drop(ctx context.Context, id, name, token string) error {
 		}
 		return nil
 	})
+}
+
+// goneHere says whether a database of token that the provision server does
+// not have is gone (nil: the token names this server, or none, as tokens
+// from before servers were named do), or may be on another server.
+func (p *Provisioner) goneHere(ctx context.Context, id, name, token string) error {
+	server, _, ok := strings.Cut(token, "-")
+	if !ok {
+		return nil
+	}
+	here, err := p.serverID(ctx)
+	if err != nil {
+		return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
+	}
+	if server != here {
+		return fmt.Errorf("drop database %s of tenant %s: %w: it was created on another server than the provision server (was the provision URL changed?), and this one has no database of that name; nothing was dropped",
+			name, id, ErrNotProvisioned)
+	}
+	return nil
 }
 
 // serverID returns the provision server's system identifier, which its
