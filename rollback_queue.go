@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/riverqueue/river/rivertype"
 
@@ -83,6 +85,10 @@ func (o *Orchestrator) QueueRollback(ctx context.Context, sel RollbackSelection,
 // false when no job has that id (an unknown rollback, or one whose jobs
 // River removed a day after they finished).
 func (o *Orchestrator) RollbackProgress(ctx context.Context, id string) (st RollbackStatus, found bool, err error) {
+	if !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+		// No rollback has it (ids are hex), and PostgreSQL refuses it as text.
+		return RollbackStatus{}, false, nil
+	}
 	to, byState, err := o.queue.RollbackJobs(ctx, id)
 	if err != nil || to < 0 {
 		return RollbackStatus{}, false, err

@@ -184,8 +184,8 @@ func (o *Orchestrator) ListServers(ctx context.Context) ([]Server, error) {
 // override with nil. It returns an error wrapping ErrInvalidConfig for a
 // value out of range.
 func (o *Orchestrator) SetServerMaxConcurrent(ctx context.Context, server string, n *int) error {
-	if server == "" || len(server) > 255 {
-		return fmt.Errorf("%w: server name must have 1 to 255 characters", ErrInvalidConfig)
+	if server == "" || len(server) > 1024 {
+		return fmt.Errorf("%w: server name must have 1 to 1024 bytes", ErrInvalidConfig)
 	}
 	if n != nil && (*n < 1 || *n > MaxServerConcurrency) {
 		return fmt.Errorf("%w: maxConcurrent is %d: want 1 to %d", ErrInvalidConfig, *n, MaxServerConcurrency)

@@ -490,7 +490,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 		}
 		pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 		if err != nil {
-			return nil, fmt.Errorf("parse control-plane database URL: %w", redact.Error(err, cfg.DatabaseURL))
+			return nil, fmt.Errorf("%w: parse control-plane database URL: %w", ErrInvalidConfig, redact.Error(err, cfg.DatabaseURL))
 		}
 		if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
 			// Workers, River's own work and request-gate reads share the pool.

@@ -171,7 +171,7 @@ func (g *globalOpts) config(logger *slog.Logger) (tenantmigrate.Config, error) {
 	if cfg.Limits.TenantLockTimeout == 0 {
 		cfg.Limits.TenantLockTimeout = -1 // the flag's 0 means off; the Config's zero means default
 	}
-	if g.encryptionKey != "" && len(g.encryptionKey) < 16 {
+	if g.encryptionKey != "" && utf8.RuneCountInString(g.encryptionKey) < 16 {
 		return cfg, usageErr("--encryption-key (ENCRYPTION_KEY) must be at least 16 characters")
 	}
 	if len(g.previousKeys) > 0 && g.encryptionKey == "" {

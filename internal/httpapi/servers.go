@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
@@ -101,18 +102,23 @@ func (a *admin) mountServers(rt *router) {
 	}))
 }
 
-// validateServerName accepts what servers.Of produces: a lower-case name of
-// 1 to 255 printable characters without spaces.
+// maxServerNameBytes bounds a server name: a "server" label's value (255
+// characters, up to 1020 bytes) or a URL's host:port.
+const maxServerNameBytes = 1024
+
+// validateServerName accepts what servers.Of produces: a lower-case UTF-8
+// name of 1 to maxServerNameBytes bytes (a "server" label may hold spaces),
+// without control characters.
 func validateServerName(s string) error {
-	if s == "" || len(s) > 255 {
-		return badRequest("server must have 1 to 255 characters, e.g. db1.internal:5432")
+	if s == "" || len(s) > maxServerNameBytes || !utf8.ValidString(s) {
+		return badRequest("server must be 1 to %d bytes of UTF-8 text, e.g. db1.internal:5432", maxServerNameBytes)
 	}
 	if strings.ToLower(s) != s {
 		return badRequest("server must be lower-case, as GET /admin/servers lists it")
 	}
 	for _, r := range s {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return badRequest("server must not contain spaces or control characters")
+		if unicode.IsControl(r) {
+			return badRequest("server must not contain control characters")
 		}
 	}
 	return nil

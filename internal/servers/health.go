@@ -102,14 +102,27 @@ func (m *Manager) ReportFailure(ctx context.Context, server string, cause error)
 	var st state
 	var failures int
 	err = m.cfg.Pool.QueryRow(ctx, `
-		INSERT INTO tenantmigrate.servers AS s (server, failures, failures_since, last_error)
-		VALUES ($1, 1, now(), $2)
-		ON CONFLICT (server) DO UPDATE SET
-			failures = CASE WHEN s.failures_since > now() - make_interval(secs => $3) THEN s.failures + 1 ELSE 1 END,
-			failures_since = CASE WHEN s.failures_since > now() - make_interval(secs => $3) THEN s.failures_since ELSE now() END,
-			last_error = EXCLUDED.last_error,
-			updated_at = now()
-		RETURNING state, failures`,
+		WITH u AS (
+			UPDATE tenantmigrate.servers AS s SET
+				failures = CASE WHEN s.failures_since > now() - make_interval(secs => $3) THEN s.failures + 1 ELSE 1 END,
+				failures_since = CASE WHEN s.failures_since > now() - make_interval(secs => $3) THEN s.failures_since ELSE now() END,
+				last_error = $2,
+				updated_at = now()
+			WHERE s.server = $1
+			RETURNING state, failures
+		), i AS (
+			-- Inserted only when missing: an INSERT draws an id (of the
+			-- bounded servers_id_range) even when it ends in its ON CONFLICT.
+			INSERT INTO tenantmigrate.servers AS s (server, failures, failures_since, last_error)
+			SELECT $1, 1, now(), $2 WHERE NOT EXISTS (SELECT FROM u)
+			ON CONFLICT (server) DO UPDATE SET
+				failures = CASE WHEN s.failures_since > now() - make_interval(secs => $3) THEN s.failures + 1 ELSE 1 END,
+				failures_since = CASE WHEN s.failures_since > now() - make_interval(secs => $3) THEN s.failures_since ELSE now() END,
+				last_error = EXCLUDED.last_error,
+				updated_at = now()
+			RETURNING state, failures
+		)
+		SELECT state, failures FROM u UNION ALL SELECT state, failures FROM i`,
 		server, Summary(cause), m.cfg.FailureWindow.Seconds()).Scan(&st, &failures)
 	if err != nil {
 		return false, fmt.Errorf("record failure of server %s: %w", server, err)

@@ -69,7 +69,15 @@ func (m *Manager) SetMaxConcurrent(ctx context.Context, server string, n *int) e
 		return fmt.Errorf("max concurrent %d for server %s: want 1 to %d", *n, server, MaxConcurrentLimit)
 	}
 	if _, err := m.cfg.Pool.Exec(ctx, `
-		INSERT INTO tenantmigrate.servers (server, max_concurrent) VALUES ($1, $2)
+		WITH u AS (
+			UPDATE tenantmigrate.servers SET max_concurrent = $2, updated_at = now()
+			WHERE server = $1
+			RETURNING 1
+		)
+		-- Inserted only when missing: an INSERT draws an id (of the bounded
+		-- servers_id_range) even when it ends in its ON CONFLICT.
+		INSERT INTO tenantmigrate.servers (server, max_concurrent)
+		SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM u)
 		ON CONFLICT (server) DO UPDATE SET max_concurrent = EXCLUDED.max_concurrent, updated_at = now()`,
 		server, n); err != nil {
 		return fmt.Errorf("set max concurrent of server %s: %w", server, err)
