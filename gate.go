@@ -159,7 +159,16 @@ func (o *Orchestrator) ensureSlow(ctx context.Context, tenantID string) error {
 		return nil
 	}
 	if o.cfg.Strategy == StrategyProgressive {
-		o.collector.Add(tenantID)
+		if !o.collector.Add(tenantID) {
+			// Stop has flushed the collector: nothing would queue the
+			// tenant on the way out, so it is queued now.
+			ectx, cancel := cleanupCtx(ctx)
+			_, err := o.queue.Enqueue(ectx, []string{tenantID})
+			cancel()
+			if err != nil {
+				o.logger.Warn("queue tenant of a request served while stopping", "tenant_id", tenantID, "err", err)
+			}
+		}
 		o.decide(GateEnqueued)
 		return nil
 	}

@@ -3,6 +3,7 @@ package tenantmigrate
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,9 @@ const targetReadTimeout = 5 * time.Second
 
 // targetState is the Orchestrator's view of the stored pin.
 type targetState struct {
+	// mu serialises applyTarget's check of gen and its swap of pin: two
+	// reads applied at once must not let the older one's pin win.
+	mu  sync.Mutex
 	pin atomic.Int64 // the pinned version, -1 when none
 	gen atomic.Int64 // the stored generation last read
 }
@@ -142,7 +146,9 @@ func (o *Orchestrator) loadTarget(ctx context.Context) {
 // the target rose on a full_fleet instance that works the queue, queues a
 // fleet scan for it.
 func (o *Orchestrator) applyTarget(ctx context.Context, t controlplane.FleetTarget) {
+	o.target.mu.Lock()
 	if t.Generation < o.target.gen.Load() {
+		o.target.mu.Unlock()
 		return // an older read
 	}
 	o.target.gen.Store(t.Generation)
@@ -151,10 +157,12 @@ func (o *Orchestrator) applyTarget(ctx context.Context, t controlplane.FleetTarg
 	if t.Version != nil {
 		pin = *t.Version
 	}
-	if o.target.pin.Swap(pin) == pin {
+	changed := o.target.pin.Swap(pin) != pin
+	after := o.Target()
+	o.target.mu.Unlock()
+	if !changed {
 		return
 	}
-	after := o.Target()
 	o.cache.reset()
 	o.forgetRecordedAbove(after)
 	o.logger.Info("fleet target changed", "version", after, "pinned", t.Version != nil, "latest", o.latest)

@@ -315,6 +315,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 	if e.cfg.ReadOnly != nil {
 		return Outcome{}, e.cfg.ReadOnly
 	}
+	admitted := false // by the rollout to Latest, once per Run
 	for rerun := 0; ; rerun++ {
 		// 1. The tenant as it is now: its target, and the state the result
 		// must still match when it is recorded.
@@ -345,11 +346,14 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 2. Limits. A halted rollout to Latest refuses the run. Then a
 		// slot of the tenant's server, after the tenant is known and before
 		// its connection opens, released when the migration ends.
-		if inRollout && rerun == 0 {
+		if inRollout && !admitted {
+			// Once: a rerun after a stale result was admitted already, but
+			// one after the target rose to Latest (targetRaised) was not.
 			id, err := e.cfg.Rollout.Admit(ctx, req.TenantID)
 			if err != nil {
 				return Outcome{From: t.MigrationsVersion}, err
 			}
+			admitted = true
 			req.RolloutID = cmpOr(req.RolloutID, id)
 		}
 		server := servers.Of(t.DatabaseURL, t.Labels)
@@ -420,6 +424,12 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 			}
 			if inRollout && res.Version >= target {
 				e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted, Duration: res.Duration})
+			}
+			if rerun < MaxStaleReruns && ctx.Err() == nil && e.targetRaised(ctx, req, target, res.Version) {
+				// A scan or request for the raised target found this run's
+				// job (or flight) live and added none: this run goes on.
+				e.cfg.Logger.Info("fleet target raised during the run; running it again", attrs...)
+				continue
 			}
 			return out, nil
 		}
@@ -735,6 +745,19 @@ func (e *Executor) warnAbovePin(ctx context.Context, req Request, target int64, 
 	e.cfg.Logger.ErrorContext(ctx, "tenant migrated above the fleet target, which was pinned while its migration ran: "+
 		"a rollback that selected tenants meanwhile missed it; roll it back again (tenantmigrate rollback --to "+strconv.FormatInt(stored, 10)+" --tenant "+req.TenantID+")",
 		"tenant_id", req.TenantID, "version", res.Version, "target", stored)
+}
+
+// targetRaised reports whether the fleet target of an up run that aimed
+// below Latest was raised above the version it reached while it ran.
+func (e *Executor) targetRaised(ctx context.Context, req Request, target, reached int64) bool {
+	if e.cfg.StoredTarget == nil || target >= e.cfg.Latest || reached >= e.cfg.Latest ||
+		req.Direction != "" && req.Direction != DirectionUp {
+		return false
+	}
+	ctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	stored, err := e.cfg.StoredTarget(ctx)
+	return err == nil && stored > target && stored > reached
 }
 
 // errTargetLowered ends an up run, with nothing applied, whose target was

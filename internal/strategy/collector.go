@@ -47,6 +47,9 @@ type Collector struct {
 
 	mu      sync.Mutex
 	pending map[string]struct{}
+	// closed is set by Stop before its last flush, and cleared by Start:
+	// from then on Add holds nothing, since no flush would queue it.
+	closed bool
 
 	full chan struct{} // a batch is ready; buffered, never blocks Add
 
@@ -81,9 +84,14 @@ func NewCollector(cfg CollectorConfig) *Collector {
 
 // Add records that tenantID should be queued. It never blocks on I/O: it
 // adds to an in-memory set (a tenant held already is not added twice) and, at
-// BatchSize tenants, wakes the flusher.
-func (c *Collector) Add(tenantID string) {
+// BatchSize tenants, wakes the flusher. It reports false, holding nothing,
+// once Stop has begun its last flush: the caller queues the tenant itself.
+func (c *Collector) Add(tenantID string) bool {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
 	c.pending[tenantID] = struct{}{}
 	n := len(c.pending)
 	c.mu.Unlock()
@@ -93,6 +101,7 @@ func (c *Collector) Add(tenantID string) {
 		default:
 		}
 	}
+	return true
 }
 
 // Len is how many tenants the collector holds.
@@ -112,6 +121,9 @@ func (c *Collector) Start(ctx context.Context) error {
 	if !shouldStart {
 		return nil
 	}
+	c.mu.Lock()
+	c.closed = false
+	c.mu.Unlock()
 	go func() {
 		started()
 		defer stopped()
@@ -138,6 +150,11 @@ func (c *Collector) Stop(ctx context.Context) error {
 			return fmt.Errorf("progressive collector: stop: %w", ctx.Err())
 		}
 	}
+	// Adds from now on are the callers' to queue: what is held now is all
+	// this flush, or a retried Stop's, has to queue.
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	if _, err := c.flush(ctx, 0); err != nil {
 		return fmt.Errorf("progressive collector: flush %d tenants on stop: %w", c.Len(), err)
 	}
