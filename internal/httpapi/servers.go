@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
@@ -107,8 +106,8 @@ func (a *admin) mountServers(rt *router) {
 const maxServerNameBytes = 1024
 
 // validateServerName accepts what servers.Of produces: a lower-case UTF-8
-// name of 1 to maxServerNameBytes bytes (a "server" label may hold spaces),
-// without control characters.
+// name of 1 to maxServerNameBytes bytes (a "server" label may hold spaces
+// and control characters), without NUL.
 func validateServerName(s string) error {
 	if s == "" || len(s) > maxServerNameBytes || !utf8.ValidString(s) {
 		return badRequest("server must be 1 to %d bytes of UTF-8 text, e.g. db1.internal:5432", maxServerNameBytes)
@@ -116,10 +115,10 @@ func validateServerName(s string) error {
 	if strings.ToLower(s) != s {
 		return badRequest("server must be lower-case, as GET /admin/servers lists it")
 	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return badRequest("server must not contain control characters")
-		}
+	if strings.IndexByte(s, 0) >= 0 {
+		// No listed server has one (PostgreSQL text cannot hold it); a
+		// "server" label may hold any other character, a tab included.
+		return badRequest("server must not contain NUL")
 	}
 	return nil
 }

@@ -106,7 +106,7 @@ func (p *Provisioner) mark(ctx context.Context, conn *pgxpool.Conn, id, name, to
 	}); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		_, _ = p.pool.Exec(cctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)")
+		_, _ = conn.Exec(cctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)") // the lock's connection, as in goneHere
 		return markError{err}
 	}
 	return nil
@@ -153,7 +153,7 @@ func (p *Provisioner) Drop(ctx context.Context, id, name, token string) error {
 		var got *string
 		err := conn.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&got)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return p.goneHere(ctx, id, name, token)
+			return p.goneHere(ctx, conn, id, name, token)
 		}
 		if err != nil {
 			return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
@@ -172,12 +172,15 @@ func (p *Provisioner) Drop(ctx context.Context, id, name, token string) error {
 // goneHere says whether a database of token that the provision server does
 // not have is gone (nil: the token names this server, or none, as tokens
 // from before servers were named do), or may be on another server.
-func (p *Provisioner) goneHere(ctx context.Context, id, name, token string) error {
+func (p *Provisioner) goneHere(ctx context.Context, conn *pgxpool.Conn, id, name, token string) error {
 	server, _, ok := strings.Cut(token, "-")
 	if !ok {
 		return nil
 	}
-	here, err := p.serverID(ctx)
+	// On the name lock's connection: another one from the pool could wait
+	// for connections that Drops like this one hold.
+	var here string
+	err := conn.QueryRow(ctx, serverIDQuery).Scan(&here)
 	if err != nil {
 		return fmt.Errorf("drop database %s of tenant %s: %w", name, id, p.redact(err))
 	}
@@ -192,9 +195,12 @@ func (p *Provisioner) goneHere(ctx context.Context, id, name, token string) erro
 // physical replicas share.
 func (p *Provisioner) serverID(ctx context.Context) (string, error) {
 	var id string
-	err := p.pool.QueryRow(ctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&id)
+	err := p.pool.QueryRow(ctx, serverIDQuery).Scan(&id)
 	return id, err
 }
+
+// serverIDQuery reads the server's system identifier.
+const serverIDQuery = `SELECT system_identifier::text FROM pg_control_system()`
 
 // comment is the comment Create puts on a tenant's database.
 func comment(id, token string) string {

@@ -290,8 +290,9 @@ type Outcome struct {
 	// Interrupted reports a run cancelled by a shutdown: nothing recorded.
 	Interrupted bool
 	// RecordErr is the error of recording the result, nil when it was
-	// recorded, dropped as stale after the last rerun, or when nothing was
-	// to be recorded (an interrupted run).
+	// recorded or when nothing was to be recorded (an interrupted run, a
+	// failure dropped as stale after the last rerun). A success still stale
+	// after the last rerun wraps controlplane.ErrStaleResult.
 	RecordErr error
 	// Server is the tenant's database server ("" when the run did not read
 	// the tenant).
@@ -382,8 +383,10 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 					slog.String("tenant_id", req.TenantID), slog.String("trigger", req.Trigger))
 				continue
 			default:
-				// Lowered again and again: nothing ran, nothing failed.
-				return Outcome{From: t.MigrationsVersion, Version: versionOf(t), Server: server}, nil
+				// Lowered again and again: nothing ran and nothing is
+				// recorded; the caller gets the error (a request is not
+				// served on it, a job goes again).
+				return Outcome{From: t.MigrationsVersion, Version: versionOf(t), Err: err, Server: server}, nil
 			}
 		}
 		out := Outcome{Ran: true, From: t.MigrationsVersion, Version: res.Version, Applied: res.Applied, Duration: res.Duration, Err: err, Server: server}
@@ -404,16 +407,14 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		}
 		if err == nil {
 			if rerr := e.recordSuccess(ctx, t, res.Version); rerr != nil {
-				if errors.Is(rerr, controlplane.ErrStaleResult) {
-					if rerun < MaxStaleReruns && ctx.Err() == nil {
-						e.cfg.Logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
-						continue
-					}
-					// What another run recorded meanwhile stands: it came
-					// later than this run's read.
-					e.cfg.Logger.Info("tenant changed during its run; result not recorded", attrs...)
-					return out, nil
+				if errors.Is(rerr, controlplane.ErrStaleResult) && rerun < MaxStaleReruns && ctx.Err() == nil {
+					e.cfg.Logger.Info("tenant changed during its run; result not recorded, running it again", attrs...)
+					continue
 				}
+				// Still stale after the last rerun: what another run recorded
+				// stands, and this success is not confirmed for the tenant as
+				// it is now, so the caller gets the error (a request is not
+				// served on it).
 				out.RecordErr = rerr
 				return out, nil
 			}
