@@ -416,6 +416,13 @@ type TenantVerification struct {
 	// not migrated either (a run would create a second table). Empty
 	// otherwise.
 	ConfiguredVersionTable string
+	// SchemaTenantVersionTables lists, for a database-per-tenant tenant, the
+	// version tables of schema-per-tenant tenants that its database holds
+	// (tenantmigrate marks each schema tenant's table as its own): the
+	// tenant is not migrated (it would take such a table for its own, or be
+	// given one beside it) and nothing else is compared; VersionTables then
+	// lists the database's other version tables, if any. Empty otherwise.
+	SchemaTenantVersionTables []string
 	// Dirty reports a golang-migrate tenant whose schema_migrations row is
 	// dirty at DirtyVersion: that migration failed or was interrupted, and
 	// the tenant is not migrated until the flag is cleared.
@@ -435,7 +442,7 @@ func (v TenantVerification) IsAhead() bool { return len(v.Ahead) > 0 }
 // VersionMismatch reports whether the control plane's version differs from
 // the tenant database's (a tenant never migrated counts as 0).
 func (v TenantVerification) VersionMismatch() bool {
-	if v.Err != nil || len(v.VersionTables) > 0 {
+	if v.Err != nil || len(v.VersionTables) > 0 || len(v.SchemaTenantVersionTables) > 0 {
 		return false
 	}
 	var cp int64
@@ -446,10 +453,16 @@ func (v TenantVerification) VersionMismatch() bool {
 }
 
 // Inconsistent reports a version mismatch, gaps, versions recorded twice,
-// more than one version table or a dirty golang-migrate tenant.
+// more than one version table, a database tenant on a database holding
+// schema tenants' version tables or a dirty golang-migrate tenant.
 func (v TenantVerification) Inconsistent() bool {
-	return v.VersionMismatch() || len(v.Gaps) > 0 || len(v.Duplicates) > 0 || len(v.VersionTables) > 0 || v.Dirty
+	return v.VersionMismatch() || len(v.Gaps) > 0 || len(v.Duplicates) > 0 || len(v.VersionTables) > 0 ||
+		len(v.SchemaTenantVersionTables) > 0 || v.Dirty
 }
+
+// maxNamedVersionTables is how many of SchemaTenantVersionTables Problems
+// names.
+const maxNamedVersionTables = 3
 
 // OK reports whether nothing is wrong with the tenant.
 func (v TenantVerification) OK() bool { return !v.Unreachable() && !v.IsAhead() && !v.Inconsistent() }
@@ -459,6 +472,19 @@ func (v TenantVerification) OK() bool { return !v.Unreachable() && !v.IsAhead() 
 func (v TenantVerification) Problems() []string {
 	if v.Err != nil {
 		return []string{"unreachable: " + v.Err.Error()}
+	}
+	if n := len(v.SchemaTenantVersionTables); n > 0 {
+		named := v.SchemaTenantVersionTables[:min(n, maxNamedVersionTables)]
+		tables := strings.Join(named, ", ")
+		if n > len(named) {
+			tables += fmt.Sprintf(" and %d more", n-len(named))
+		}
+		what := "its database's only version table is a schema tenant's, " + tables
+		if n > 1 || len(v.VersionTables) > 0 {
+			what = "its database holds the version tables of schema tenants, " + tables
+		}
+		return []string{"inconsistent: " + what + "; a database tenant would take such a table for its own " +
+			"(tenantmigrate applies nothing to it: register it with its own database or schema)"}
 	}
 	if v.ConfiguredVersionTable != "" {
 		return []string{"inconsistent: the configured version table " + v.ConfiguredVersionTable + " does not exist, but " +
@@ -516,6 +542,9 @@ func (o *Orchestrator) VerifyTenant(ctx context.Context, t Tenant) TenantVerific
 	if in.Conflict != nil {
 		for _, vt := range in.Conflict.Found {
 			v.VersionTables = append(v.VersionTables, vt.String())
+		}
+		for _, vt := range in.Conflict.SchemaTenants {
+			v.SchemaTenantVersionTables = append(v.SchemaTenantVersionTables, vt.String())
 		}
 		if c := in.Conflict.Configured; c != nil && !slices.Contains(in.Conflict.Found, *c) {
 			v.ConfiguredVersionTable = c.String()

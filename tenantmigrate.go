@@ -159,7 +159,10 @@ type Config struct {
 	// creates the schema search_path names first). A tenant whose database
 	// has two version tables, or none at the configured place but one
 	// elsewhere, is not migrated: its run fails with an error wrapping
-	// ErrVersionTableConflict that names the tables.
+	// ErrVersionTableConflict that names the tables. So is a
+	// database-per-tenant tenant whose database holds the version table of a
+	// schema-per-tenant tenant (each is marked as its tenant's by its comment),
+	// configured or not: it would take that table for its own.
 	VersionTable string
 
 	// AllowEnvsub lets New accept SQL migrations that turn on goose's
@@ -336,8 +339,10 @@ var (
 	// ErrVersionTableConflict is wrapped by the error of a tenant's run (in
 	// a *MigrationError) when its version table is ambiguous: more than one
 	// exists, or Config.VersionTable names one that does not while another
-	// does. Nothing was applied, and it is not retried: an operator keeps
-	// the right table and drops the other. See Config.VersionTable.
+	// does, or a database-per-tenant tenant's database holds a schema
+	// tenant's. Nothing was applied, and it is not retried: an operator keeps
+	// the right table and drops the other, or gives the tenant a database of
+	// its own. See Config.VersionTable.
 	ErrVersionTableConflict = migrator.ErrVersionTableConflict
 	// ErrNoMigrations is wrapped by the error New returns when neither
 	// Config.Migrations nor Config.GoMigrations holds a migration (and

@@ -315,6 +315,9 @@ type verifyTenantJSON struct {
 	// ConfiguredVersionTable is --version-table when it does not exist but
 	// VersionTables' one does.
 	ConfiguredVersionTable string `json:"configuredVersionTable,omitempty"`
+	// SchemaTenantVersionTables are the schema tenants' version tables in a
+	// database tenant's database, which refuse it.
+	SchemaTenantVersionTables []string `json:"schemaTenantVersionTables,omitempty"`
 	// DirtyVersion is the version a golang-migrate tenant is dirty at; null when clean.
 	DirtyVersion *int64   `json:"dirtyVersion"`
 	Error        string   `json:"error,omitempty"`
@@ -366,6 +369,7 @@ func (out *verifyOutput) tenant(v tenantmigrate.TenantVerification) error {
 		ConfiguredVersionTable: v.ConfiguredVersionTable,
 		Details:                v.Problems(),
 	}
+	j.SchemaTenantVersionTables = v.SchemaTenantVersionTables
 	if v.Dirty {
 		j.DirtyVersion = &v.DirtyVersion
 	}

@@ -56,8 +56,15 @@ func (m *Migrator) force(ctx context.Context, t Target, version int64) (Result, 
 			return res, err
 		}
 		defer unlock()
-		if err := createGMVersionTable(ctx, conn, table); err != nil {
+		// Under the lock: created only when missing, so that only a new table is marked.
+		exists, err := versionTableExists(ctx, conn.QueryRowContext, table)
+		if err != nil {
 			return res, err
+		}
+		if !exists {
+			if err := createGMVersionTable(ctx, conn, table, t.Schema); err != nil {
+				return res, err
+			}
 		}
 		v := version
 		if v == 0 {
@@ -79,7 +86,7 @@ func (m *Migrator) force(ctx context.Context, t Target, version int64) (Result, 
 		return res, err
 	}
 	defer unlock()
-	store, err := newTableStore(table)
+	store, err := newTableStore(table, t.Schema)
 	if err != nil {
 		return res, err
 	}

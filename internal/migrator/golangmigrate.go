@@ -21,8 +21,9 @@ import (
 //
 //   - The version table is golang-migrate's schema_migrations (version bigint not null primary
 //     key, dirty boolean not null): one row, the tenant's version. Where it lives is pinned as
-//     for goose's table (resolveVersionTable): in the tenant's schema for schema-per-tenant; in
-//     the one schema of the database that has it, else public, for database-per-tenant.
+//     for goose's table (resolveVersionTable): in the tenant's schema for schema-per-tenant,
+//     marked as the schema tenant's (schemaTenantMark); in the one schema of the database that
+//     has it, else public, for database-per-tenant, never a schema tenant's.
 //   - Each migration marks the tenant dirty at its version before it runs and clean after,
 //     each mark a TRUNCATE and an INSERT in one transaction, as SetVersion does. A failure or a
 //     crash in between leaves the tenant dirty, visible to both tools, and a dirty tenant is
@@ -128,10 +129,16 @@ func (m *Migrator) gmApplied(st gmState) []int64 {
 	return applied
 }
 
-// createGMVersionTable is golang-migrate's ensureVersionTable, schema-qualified.
-func createGMVersionTable(ctx context.Context, conn *sql.Conn, table VersionTable) error {
-	if _, err := conn.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+table.String()+
-		" (version bigint not null primary key, dirty boolean not null)"); err != nil {
+// createGMVersionTable is golang-migrate's ensureVersionTable, schema-qualified. For a schema
+// tenant (schema set) it also marks the table as the tenant's (see schemaTenantMark), in the
+// same query: without arguments, pgx sends it with the simple protocol, in one round trip, and
+// PostgreSQL runs its two statements in one implicit transaction.
+func createGMVersionTable(ctx context.Context, conn *sql.Conn, table VersionTable, schema string) error {
+	q := "CREATE TABLE IF NOT EXISTS " + table.String() + " (version bigint not null primary key, dirty boolean not null)"
+	if schema != "" {
+		q += ";\n" + markStatement(table, schema)
+	}
+	if _, err := conn.ExecContext(ctx, q); err != nil {
 		return fmt.Errorf("create version table %s: %w", table, err)
 	}
 	return nil
@@ -214,7 +221,7 @@ func (m *Migrator) migrateGolangMigrate(ctx context.Context, t Target, start tim
 		return res, err
 	}
 	if !exists {
-		if err := createGMVersionTable(ctx, conn, table); err != nil {
+		if err := createGMVersionTable(ctx, conn, table, t.Schema); err != nil {
 			return res, err
 		}
 	}

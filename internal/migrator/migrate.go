@@ -207,8 +207,9 @@ func (m *Migrator) runError(direction string, err error, partial *goose.PartialE
 }
 
 // openTarget opens a pool on target t for one run (openDB), first creating the schema of a schema
-// target when createSchema, and returns it with the log attributes that name the target: never
-// the URL, which may hold a password. The caller closes db.
+// target when createSchema (and marking its version table as the schema tenant's, see
+// ensureSchema), and returns it with the log attributes that name the target: never the URL,
+// which may hold a password. The caller closes db.
 func (m *Migrator) openTarget(ctx context.Context, t Target, createSchema bool) (db *sql.DB, target slog.Attr, err error) {
 	connCfg, err := m.connConfig(t)
 	if err != nil {
@@ -217,7 +218,11 @@ func (m *Migrator) openTarget(ctx context.Context, t Target, createSchema bool) 
 	target = slog.Group("target", slog.String("database", connCfg.Database), slog.String("schema", t.Schema))
 	db = m.openDB(connCfg)
 	if createSchema && t.Schema != "" {
-		if err := ensureSchema(ctx, db, t.Schema); err != nil {
+		name := goose.DefaultTablename
+		if m.format == FormatGolangMigrate {
+			name = GolangMigrateTable
+		}
+		if err := m.ensureSchema(ctx, db, schemaVersionTable(t.Schema, m.versionTable, name), target); err != nil {
 			_ = db.Close()
 			return nil, slog.Attr{}, err
 		}
@@ -258,7 +263,7 @@ func (m *Migrator) newProvider(db *sql.DB, schema string, table VersionTable, af
 	if err != nil {
 		return nil, err
 	}
-	store, err := newTableStore(table)
+	store, err := newTableStore(table, schema)
 	if err != nil {
 		return nil, err
 	}

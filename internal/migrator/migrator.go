@@ -76,7 +76,9 @@ type Config struct {
 	//
 	// Defaults to nil: the one table named goose_db_version found in any schema of the
 	// target's database, else public.goose_db_version, created by the first run. Never the
-	// schema search_path resolves to at run time (see resolveVersionTable).
+	// schema search_path resolves to at run time (see resolveVersionTable), and never a schema
+	// tenant's table (marked as such, see schemaTenantMark): a database target whose database
+	// holds one is refused, configured or not.
 	VersionTable *VersionTable
 
 	// AllowMissing applies migrations missing below a target's current version (out of
@@ -145,6 +147,9 @@ type Migrator struct {
 	// TransactionModeTenant sends one at a time, waiting for each, as goose does, instead of in
 	// a pipeline: one was refused there with a syntax error (see pipeline.go).
 	stepwise sync.Map
+	// unmarkable holds the schemas (string) of schema tenants whose version table this process
+	// could not mark as theirs for lack of privilege (see markVersionTable): not tried again.
+	unmarkable sync.Map
 
 	logger *slog.Logger
 }

@@ -208,7 +208,7 @@ func (m *Migrator) upTenant(ctx context.Context, p *goose.Provider, db *sql.DB, 
 		}
 	}()
 
-	store, err := newTableStore(table)
+	store, err := newTableStore(table, schema)
 	if err != nil {
 		return nil, err
 	}

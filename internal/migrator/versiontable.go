@@ -2,6 +2,7 @@ package migrator
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,17 @@ import (
 // next session's. goose then finds no table, creates a second one and applies every migration
 // again. So the migrator never lets search_path decide: every run, Pending, Applied and Inspect
 // resolve the table with resolveVersionTable and use its schema-qualified name.
+//
+// A database target adopts the one table of the version table's name found in any schema of
+// its database (a goose fleet may keep it outside public), so it must be able to tell a schema
+// tenant's table from its own: the two look alike. Every schema tenant's version table
+// therefore carries a mark, its comment (schemaTenantMark): set in the transaction that creates
+// the table, and on the first run (Migrate, Force) of a schema tenant whose table predates the
+// mark, checked by the query that already looks for the tenant's schema (ensureSchema), so no
+// run pays a round trip for it but that one. A database target whose database holds a marked
+// table is refused (VersionTableConflictError.SchemaTenants): it would have taken a schema
+// tenant's table for its own, been reported at that tenant's version without its tables, and
+// recorded its next versions there, which that tenant would then never get.
 
 // DefaultVersionTableSchema is the schema of a database-per-tenant target's version table when
 // the target has none yet and Config.VersionTable is not set.
@@ -30,10 +42,26 @@ const DefaultVersionTableSchema = "public"
 // ErrVersionTableConflict is wrapped by the *VersionTableConflictError that Migrate, Pending
 // and Applied return when the target's version table is ambiguous: more than one table with
 // the version table's name exists in the target database, or Config.VersionTable names a table
-// that does not exist while another one does. Nothing was applied: applying would record the
-// versions in a second table and run migrations again. It is not retryable; an operator has
-// to keep the right table and drop the other (see the error's text).
+// that does not exist while another one does, or (database-per-tenant) the database holds the
+// version table of a schema tenant. Nothing was applied: applying would record the versions in
+// a second table and run migrations again, or in another tenant's table. It is not retryable;
+// an operator has to keep the right table and drop the other, or give the tenant a database
+// of its own (see the error's text).
 var ErrVersionTableConflict = errors.New("ambiguous version table")
+
+// schemaTenantMarkPrefix begins the comment that marks a schema tenant's version table
+// (schemaTenantMark). A database target never takes a table with such a comment for its own.
+const schemaTenantMarkPrefix = "tenantmigrate: version table of schema tenant "
+
+// schemaTenantMark is the comment of schema tenant schema's version table.
+func schemaTenantMark(schema string) string { return schemaTenantMarkPrefix + schema }
+
+// markStatement returns the statement that marks table t as schema tenant schema's.
+// COMMENT takes no parameters: the text is a literal, its quotes and backslashes escaped.
+func markStatement(t VersionTable, schema string) string {
+	lit := strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(schemaTenantMark(schema))
+	return "COMMENT ON TABLE " + t.String() + " IS E'" + lit + "'"
+}
 
 // VersionTable is the schema-qualified name of a goose version table.
 type VersionTable struct {
@@ -70,9 +98,21 @@ type VersionTableConflictError struct {
 	Found []VersionTable
 	// Configured is the table Config.VersionTable names; nil when it is not set.
 	Configured *VersionTable
+	// SchemaTenants are the version tables of schema-per-tenant tenants (marked as such by
+	// tenantmigrate, see schemaTenantMark) in the database of a database-per-tenant target,
+	// by schema; Found then holds the database's other tables of that name. A database
+	// target is never migrated while its database holds one: it would take a schema tenant's
+	// table for its own (the only one found) or be given one beside theirs. Empty otherwise.
+	SchemaTenants []VersionTable
 }
 
+// maxNamedSchemaTenants is how many schema tenants' tables the error's text names.
+const maxNamedSchemaTenants = 3
+
 func (e *VersionTableConflictError) Error() string {
+	if len(e.SchemaTenants) > 0 {
+		return e.schemaTenantsError()
+	}
 	names := make([]string, len(e.Found))
 	for i, t := range e.Found {
 		names[i] = t.String()
@@ -86,6 +126,29 @@ func (e *VersionTableConflictError) Error() string {
 		"nothing was applied: a run recorded its versions in one while another existed (migrations may have run twice). "+
 		"Check which table holds the versions really applied, drop the other, then migrate again",
 		ErrVersionTableConflict, len(e.Found), strings.Join(names, " and "))
+}
+
+// schemaTenantsError is Error when the database holds schema tenants' version tables.
+func (e *VersionTableConflictError) schemaTenantsError() string {
+	var schemas, tables []string
+	for i, t := range e.SchemaTenants {
+		if i == maxNamedSchemaTenants {
+			schemas = append(schemas, fmt.Sprintf("%d more", len(e.SchemaTenants)-i))
+			break
+		}
+		schemas = append(schemas, t.Schema)
+		tables = append(tables, t.String())
+	}
+	whose := "schema tenant " + schemas[0]
+	if len(e.SchemaTenants) > 1 {
+		whose = fmt.Sprintf("%d schema tenants, %s", len(e.SchemaTenants), strings.Join(schemas, ", "))
+	}
+	what := "the database's only " + e.SchemaTenants[0].Name + " is " + whose + "'s (" + strings.Join(tables, ", ") + ")"
+	if len(e.SchemaTenants) > 1 || len(e.Found) > 0 {
+		what = "the database holds the version tables of " + whose + " (" + strings.Join(tables, ", ") + ")"
+	}
+	return fmt.Sprintf("%s: %s, and this database-per-tenant tenant would take such a table for its own; "+
+		"nothing was applied: register this tenant with its own database or schema", ErrVersionTableConflict, what)
 }
 
 // Unwrap returns ErrVersionTableConflict.
@@ -106,7 +169,11 @@ type queryRower[R interface{ Scan(...any) error }] func(ctx context.Context, sql
 //     database (fleets adopted from goose keep theirs, wherever it is), else
 //     DefaultVersionTableSchema, to be created.
 //
-// More than one table is a *VersionTableConflictError.
+// More than one table is a *VersionTableConflictError. So is, for a database target, a
+// database holding a schema tenant's table (marked, see schemaTenantMark), whether or not it
+// holds another: taking the one found would record this tenant's versions in another
+// tenant's table, and creating one beside it would give a schema tenant's database a second
+// table, with this tenant's migrations applied to whatever its search_path names.
 func resolveVersionTable[R interface{ Scan(...any) error }](
 	ctx context.Context, queryRow queryRower[R], schema string, configured *VersionTable, defaultName string,
 ) (VersionTable, bool, error) {
@@ -121,24 +188,29 @@ func resolveVersionTable[R interface{ Scan(...any) error }](
 	}
 
 	// Every schema but the system's own (pg_catalog, pg_toast, temporary schemas and
-	// information_schema). json_agg keeps the query one row for both drivers.
-	var found []VersionTable
-	var schemasJSON string
-	if err := queryRow(ctx, `SELECT coalesce(json_agg(schemaname ORDER BY schemaname), '[]')::text
-		FROM pg_catalog.pg_tables
-		WHERE tablename = $1 AND schemaname NOT LIKE 'pg\_%' AND schemaname <> 'information_schema'`,
-		name).Scan(&schemasJSON); err != nil {
+	// information_schema), the tables as pg_tables lists them, those of schema tenants apart.
+	// json_agg keeps the query one row for both drivers.
+	var found, schemaTenants []VersionTable
+	var schemasJSON, markedJSON string
+	if err := queryRow(ctx, findVersionTablesQuery, name, schemaTenantMarkPrefix).Scan(&schemasJSON, &markedJSON); err != nil {
 		return VersionTable{}, false, fmt.Errorf("find version table: %w", err)
 	}
-	var schemas []string
-	if err := json.Unmarshal([]byte(schemasJSON), &schemas); err != nil {
-		return VersionTable{}, false, fmt.Errorf("find version table: %w", err)
-	}
-	for _, s := range schemas {
-		found = append(found, VersionTable{Schema: s, Name: name})
+	for _, list := range []struct {
+		json   string
+		tables *[]VersionTable
+	}{{schemasJSON, &found}, {markedJSON, &schemaTenants}} {
+		var schemas []string
+		if err := json.Unmarshal([]byte(list.json), &schemas); err != nil {
+			return VersionTable{}, false, fmt.Errorf("find version table: %w", err)
+		}
+		for _, s := range schemas {
+			*list.tables = append(*list.tables, VersionTable{Schema: s, Name: name})
+		}
 	}
 
 	switch {
+	case len(schemaTenants) > 0:
+		return VersionTable{}, false, &VersionTableConflictError{Found: found, Configured: configured, SchemaTenants: schemaTenants}
 	case len(found) > 1:
 		return VersionTable{}, false, &VersionTableConflictError{Found: found, Configured: configured}
 	case configured != nil && len(found) == 1 && found[0] != *configured:
@@ -151,6 +223,21 @@ func resolveVersionTable[R interface{ Scan(...any) error }](
 		return VersionTable{Schema: DefaultVersionTableSchema, Name: name}, false, nil
 	}
 }
+
+// findVersionTablesQuery lists, for a database target, the tables named $1 in every schema
+// of the database but the system's own, as pg_tables would (relkind r or p): the schemas of
+// those without the schema tenant's mark (comment beginning with $2), then the schemas of
+// those with it, each a JSON array, by name.
+const findVersionTablesQuery = `SELECT
+		coalesce(json_agg(n.nspname ORDER BY n.nspname) FILTER (WHERE NOT t.marked), '[]')::text,
+		coalesce(json_agg(n.nspname ORDER BY n.nspname) FILTER (WHERE t.marked), '[]')::text
+	FROM (SELECT c.relnamespace, coalesce(pg_catalog.starts_with(d.description, $2), false) AS marked
+		FROM pg_catalog.pg_class c
+		LEFT JOIN pg_catalog.pg_description d
+			ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+		WHERE c.relname = $1 AND c.relkind IN ('r', 'p')) t
+	JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+	WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'`
 
 // schemaVersionTable is the version table of a schema-per-tenant target: inside the tenant
 // schema, always (other schemas belong to other tenants), named defaultName unless configured
@@ -194,19 +281,54 @@ func versionTableExists[R interface{ Scan(...any) error }](ctx context.Context, 
 // goose's own store would find a qualified table, but its existence check looks only in
 // current_schema() and would misread a schema name with quotes in a qualified name; this store
 // checks pg_tables with parameters instead.
+//
+// The version table of a schema tenant (schema set) is marked as its own when it is created,
+// in the same transaction (see schemaTenantMark).
 type tableStore struct {
 	database.Store
-	table VersionTable
+	table  VersionTable
+	schema string // the schema tenant's schema; "" for a database target
 }
 
 var _ database.StoreExtender = (*tableStore)(nil)
 
-func newTableStore(t VersionTable) (*tableStore, error) {
+// newTableStore returns the store of version table t of the target whose schema is schema
+// ("" for a database target).
+func newTableStore(t VersionTable, schema string) (*tableStore, error) {
 	store, err := database.NewStore(database.DialectPostgres, t.String())
 	if err != nil {
 		return nil, fmt.Errorf("create version store: %w", err)
 	}
-	return &tableStore{Store: store, table: t}, nil
+	return &tableStore{Store: store, table: t, schema: schema}, nil
+}
+
+// CreateVersionTable creates the table as goose does and, for a schema tenant, marks it as
+// the schema tenant's. goose runs it in the transaction that also inserts version 0. The mark
+// costs no round trip: goose's CREATE TABLE (recorded on a connection that runs nothing, as
+// versionInserts records its INSERT) and the COMMENT go in one query without arguments, which
+// pgx sends with the simple protocol.
+func (s *tableStore) CreateVersionTable(ctx context.Context, db database.DBTxConn) error {
+	if s.schema == "" {
+		return s.Store.CreateVersionTable(ctx, db)
+	}
+	rec := &recording{}
+	recDB := sql.OpenDB(recordingConnector{rec: rec})
+	err := s.Store.CreateVersionTable(ctx, recDB)
+	_ = recDB.Close()
+	if err != nil || len(rec.statements) != 1 || len(rec.args[0]) > 0 {
+		// Not one statement without arguments: goose's own, then the mark.
+		if err := s.Store.CreateVersionTable(ctx, db); err != nil {
+			return err
+		}
+		if _, err := db.ExecContext(ctx, markStatement(s.table, s.schema)); err != nil {
+			return fmt.Errorf("mark version table %s as schema tenant %s's: %w", s.table, s.schema, err)
+		}
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, rec.statements[0]+";\n"+markStatement(s.table, s.schema)); err != nil {
+		return fmt.Errorf("create version table %s: %w", s.table, err)
+	}
+	return nil
 }
 
 // TableExists implements database.StoreExtender.
