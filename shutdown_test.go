@@ -175,31 +175,3 @@ func TestStopDeadlineAfterCommitStillRecords(t *testing.T) {
 		"version 2 is committed in the tenant, the control plane keeps %d %s; MigrateTenant returned %v", *st.MigrationsVersion, st.MigrationsStatus, err)
 	require.NoError(t, err)
 }
-
-// TestAuditUndecryptableTenantCountsInRollout: a tenant of a rollout whose
-// URL no configured key decrypts is recorded FAILED_STALE by its run; the
-// rollout must learn of that result (RolloutHook.Done: "told the recorded
-// result of each run") so that its wave ends, instead of staying RUNNING.
-func TestAuditUndecryptableTenantCountsInRollout(t *testing.T) {
-	t.Parallel()
-	cp := pgtest.NewDatabase(t)
-	tenants := rolloutFleet(t, cp, "undec", 3)
-	// One more tenant at version 1, written under another key.
-	other := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV1(), EncryptionKey: "another-test-key-0123456789abcd"})
-	lost := addTenantAt(t, other, "undec-lost", tenants[0].URL, "undec_lost")
-	_, err := other.MigrateTenant(t.Context(), lost.ID)
-	require.NoError(t, err)
-
-	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: rolloutV2(fixedV2),
-		Rollout: tenantmigrate.RolloutConfig{Waves: "100%", HaltFailureRate: 0.5}})
-	res, err := o.MigrateTenants(t.Context(), tenantmigrate.Selection{AllBehind: true}, tenantmigrate.MigrateOptions{})
-	require.NoError(t, err)
-	st, err := o.TenantState(t.Context(), lost.ID)
-	require.NoError(t, err)
-	require.Equal(t, tenantmigrate.StatusFailedStale, st.MigrationsStatus, "the run recorded the undecryptable tenant failed")
-	require.NotNil(t, res.Rollout)
-	r, err := o.CurrentRollout(t.Context())
-	require.NoError(t, err)
-	require.NotNil(t, r)
-	require.Equal(t, tenantmigrate.RolloutCompleted, r.State, "rollout %+v; batch result %+v", r, res)
-}

@@ -6,11 +6,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestAuditDatabaseTargetDoesNotAdoptSchemaTenantsTable: a database-per-tenant target on a
+// TestDatabaseTargetDoesNotAdoptSchemaTenantsTable: a database-per-tenant target on a
 // database that also holds one schema tenant (acme). The database target takes acme's version
 // table for its own: it is reported at acme's version with none of its tables, and a new
 // version it applies (into public) is recorded in acme's table, so acme never gets it.
-func TestAuditDatabaseTargetDoesNotAdoptSchemaTenantsTable(t *testing.T) {
+func TestDatabaseTargetDoesNotAdoptSchemaTenantsTable(t *testing.T) {
 	t.Parallel()
 	dbURL := newTestDB(t)
 	v12 := map[string]string{
