@@ -14,6 +14,22 @@ import (
 	"github.com/tenantmigrate/tenantmigrate/internal/pgtest"
 )
 
+// schemaTenantAt adds one schema tenant to o's fleet and migrates it to
+// version v (under a pin at v, cleared afterwards), for a test that then
+// moves it on from there.
+func schemaTenantAt(t *testing.T, o *tenantmigrate.Orchestrator, prefix string, v int64) []fleettest.SchemaTenant {
+	t.Helper()
+	ctx := t.Context()
+	tenants := addSchemaTenants(t, o, prefix, 1, 1)
+	_, err := o.SetTarget(ctx, v)
+	require.NoError(t, err)
+	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{IDs: []string{tenants[0].ID}}, tenantmigrate.MigrateOptions{})
+	require.NoError(t, err)
+	_, err = o.ClearTarget(ctx)
+	require.NoError(t, err)
+	return tenants
+}
+
 // TestUpRunBeforePinReappliesAfterRollback: an up run (migrate-now)
 // reads the target (3, none pinned) and the tenant, and is held just after
 // (its rollout admission waits for a lock on tenantmigrate.rollouts). Then
@@ -25,15 +41,8 @@ func TestUpRunBeforePinReappliesAfterRollback(t *testing.T) {
 	ctx := t.Context()
 	cp := pgtest.NewDatabase(t)
 	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: downMigrations(3, nil, nil)})
-	tenants := addSchemaTenants(t, o, "ab", 1, 1)
+	tenants := schemaTenantAt(t, o, "ab", 2)
 	id := tenants[0].ID
-	// The tenant at 2 of 3.
-	_, err := o.SetTarget(ctx, 2)
-	require.NoError(t, err)
-	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{IDs: []string{id}}, tenantmigrate.MigrateOptions{})
-	require.NoError(t, err)
-	_, err = o.ClearTarget(ctx)
-	require.NoError(t, err)
 	require.Equal(t, []int64{1, 2}, fleettest.AppliedVersions(t, tenants[0].URL, tenants[0].Schema))
 
 	holder, err := o.Pool().Begin(ctx)
@@ -176,14 +185,8 @@ func TestRollbackMissingInFlightTenantIsNamed(t *testing.T) {
 				holdOnce.Do(func() { close(held); <-release })
 			}
 		}}})
-	tenants := addSchemaTenants(t, o, "al", 1, 1)
+	tenants := schemaTenantAt(t, o, "al", 1)
 	id := tenants[0].ID
-	_, err := o.SetTarget(ctx, 1)
-	require.NoError(t, err)
-	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{IDs: []string{id}}, tenantmigrate.MigrateOptions{})
-	require.NoError(t, err)
-	_, err = o.ClearTarget(ctx)
-	require.NoError(t, err)
 
 	upDone := make(chan error, 1)
 	go func() {
@@ -232,14 +235,8 @@ func TestLoweredTargetAfterConflictRetry(t *testing.T) {
 			"CREATE TABLE t3 (id int);\n",
 	)
 	o := newOrchestrator(t, tenantmigrate.Config{DatabaseURL: cp, Migrations: migs, Logger: logs.logger()})
-	tenants := addSchemaTenants(t, o, "rc", 1, 1)
+	tenants := schemaTenantAt(t, o, "rc", 1)
 	id := tenants[0].ID
-	_, err := o.SetTarget(ctx, 1)
-	require.NoError(t, err)
-	_, err = o.MigrateTenants(ctx, tenantmigrate.Selection{IDs: []string{id}}, tenantmigrate.MigrateOptions{})
-	require.NoError(t, err)
-	_, err = o.ClearTarget(ctx)
-	require.NoError(t, err)
 
 	holder, err := pgx.Connect(ctx, tenants[0].URL)
 	require.NoError(t, err)
