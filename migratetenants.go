@@ -208,6 +208,17 @@ type MigrateResult struct {
 	Halted *RolloutHaltedError
 }
 
+// validate refuses options that no run could use.
+func (opts MigrateOptions) validate() error {
+	if opts.Concurrency < 0 {
+		return fmt.Errorf("%w: MigrateOptions.Concurrency is %d: want 0 (the default) or more", ErrInvalidConfig, opts.Concurrency)
+	}
+	if opts.Retries < 0 {
+		return fmt.Errorf("%w: MigrateOptions.Retries is %d: want 0 or more", ErrInvalidConfig, opts.Retries)
+	}
+	return nil
+}
+
 // OK reports whether every selected tenant ended COMPLETED (or was removed
 // meanwhile) and no rollout halted.
 func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted && r.Halted == nil }
@@ -230,6 +241,9 @@ func (r MigrateResult) OK() bool { return r.Failed == 0 && !r.Interrupted && r.H
 func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts MigrateOptions) (MigrateResult, error) {
 	if o.cfg.ReadOnly {
 		return MigrateResult{}, ErrReadOnly
+	}
+	if err := opts.validate(); err != nil {
+		return MigrateResult{}, err
 	}
 	// AllBehind runs the rollout to the latest version, created now if
 	// needed: its waves, in its order, halting with it.
@@ -278,13 +292,27 @@ func (o *Orchestrator) MigrateTenants(ctx context.Context, sel Selection, opts M
 			var inflight, gaveUp atomic.Int64
 			idle := func() bool { return inflight.Load() == 0 }
 			stuck := func() bool { return idle() && gaveUp.Load() > 0 }
-			source = countYields(o.rolloutSelection(ctx, sel.IDs, claimer.Key, idle, stuck), &inflight)
+			// The tenants that failed here: the scan that follows a rollout
+			// that ended meanwhile does not run them a second time.
+			var failedMu sync.Mutex
+			failed := map[string]bool{}
+			ranHere := func(id string) bool {
+				failedMu.Lock()
+				defer failedMu.Unlock()
+				return failed[id]
+			}
+			source = countYields(o.rolloutSelection(ctx, sel.IDs, sel.IncludeStale, claimer.Key, idle, stuck, ranHere), &inflight)
 			onProgress := opts.OnProgress
 			opts.OnProgress = func(ctx context.Context, p MigrateProgress) {
 				if p.Kind == ProgressDone {
 					var gu *serverGaveUpError
 					if errors.As(p.Err, &gu) {
 						gaveUp.Add(1)
+					}
+					if p.Err != nil && !p.Removed {
+						failedMu.Lock()
+						failed[p.TenantID] = true
+						failedMu.Unlock()
 					}
 					inflight.Add(-1)
 				}
@@ -317,6 +345,9 @@ func countYields(seq iter.Seq2[selected, error], n *atomic.Int64) iter.Seq2[sele
 // or force), as MigrateTenants describes; rollout, when not nil, is the
 // rollout they were claimed from.
 func (o *Orchestrator) runBatch(ctx context.Context, source iter.Seq2[selected, error], rollout *Rollout, opts MigrateOptions) (MigrateResult, error) {
+	if err := opts.validate(); err != nil {
+		return MigrateResult{}, err
+	}
 	// This process heartbeats while it migrates (instances.go).
 	if err := o.holdHeartbeat(ctx); err != nil {
 		return MigrateResult{}, fmt.Errorf("start instance heartbeat: %w", err)

@@ -296,8 +296,12 @@ const rolloutPoll = 50 * time.Millisecond
 // rolloutSelection yields ids, then the tenants of the rollout to the
 // latest version as its waves open, claiming each just before it is
 // handed to a worker, until the rollout ends or halts. A tenant claimed but
-// not handed out (ctx ended) is put back.
-func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claimer int64, idle, stuck func() bool) iter.Seq2[selected, error] {
+// not handed out (ctx ended) is put back. A rollout that completes or is
+// aborted meanwhile is followed, once nothing of this batch runs, by the
+// tenants behind it did not bring to the target (failed in it, behind again,
+// aborted before their turn), as a migrate --all started then would run
+// them; except ids and those failedHere says failed in this batch.
+func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, includeStale bool, claimer int64, idle, stuck func() bool, failedHere func(string) bool) iter.Seq2[selected, error] {
 	return func(yield func(selected, error) bool) {
 		for s, err := range o.selection(ctx, Selection{IDs: ids}) {
 			if !yield(s, err) || err != nil {
@@ -342,7 +346,10 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 				return
 			}
 			if state != RolloutRunning {
-				return // halted (MigrateTenants reports it), completed or ended
+				if state == RolloutCompleted || state == RolloutAborted {
+					o.behindAfterRollout(ctx, ids, includeStale, idle, failedHere, yield)
+				}
+				return // halted (MigrateTenants reports it), superseded, or done
 			}
 			claimed, err := o.rollouts.Claim(ctx, o.latest, 1, claimer, nil)
 			if err != nil {
@@ -394,6 +401,29 @@ func (o *Orchestrator) rolloutSelection(ctx context.Context, ids []string, claim
 			case <-ctx.Done():
 			case <-time.After(rolloutPoll):
 			}
+		}
+	}
+}
+
+// behindAfterRollout yields the tenants behind (FAILED_STALE ones with
+// includeStale) once nothing of the batch runs, but not ids nor the ones
+// failedHere names: after a rollout that completed or was aborted during
+// the batch, what is still behind is run as without a rollout.
+func (o *Orchestrator) behindAfterRollout(ctx context.Context, ids []string, includeStale bool, idle func() bool, failedHere func(string) bool, yield func(selected, error) bool) {
+	for !idle() {
+		select {
+		case <-ctx.Done():
+			yield(selected{}, ctx.Err())
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for s, err := range o.selection(ctx, Selection{AllBehind: true, IncludeStale: includeStale}) {
+		if err == nil && (slices.Contains(ids, s.id) || failedHere(s.id)) {
+			continue
+		}
+		if !yield(s, err) || err != nil {
+			return
 		}
 	}
 }
