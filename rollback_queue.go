@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/tenantmigrate/tenantmigrate/internal/controlplane"
+	"github.com/tenantmigrate/tenantmigrate/internal/queue"
 	"github.com/tenantmigrate/tenantmigrate/internal/run"
 	"github.com/tenantmigrate/tenantmigrate/tenanttype"
 )
@@ -136,6 +137,10 @@ func (r *jobRunner) RollbackTenant(ctx context.Context, tenantID string, to int6
 	}
 	if out.Held != nil {
 		return o.waitError(out.Held, out.Server)
+	}
+	if errors.Is(out.Err, run.ErrNewerRelease) {
+		// Left to an instance of the newer release (rolling deploy).
+		return fmt.Errorf("%w: %w", queue.ErrNewerRelease, out.Err)
 	}
 	if err := outcomeErr(tenantID, out); err != nil {
 		if !out.Interrupted {

@@ -104,6 +104,16 @@ type Execer interface {
 // RecordIn is Record through db, for instance in the transaction that
 // records what the run did, so that both commit or neither does.
 func (s *Store) RecordIn(ctx context.Context, db Execer, r Run) error {
+	return s.recordIn(ctx, db, r, 0)
+}
+
+// RecordOnTarget is Record of a run on the tenant's target targetSeq
+// (tenants.target_seq as the run read it; 0: unknown).
+func (s *Store) RecordOnTarget(ctx context.Context, r Run, targetSeq int64) error {
+	return s.recordIn(ctx, s.pool, r, targetSeq)
+}
+
+func (s *Store) recordIn(ctx context.Context, db Execer, r Run, targetSeq int64) error {
 	if r.Direction == "" {
 		r.Direction = DirectionUp
 	}
@@ -112,10 +122,10 @@ func (s *Store) RecordIn(ctx context.Context, db Execer, r Run) error {
 	}
 	_, err := db.Exec(ctx, `
 		INSERT INTO tenantmigrate.runs (tenant_id, rollout_id, from_version, to_version, direction, result,
-			error, attempt, started_at, finished_at, process, trigger)
-		VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11, $12)`,
+			error, attempt, started_at, finished_at, process, trigger, target_seq)
+		VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11, $12, NULLIF($13, 0))`,
 		r.TenantID, r.RolloutID, r.FromVersion, r.ToVersion, r.Direction, string(r.Result),
-		truncate(r.Error, MaxErrorLen), r.Attempt, r.StartedAt, r.FinishedAt, r.Process, r.Trigger)
+		truncate(r.Error, MaxErrorLen), r.Attempt, r.StartedAt, r.FinishedAt, r.Process, r.Trigger, targetSeq)
 	if err != nil {
 		return fmt.Errorf("record run of tenant %s: %w", r.TenantID, err)
 	}

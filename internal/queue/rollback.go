@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -41,13 +42,23 @@ type rollbackWorker struct {
 	runner      RollbackRunner
 	isRetryable func(error) bool
 	after       *afterSnooze
+	snooze      time.Duration // Config.NewerReleaseSnooze
 }
+
+// ErrNewerRelease is wrapped by a RollbackRunner's error when the tenant is
+// recorded above this instance's latest version (a newer release's tenant,
+// in a rolling deploy): the job is put back for an instance of that
+// release, using no attempt, as a migrate_tenant job aimed above Latest.
+var ErrNewerRelease = errors.New("the tenant is at a version above this release's")
 
 // Work runs one attempt, as tenantWorker.Work does for migrations.
 func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenantArgs]) error {
 	err := w.runner.RollbackTenant(ctx, job.Args.TenantID, job.Args.To, job.Attempt, job.MaxAttempts)
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, ErrNewerRelease) {
+		return snoozeNewer(w.snooze)
 	}
 	if we := (*WaitError)(nil); errors.As(err, &we) {
 		w.after.add(job.ID, we.AfterSnooze)
@@ -64,12 +75,12 @@ func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenant
 
 // addRollbackWorker registers the rollback_tenant worker when runner
 // implements RollbackRunner.
-func addRollbackWorker(workers *river.Workers, runner Runner, isRetryable func(error) bool, after *afterSnooze) error {
+func addRollbackWorker(workers *river.Workers, runner Runner, isRetryable func(error) bool, after *afterSnooze, snooze time.Duration) error {
 	rr, ok := runner.(RollbackRunner)
 	if !ok {
 		return nil
 	}
-	if err := river.AddWorkerSafely(workers, &rollbackWorker{runner: rr, isRetryable: isRetryable, after: after}); err != nil {
+	if err := river.AddWorkerSafely(workers, &rollbackWorker{runner: rr, isRetryable: isRetryable, after: after, snooze: snooze}); err != nil {
 		return fmt.Errorf("queue: register %s worker: %w", KindRollbackTenant, err)
 	}
 	return nil

@@ -76,7 +76,8 @@ const (
 
 // History writes the run history; *history.Store implements it.
 type History interface {
-	Record(ctx context.Context, r history.Run) error
+	// RecordOnTarget writes r, a run on the tenant's target targetSeq.
+	RecordOnTarget(ctx context.Context, r history.Run, targetSeq int64) error
 }
 
 // Config configures an Executor. Store, Migrator and Latest are required
@@ -396,7 +397,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// 4. Record: checksums first (they are true whatever the state).
 		e.cfg.RecordChecksums(ctx, res.Applied)
 		// 5. Report: the history row, then the hook, before the result.
-		e.report(ctx, req, out, started, interrupted, t.DatabaseURL)
+		e.report(ctx, req, out, started, interrupted, t.DatabaseURL, t.TargetSeq)
 
 		attrs := []any{slog.String("tenant_id", req.TenantID), slog.Int64("version", res.Version), slog.String("trigger", req.Trigger)}
 		if req.Direction != "" && req.Direction != DirectionUp {
@@ -481,7 +482,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 // to date keeps its state.
 func (e *Executor) undecryptable(ctx context.Context, req Request, t controlplane.Tenant, err error) Outcome {
 	out := Outcome{Ran: true, From: t.MigrationsVersion, Version: -1, Err: err}
-	e.report(ctx, req, out, time.Now(), false, "") // the error names no secret
+	e.report(ctx, req, out, time.Now(), false, "", t.TargetSeq) // the error names no secret
 	if e.atTarget(t, min(e.cfg.Target(), e.cfg.Latest)) || e.newerRelease(t.MigrationsVersion) {
 		// Its database lacks nothing: the state stays true, and the gate
 		// keeps serving it without reading its URL.
@@ -582,7 +583,7 @@ func versionOf(t controlplane.Tenant) int64 {
 
 // report reports one run of a tenant that started at started on the
 // tenant database at databaseURL: its history row, then Config.OnRun.
-func (e *Executor) report(ctx context.Context, req Request, out Outcome, started time.Time, interrupted bool, databaseURL string) {
+func (e *Executor) report(ctx context.Context, req Request, out Outcome, started time.Time, interrupted bool, databaseURL string, targetSeq int64) {
 	ev := Event{
 		TenantID:    req.TenantID,
 		Trigger:     req.Trigger,
@@ -597,7 +598,7 @@ func (e *Executor) report(ctx context.Context, req Request, out Outcome, started
 		Started:     started,
 		Interrupted: interrupted,
 	}
-	e.recordHistory(ctx, ev, databaseURL)
+	e.recordHistory(ctx, ev, databaseURL, targetSeq)
 	e.onRun(ctx, ev)
 }
 
@@ -621,7 +622,7 @@ func (e *Executor) onRun(ctx context.Context, ev Event) {
 // at databaseURL (whose passwords are masked in the error), even when the
 // run's ctx has ended (an interrupted run). A failure is logged: the run
 // itself is not failed for it.
-func (e *Executor) recordHistory(ctx context.Context, ev Event, databaseURL string) {
+func (e *Executor) recordHistory(ctx context.Context, ev Event, databaseURL string, targetSeq int64) {
 	if e.cfg.History == nil {
 		return
 	}
@@ -648,7 +649,7 @@ func (e *Executor) recordHistory(ctx context.Context, ev Event, databaseURL stri
 	}
 	ctx, cancel := cleanupCtx(ctx)
 	defer cancel()
-	if err := e.cfg.History.Record(ctx, r); err != nil {
+	if err := e.cfg.History.RecordOnTarget(ctx, r, targetSeq); err != nil {
 		e.cfg.Logger.Warn("run history not written", slog.String("tenant_id", ev.TenantID), slog.String("err", err.Error()))
 	}
 }
@@ -662,6 +663,10 @@ func (e *Executor) AtTarget(t controlplane.Tenant) bool {
 func (e *Executor) atTarget(t controlplane.Tenant, target int64) bool {
 	return t.MigrationsVersion != nil && *t.MigrationsVersion >= target && t.MigrationsStatus == controlplane.StatusCompleted
 }
+
+// ErrNewerRelease is wrapped by the Outcome.Err of a down run of a tenant
+// recorded above Latest: an instance of a newer release must run it.
+var ErrNewerRelease = errors.New("above this source's latest")
 
 // nothingToDo reports whether the run of t ends before it starts, and with
 // what: an up run of a tenant at the target (SkipAtLatest, a stale rerun),
@@ -679,7 +684,7 @@ func (e *Executor) nothingToDo(req Request, t controlplane.Tenant, target int64,
 		return false, out
 	case DirectionDown:
 		if e.newerRelease(t.MigrationsVersion) {
-			out.Err = fmt.Errorf("tenant %s is at version %d, above this source's latest %d: the Down sections of its newer versions are not in this source", t.ID, out.Version, e.cfg.Latest)
+			out.Err = fmt.Errorf("tenant %s is at version %d, %w %d: the Down sections of its newer versions are not in this source", t.ID, out.Version, ErrNewerRelease, e.cfg.Latest)
 			return true, out
 		}
 		below := t.MigrationsVersion == nil ||
