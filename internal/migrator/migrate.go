@@ -222,7 +222,10 @@ func (m *Migrator) openTarget(ctx context.Context, t Target, createSchema bool) 
 		if m.format == FormatGolangMigrate {
 			name = GolangMigrateTable
 		}
-		if err := m.ensureSchema(ctx, db, schemaVersionTable(t.Schema, m.versionTable, name), target); err != nil {
+		// The table is a schema tenant's in one database: the same schema name in another
+		// database (or reached as another role) is another table.
+		where := fmt.Sprintf("%s\x00%d\x00%s\x00%s", connCfg.Host, connCfg.Port, connCfg.Database, connCfg.User)
+		if err := m.ensureSchema(ctx, db, schemaVersionTable(t.Schema, m.versionTable, name), where, target); err != nil {
 			_ = db.Close()
 			return nil, slog.Attr{}, err
 		}

@@ -147,8 +147,9 @@ type Migrator struct {
 	// TransactionModeTenant sends one at a time, waiting for each, as goose does, instead of in
 	// a pipeline: one was refused there with a syntax error (see pipeline.go).
 	stepwise sync.Map
-	// unmarkable holds the schemas (string) of schema tenants whose version table this process
-	// could not mark as theirs for lack of privilege (see markVersionTable): not tried again.
+	// unmarkable holds the database, role and schema (string key, see markVersionTable) of
+	// schema tenants whose version table this process could not mark as theirs for lack of
+	// privilege: not tried again.
 	unmarkable sync.Map
 
 	logger *slog.Logger

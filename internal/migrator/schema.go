@@ -30,7 +30,9 @@ func ValidateSchemaName(s string) error { return schemaname.Validate(s) }
 // the loser fails with a unique violation on pg_namespace (23505) or 42P06, which means the
 // schema exists now. The look also reads the version table's comment, so a run whose table is
 // marked (every run but the first after an upgrade) pays nothing for the mark.
-func (m *Migrator) ensureSchema(ctx context.Context, db *sql.DB, table VersionTable, target slog.Attr) error {
+//
+// where names the database and role db reaches (markVersionTable's key).
+func (m *Migrator) ensureSchema(ctx context.Context, db *sql.DB, table VersionTable, where string, target slog.Attr) error {
 	schema := table.Schema
 	var exists bool
 	var comment sql.NullString // NULL: no version table; "": one without a comment
@@ -38,7 +40,7 @@ func (m *Migrator) ensureSchema(ctx context.Context, db *sql.DB, table VersionTa
 		return fmt.Errorf("check schema %s: %w", schema, err)
 	}
 	if comment.Valid && comment.String != schemaTenantMark(schema) {
-		m.markVersionTable(ctx, db, table, target)
+		m.markVersionTable(ctx, db, table, where, target)
 	}
 	if exists {
 		return nil
@@ -69,10 +71,11 @@ const ensureSchemaQuery = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace 
 // A failure does not fail the run: the tenant itself is unaffected, only a database target on
 // the same database could not tell the table from its own. It is logged at warn level; one
 // for lack of privilege (the table's owner is another role: COMMENT needs ownership) is
-// logged and tried once per schema and process, so a fleet of such tables costs no
+// logged and tried once per database, role, schema and process, so a fleet of such tables costs no
 // statement per run.
-func (m *Migrator) markVersionTable(ctx context.Context, db *sql.DB, table VersionTable, target slog.Attr) {
-	if _, denied := m.unmarkable.Load(table.Schema); denied {
+func (m *Migrator) markVersionTable(ctx context.Context, db *sql.DB, table VersionTable, where string, target slog.Attr) {
+	key := where + "\x00" + table.Schema
+	if _, denied := m.unmarkable.Load(key); denied {
 		return
 	}
 	_, err := db.ExecContext(ctx, markStatement(table, table.Schema))
@@ -85,7 +88,7 @@ func (m *Migrator) markVersionTable(ctx context.Context, db *sql.DB, table Versi
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == sqlInsufficientPrivilege {
-		m.unmarkable.Store(table.Schema, struct{}{})
+		m.unmarkable.Store(key, struct{}{})
 	}
 	m.logger.WarnContext(ctx, "could not mark the version table as the schema tenant's; "+
 		"a database-per-tenant tenant registered on the same database could take it for its own "+
