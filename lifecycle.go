@@ -87,23 +87,36 @@ func (o *Orchestrator) startListener(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		err := o.store.ListenWith(ctx, controlplane.Listener{
-			OnChange: o.cache.drop,
-			OnReset: func() {
-				o.loadTarget(ctx) // it may have changed unheard
-				o.cache.reset()
-				o.cache.live.Store(true)
-			},
-			OnLost: func() {
-				// Changes go unheard until the listener is back: serve nothing
-				// from the cache meanwhile (see latestCache.has).
-				o.cache.live.Store(false)
-			},
-			OnTarget: func() { o.loadTarget(ctx) },
-		})
-		o.cache.live.Store(false)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			o.logger.Error("control-plane listener stopped", "err", err)
+		defer o.cache.live.Store(false)
+		// ListenWith gives up only when its first connect fails (it
+		// reconnects by itself after that); a control plane that refuses
+		// connections just as Start runs must not leave this instance deaf
+		// to other instances' changes and pins for its whole life.
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+			err := o.store.ListenWith(ctx, controlplane.Listener{
+				OnChange: o.cache.drop,
+				OnReset: func() {
+					o.loadTarget(ctx) // it may have changed unheard
+					o.cache.reset()
+					o.cache.live.Store(true)
+				},
+				OnLost: func() {
+					// Changes go unheard until the listener is back: serve nothing
+					// from the cache meanwhile (see latestCache.has).
+					o.cache.live.Store(false)
+				},
+				OnTarget: func() { o.loadTarget(ctx) },
+			})
+			o.cache.live.Store(false)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			o.logger.Error("control-plane listener could not connect; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
 		}
 	}()
 	return func() {

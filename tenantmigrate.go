@@ -403,7 +403,7 @@ type Orchestrator struct {
 func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	var err error
 	if cfg.Strategy, err = ParseStrategy(string(cfg.Strategy)); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: Strategy: %v", ErrInvalidConfig, err)
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -414,13 +414,13 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	}
 	hostRE, err := regexp.Compile(cmpOr(cfg.TenantHostRegexp, DefaultTenantHostRegexp))
 	if err != nil {
-		return nil, fmt.Errorf("tenant host regexp: %w", err)
+		return nil, fmt.Errorf("%w: TenantHostRegexp: tenant host regexp: %w", ErrInvalidConfig, err)
 	}
 	if hostRE.NumSubexp() < 1 {
-		return nil, errors.New("tenant host regexp needs a group for the tenant id")
+		return nil, fmt.Errorf("%w: TenantHostRegexp: tenant host regexp needs a group for the tenant id", ErrInvalidConfig)
 	}
 	if cfg.ReadOnly && cfg.RunWorkers {
-		return nil, errors.New("a ReadOnly Orchestrator runs no workers: unset RunWorkers")
+		return nil, fmt.Errorf("%w: a ReadOnly Orchestrator runs no workers: unset RunWorkers", ErrInvalidConfig)
 	}
 
 	// Before anything connects: without migrations nothing is written
@@ -429,7 +429,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	if cfg.VersionTable != "" {
 		vt, err := migrator.ParseVersionTable(cfg.VersionTable)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: VersionTable: %w", ErrInvalidConfig, err)
 		}
 		versionTable = &vt
 	}
@@ -473,7 +473,7 @@ func New(ctx context.Context, cfg Config) (*Orchestrator, error) {
 	var cipher *controlplane.Cipher
 	if cfg.EncryptionKey != "" {
 		if cipher, err = controlplane.NewCipher(cfg.EncryptionKey, cfg.PreviousEncryptionKeys...); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: EncryptionKey: %w", ErrInvalidConfig, err)
 		}
 	}
 

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"net/url"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,5 +138,40 @@ func TestServeSIGTERMRequeuesMigrationPastTimeout(t *testing.T) {
 	require.Equal(t, map[string]int{"COMPLETED": len(tenants)}, statusesWritten(t, cp), "status writes")
 	for _, tn := range tenants {
 		require.Equal(t, migrateJob{State: "completed", Attempt: 1, Count: 1}, tenantJob(t, cp, tn.ID), "job of %s", tn.ID)
+	}
+}
+
+// TestServeSecondSignalExitsAtOnce: a second SIGTERM during the drain ends
+// serve at once, by the signal (its default action), instead of waiting out
+// --shutdown-timeout behind a migration that sleeps for a minute. Its logs,
+// at debug level, hold none of the secrets it was given.
+func TestServeSecondSignalExitsAtOnce(t *testing.T) {
+	t.Parallel()
+	cpURL := pgtest.NewDatabase(t)
+	tenants := registerTenants(t, cpURL, "sig", 1, 1)
+	tenantDB := newPool(t, tenants[0].URL)
+	u, err := url.Parse(cpURL)
+	require.NoError(t, err)
+	const cpPassword = "Cp-S3cret-Passw0rd"
+	u.User = url.UserPassword(u.User.Username(), cpPassword)
+	env := serveEnv(u.String(), sleepingMigrations(t, 60), "full_fleet", "SHUTDOWN_TIMEOUT=5m", "LOG_LEVEL=debug")
+	s := startServer(t, "serve", env)
+	s.waitListening(t)
+	waitSleeping(t, tenantDB, 1)
+
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	waitFor(t, 10*time.Second, "the drain to start", func() bool { return strings.Contains(s.logs.String(), "shutting down") })
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve still draining 30 s after the second SIGTERM")
+	}
+	ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	require.True(t, ok)
+	require.True(t, ws.Signaled() && ws.Signal() == syscall.SIGTERM, "ended by the second SIGTERM: %v", s.cmd.ProcessState)
+	logs := s.logs.String()
+	for _, secret := range []string{cpPassword, encryptionKey, adminKey} {
+		require.NotContains(t, logs, secret)
 	}
 }

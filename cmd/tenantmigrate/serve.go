@@ -140,6 +140,8 @@ func (o *serveOpts) validate() error {
 		return usageErr("durations must not be negative")
 	case o.instanceTimeout <= 0:
 		return usageErr("--instance-timeout must be positive")
+	case o.shutdownTimeout < 0:
+		return usageErr("--shutdown-timeout must not be negative")
 	case o.historyRetention < 0:
 		return usageErr("--history-retention must not be negative (0 keeps every run)")
 	}
