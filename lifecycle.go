@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -92,7 +93,7 @@ func (o *Orchestrator) startListener(ctx context.Context) (stop func()) {
 		// reconnects by itself after that); a control plane that refuses
 		// connections just as Start runs must not leave this instance deaf
 		// to other instances' changes and pins for its whole life.
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 10*time.Second) {
+		for try, backoff := 1, 100*time.Millisecond; ; try, backoff = try+1, min(2*backoff, 10*time.Second) {
 			err := o.store.ListenWith(ctx, controlplane.Listener{
 				OnChange: o.cache.drop,
 				OnReset: func() {
@@ -111,7 +112,13 @@ func (o *Orchestrator) startListener(ctx context.Context) (stop func()) {
 			if err == nil || ctx.Err() != nil {
 				return
 			}
-			o.logger.Error("control-plane listener could not connect; retrying", "err", err, "retry_in", backoff)
+			// The first failure at ERROR, the retries at WARN: an outage at
+			// start-up logs a line every 10 s, not an ERROR each.
+			level := slog.LevelWarn
+			if try == 1 {
+				level = slog.LevelError
+			}
+			o.logger.Log(ctx, level, "control-plane listener could not connect; retrying", "err", err, "retry_in", backoff, "try", try)
 			select {
 			case <-ctx.Done():
 				return

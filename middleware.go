@@ -127,7 +127,12 @@ func gateErrorStatus(err error) (int, string) {
 	case errors.Is(err, ErrTenantNotFound):
 		return http.StatusNotFound, "unknown tenant"
 	case errors.As(err, &merr):
-		return http.StatusInternalServerError, merr.Error()
+		// Tenant traffic is anonymous: name the tenant and the failed
+		// migration, not the database's error (the admin API has it).
+		if merr.FailedVersion != 0 {
+			return http.StatusInternalServerError, fmt.Sprintf("migrate tenant %s: migration %d failed", merr.TenantID, merr.FailedVersion)
+		}
+		return http.StatusInternalServerError, fmt.Sprintf("migrate tenant %s: migration failed", merr.TenantID)
 	case errors.Is(err, ErrServerDown):
 		return http.StatusServiceUnavailable, "the tenant's database server is down"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

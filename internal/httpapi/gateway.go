@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 )
 
 // tenantIDHeader names the tenant of a request proxied upstream. A value
@@ -47,6 +48,24 @@ func newProxy(cfg Config, logger *slog.Logger) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.SetXForwarded()
+			// The tenant was resolved from X-Forwarded-Host's first value
+			// when the client sent one (tenantmigrate.Orchestrator.TenantID):
+			// tell the upstream that host, not the connection's Host.
+			if fh := pr.In.Header.Get("X-Forwarded-Host"); fh != "" {
+				host, _, _ := strings.Cut(fh, ",")
+				pr.Out.Header.Set("X-Forwarded-Host", strings.TrimSpace(host))
+			}
+			// Drop the client's spellings of the headers set here that
+			// CGI-style servers (WSGI, Rack, PHP) fold into the same
+			// HTTP_X_TENANT_ID variable: X_Tenant_Id and the like.
+			for k := range pr.Out.Header {
+				if strings.ContainsRune(k, '_') {
+					switch strings.ToLower(strings.ReplaceAll(k, "_", "-")) {
+					case "x-tenant-id", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto":
+						delete(pr.Out.Header, k)
+					}
+				}
+			}
 			pr.Out.Header.Del(tenantIDHeader)
 			if id, ok := tenantID(pr.In.Context()); ok {
 				pr.Out.Header.Set(tenantIDHeader, id)

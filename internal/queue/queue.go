@@ -299,7 +299,7 @@ func New(cfg Config) (*Queue, error) {
 		if err := river.AddWorkerSafely(workers, &tenantWorker{runner: cfg.Runner, isRetryable: cfg.IsRetryable, after: after, latest: cfg.Latest, snooze: snooze}); err != nil {
 			return nil, fmt.Errorf("queue: register %s worker: %w", KindMigrateTenant, err)
 		}
-		if err := addRollbackWorker(workers, cfg.Runner, cfg.IsRetryable, after, snooze); err != nil {
+		if err := addRollbackWorker(workers, cfg.Runner, cfg.IsRetryable, after, snooze, cfg.Latest); err != nil {
 			return nil, err
 		}
 		if cfg.FleetScan != nil {

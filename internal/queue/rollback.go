@@ -23,6 +23,11 @@ type RollbackTenantArgs struct {
 	To int64 `json:"to"`
 	// RollbackID names the rollback the job belongs to (RollbackProgress).
 	RollbackID string `json:"rollback_id"`
+	// Latest is the latest version of the release that queued the job
+	// (Config.Latest; 0 for jobs of a build before this field). Only a job
+	// of a newer release is put back for it; one of this release (or an
+	// older one) of a tenant above Latest has no instance to run it.
+	Latest int64 `json:"latest,omitempty"`
 }
 
 // Kind returns KindRollbackTenant.
@@ -43,6 +48,7 @@ type rollbackWorker struct {
 	isRetryable func(error) bool
 	after       *afterSnooze
 	snooze      time.Duration // Config.NewerReleaseSnooze
+	latest      int64         // Config.Latest
 }
 
 // ErrNewerRelease is wrapped by a RollbackRunner's error when the tenant is
@@ -57,7 +63,7 @@ func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenant
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, ErrNewerRelease) {
+	if errors.Is(err, ErrNewerRelease) && job.Args.Latest > w.latest {
 		return snoozeNewer(w.snooze)
 	}
 	if we := (*WaitError)(nil); errors.As(err, &we) {
@@ -75,12 +81,12 @@ func (w *rollbackWorker) Work(ctx context.Context, job *river.Job[RollbackTenant
 
 // addRollbackWorker registers the rollback_tenant worker when runner
 // implements RollbackRunner.
-func addRollbackWorker(workers *river.Workers, runner Runner, isRetryable func(error) bool, after *afterSnooze, snooze time.Duration) error {
+func addRollbackWorker(workers *river.Workers, runner Runner, isRetryable func(error) bool, after *afterSnooze, snooze time.Duration, latest int64) error {
 	rr, ok := runner.(RollbackRunner)
 	if !ok {
 		return nil
 	}
-	if err := river.AddWorkerSafely(workers, &rollbackWorker{runner: rr, isRetryable: isRetryable, after: after, snooze: snooze}); err != nil {
+	if err := river.AddWorkerSafely(workers, &rollbackWorker{runner: rr, isRetryable: isRetryable, after: after, snooze: snooze, latest: latest}); err != nil {
 		return fmt.Errorf("queue: register %s worker: %w", KindRollbackTenant, err)
 	}
 	return nil
@@ -93,7 +99,7 @@ func (q *Queue) EnqueueRollback(ctx context.Context, id string, to int64, ids []
 	for chunk := range slices.Chunk(ids, q.cfg.EnqueueBatchSize) {
 		params := make([]river.InsertManyParams, len(chunk))
 		for i, tid := range chunk {
-			params[i] = river.InsertManyParams{Args: RollbackTenantArgs{TenantID: tid, To: to, RollbackID: id}, InsertOpts: q.insertOpts}
+			params[i] = river.InsertManyParams{Args: RollbackTenantArgs{TenantID: tid, To: to, RollbackID: id, Latest: q.cfg.Latest}, InsertOpts: q.insertOpts}
 		}
 		if _, err := q.client.InsertMany(ctx, params); err != nil {
 			return inserted, fmt.Errorf("enqueue rollback of %d tenants (%d inserted before): %w", len(ids), inserted, err)
