@@ -350,7 +350,7 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 		// its connection opens, released when the migration ends.
 		if inRollout && !admitted {
 			// Once: a rerun after a stale result was admitted already, but
-			// one after the target rose to Latest (targetRaised) was not.
+			// one after the target rose to Latest (targetAfter) was not.
 			id, err := e.cfg.Rollout.Admit(ctx, req.TenantID)
 			if err != nil {
 				return Outcome{From: t.MigrationsVersion}, err
@@ -420,14 +420,17 @@ func (e *Executor) Run(ctx context.Context, req Request) (Outcome, error) {
 				return out, nil
 			}
 			e.cfg.Logger.Info("tenant migrated", append(attrs, "applied", len(res.Applied), "duration_ms", res.Duration.Milliseconds())...)
-			e.warnAbovePin(ctx, req, target, res)
+			stored, read := e.targetAfter(ctx, req, target, res)
+			if read && len(res.Applied) > 0 && stored < res.Version && stored < target {
+				e.warnAbovePin(ctx, req, res, stored)
+			}
 			if res.Version >= target {
 				e.cfg.UpToDate(req.TenantID, req.Generation)
 			}
 			if inRollout && res.Version >= target {
 				e.rolloutDone(ctx, RolloutResult{TenantID: req.TenantID, Status: controlplane.StatusCompleted, Duration: res.Duration})
 			}
-			if rerun < MaxStaleReruns && ctx.Err() == nil && e.targetRaised(ctx, req, target, res.Version) {
+			if read && stored > target && stored > res.Version && rerun < MaxStaleReruns && ctx.Err() == nil {
 				// A scan or request for the raised target found this run's
 				// job (or flight) live and added none: this run goes on.
 				e.cfg.Logger.Info("fleet target raised during the run; running it again", attrs...)
@@ -732,38 +735,35 @@ func (e *Executor) migrate(ctx context.Context, req Request, t controlplane.Tena
 	return e.cfg.Migrator.Migrate(ctx, mt)
 }
 
-// warnAbovePin logs an error when an up run that applied versions ended
-// above the fleet target as the control plane stores it now, which was
-// lowered while the run applied them (after its check under the tenant's
-// lock). A rollback that pinned that target selected its tenants by their
-// recorded versions, and this tenant's was still the one before the run: it
-// missed the tenant, which the operator must roll back again.
-func (e *Executor) warnAbovePin(ctx context.Context, req Request, target int64, res migrator.Result) {
-	if e.cfg.StoredTarget == nil || len(res.Applied) == 0 || req.Direction != "" && req.Direction != DirectionUp {
-		return
+// targetAfter reads the fleet target as stored now, once, after an up run's
+// success, when a check needs it: a run that applied versions may have ended
+// above a pin set while it applied them (warnAbovePin), and one that aimed
+// below Latest may find the target raised meanwhile (a scan's enqueue for
+// the raised target was deduped against this run's live job, so the run
+// goes on). read is false when nothing needed it, or it could not be read.
+func (e *Executor) targetAfter(ctx context.Context, req Request, target int64, res migrator.Result) (stored int64, read bool) {
+	if e.cfg.StoredTarget == nil || req.Direction != "" && req.Direction != DirectionUp {
+		return 0, false
+	}
+	if len(res.Applied) == 0 && (target >= e.cfg.Latest || res.Version >= e.cfg.Latest) {
+		return 0, false
 	}
 	ctx, cancel := cleanupCtx(ctx)
 	defer cancel()
 	stored, err := e.cfg.StoredTarget(ctx)
-	if err != nil || stored >= res.Version || stored >= target {
-		return
-	}
+	return stored, err == nil
+}
+
+// warnAbovePin logs an error for an up run that applied versions and ended
+// above the fleet target stored now, stored, which was lowered while the
+// run applied them (after its check under the tenant's lock). A rollback
+// that pinned that target selected its tenants by their recorded versions,
+// and this tenant's was still the one before the run: it missed the tenant,
+// which the operator must roll back again.
+func (e *Executor) warnAbovePin(ctx context.Context, req Request, res migrator.Result, stored int64) {
 	e.cfg.Logger.ErrorContext(ctx, "tenant migrated above the fleet target, which was pinned while its migration ran: "+
 		"a rollback that selected tenants meanwhile missed it; roll it back again (tenantmigrate rollback --to "+strconv.FormatInt(stored, 10)+" --tenant "+req.TenantID+")",
 		"tenant_id", req.TenantID, "version", res.Version, "target", stored)
-}
-
-// targetRaised reports whether the fleet target of an up run that aimed
-// below Latest was raised above the version it reached while it ran.
-func (e *Executor) targetRaised(ctx context.Context, req Request, target, reached int64) bool {
-	if e.cfg.StoredTarget == nil || target >= e.cfg.Latest || reached >= e.cfg.Latest ||
-		req.Direction != "" && req.Direction != DirectionUp {
-		return false
-	}
-	ctx, cancel := cleanupCtx(ctx)
-	defer cancel()
-	stored, err := e.cfg.StoredTarget(ctx)
-	return err == nil && stored > target && stored > reached
 }
 
 // errTargetLowered ends an up run, with nothing applied, whose target was
