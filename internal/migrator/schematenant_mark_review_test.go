@@ -34,9 +34,7 @@ func TestSchemaTenantMarkEveryExecMode(t *testing.T) {
 			res, err := newMigrator(t, Config{FS: sqlFS(files), TransactionMode: tx}).Migrate(ctx, Target{DatabaseURL: u, Schema: schema})
 			require.NoError(t, err, "%s %s", mode, tx)
 			require.Equal(t, []int64{1, 2, 3}, res.Applied)
-			c, ok := versionTableComment(t, conn, schema, "goose_db_version")
-			require.True(t, ok, "%s %s", mode, tx)
-			require.Equal(t, schemaTenantMark(schema), c)
+			requireMarked(t, conn, schema, "goose_db_version", "%s %s", mode, tx)
 			require.Equal(t, []int64{0, 1, 2, 3}, appliedVersions(t, conn, schema))
 		}
 	}
@@ -47,9 +45,7 @@ func TestSchemaTenantMarkEveryExecMode(t *testing.T) {
 		u := withQuery(t, dbURL, map[string]string{"default_query_exec_mode": mode})
 		_, err := newMigrator(t, Config{FS: os.DirFS(gmDir(t, 3, nil))}).Migrate(ctx, Target{DatabaseURL: u, Schema: schema})
 		require.NoError(t, err, mode)
-		c, ok := versionTableComment(t, conn, schema, "schema_migrations")
-		require.True(t, ok)
-		require.Equal(t, schemaTenantMark(schema), c)
+		requireMarked(t, conn, schema, "schema_migrations")
 	}
 }
 
@@ -86,9 +82,7 @@ func TestSchemaTenantConcurrentFirstMark(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, errs[0])
 	require.NoError(t, errs[1])
-	c, ok := versionTableComment(t, conn, "acme", "goose_db_version")
-	require.True(t, ok)
-	require.Equal(t, schemaTenantMark("acme"), c)
+	requireMarked(t, conn, "acme", "goose_db_version")
 	require.Equal(t, []int64{0, 1, 2, 3}, appliedVersions(t, conn, "acme"))
 }
 
@@ -126,9 +120,7 @@ func TestSchemaTenantMarkBesideRunningRun(t *testing.T) {
 	mB := newMigrator(t, Config{FS: sqlFS(files), LockTimeout: 500 * time.Millisecond})
 	_, errB := mB.Migrate(ctx, acme)
 	t.Logf("B: %v", errB)
-	c, ok := versionTableComment(t, conn, "acme", "goose_db_version")
-	require.True(t, ok)
-	require.Equal(t, schemaTenantMark("acme"), c)
+	requireMarked(t, conn, "acme", "goose_db_version")
 	exec(t, holder, `COMMIT`)
 	wg.Wait()
 	require.NoError(t, errA)

@@ -11,6 +11,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// requireMarked fails unless schema.table carries schema tenant schema's mark.
+func requireMarked(t testing.TB, conn *pgx.Conn, schema, table string, msgAndArgs ...any) {
+	t.Helper()
+	c, ok := versionTableComment(t, conn, schema, table)
+	require.True(t, ok, msgAndArgs...)
+	require.Equal(t, schemaTenantMark(schema), c, msgAndArgs...)
+}
+
 // versionTableComment returns the comment of schema.table, and whether the table has one.
 func versionTableComment(t testing.TB, conn *pgx.Conn, schema, table string) (string, bool) {
 	t.Helper()
@@ -250,9 +258,7 @@ func TestMarkStatementQuotes(t *testing.T) {
 	exec(t, conn, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize())
 	exec(t, conn, `CREATE TABLE `+pgx.Identifier{schema, "t"}.Sanitize()+` (id int)`)
 	exec(t, conn, markStatement(VersionTable{Schema: schema, Name: "t"}, schema))
-	comment, ok := versionTableComment(t, conn, schema, "t")
-	require.True(t, ok)
-	require.Equal(t, schemaTenantMark(schema), comment)
+	requireMarked(t, conn, schema, "t")
 }
 
 // TestEnsureSchemaQueryFindsOneRowAmongManySchemas: the query every schema tenant's run starts
