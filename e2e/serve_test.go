@@ -156,24 +156,34 @@ func TestServeKill9DuringMigration(t *testing.T) {
 	for _, s := range survivors {
 		waitNoneRemaining(t, s, 3) // River records the jobs' ends after the tenants'
 	}
+	rescued := 0
 	for _, id := range interrupted {
 		var j struct {
 			State    string
 			Attempt  int
 			Errors   int
 			Rescues  *int
+			Snoozes  int
 			ByVictim bool
 			LastBy   string
 		}
 		require.NoError(t, cp.QueryRow(t.Context(), `
 			SELECT state::text, attempt, coalesce(cardinality(errors), 0), (metadata->>'tenantmigrate_rescues')::int,
-			       $2 = ANY(attempted_by), attempted_by[cardinality(attempted_by)]
+			       coalesce((metadata->>'snoozes')::int, 0), $2 = ANY(attempted_by), attempted_by[cardinality(attempted_by)]
 			FROM tenantmigrate.river_job
-			WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id, leaderID).Scan(&j.State, &j.Attempt, &j.Errors, &j.Rescues, &j.ByVictim, &j.LastBy))
+			WHERE kind = 'migrate_tenant' AND args->>'tenant_id' = $1`, id, leaderID).Scan(&j.State, &j.Attempt, &j.Errors, &j.Rescues, &j.Snoozes, &j.ByVictim, &j.LastBy))
 		require.Equal(t, "completed", j.State, "job of %s", id)
 		require.Equal(t, 1, j.Attempt, "job of %s: the rescue used no attempt", id)
 		require.Zero(t, j.Errors, "job of %s", id)
-		require.NotNil(t, j.Rescues, "job of %s rescued", id)
+		if j.Rescues == nil {
+			// The victim put it back itself (its server was full) in a
+			// commit its backend finished after the kill, when the list
+			// above was read: nothing was left to rescue.
+			require.Positive(t, j.Snoozes, "job of %s: neither rescued nor put back", id)
+			t.Logf("job of %s was put back by the victim as it died, not rescued", id)
+			continue
+		}
+		rescued++
 		require.Equal(t, 1, *j.Rescues, "job of %s", id)
 		// Fetched by the victim, then finished by a survivor (a job that
 		// found its server full was fetched more than once: each snooze
@@ -181,6 +191,7 @@ func TestServeKill9DuringMigration(t *testing.T) {
 		require.True(t, j.ByVictim, "job of %s: run by the victim", id)
 		require.NotEqual(t, leaderID, j.LastBy, "job of %s: finished by a survivor", id)
 	}
+	require.Positive(t, rescued, "no interrupted job was rescued")
 }
 
 // TestServeUnreachableTenantFixedThroughAdminAPI: a tenant whose database
